@@ -1,0 +1,40 @@
+# LeadRelay developer commands. `make run` and `make test` install whatever is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SERVICES := intake scoring router sla-monitor
+INSTALL_STAMP := $(VENV)/.installed
+SOURCES := shared/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements-dev.txt constraints.txt
+
+.PHONY: help install run test lint format clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(INSTALL_STAMP): $(SOURCES)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "LeadRelay needs Python 3.11 or newer (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements-dev.txt -e shared $(foreach s,$(SERVICES),-e services/$(s))
+	@touch $@
+
+install: $(INSTALL_STAMP) ## create .venv and install the services and dev tools
+
+run: install ## start the broker and the four services on embedded defaults (Ctrl-C stops all)
+	@$(PY) -m leadrelay.devstack || [ $$? -eq 130 ]  # 130: stopped with Ctrl-C
+
+test: install ## run the whole test suite (cross-service tests start a real broker)
+	$(PY) -m pytest
+
+lint: install ## ruff (lint and format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## remove the venv and local databases
+	rm -rf $(VENV) var

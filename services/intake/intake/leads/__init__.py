@@ -1,0 +1,1 @@
+"""Leads: accept, store, publish, and serve the read model built from every service's events."""

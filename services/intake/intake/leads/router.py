@@ -1,0 +1,43 @@
+"""HTTP endpoints for leads."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from intake.leads import service
+from intake.leads.schemas import LeadAccepted, LeadCreate, LeadPublic, TimelineEntryPublic
+from leadrelay.apikeys import ApiKey, require_scopes
+from leadrelay.db import SessionDep
+from leadrelay.problems import ProblemException, problem_responses
+
+router = APIRouter(prefix="/v1/leads", tags=["leads"])
+
+WriteKey = Annotated[ApiKey, Depends(require_scopes("leads:write"))]
+ReadKey = Annotated[ApiKey, Depends(require_scopes("leads:read"))]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=LeadAccepted,
+    summary="Accept a lead",
+    responses=problem_responses(400, 401, 403, 422),
+)
+async def create_lead(lead_in: LeadCreate, session: SessionDep, _key: WriteKey, request: Request, response: Response) -> LeadAccepted:
+    """Store the lead and queue lead.received; 202 means it is durable and will be scored and routed."""
+    lead = await service.create(session=session, lead_in=lead_in)
+    request.app.state.runtime.relay.wake()
+    response.headers["Location"] = f"/v1/leads/{lead.id}"
+    return LeadAccepted(id=lead.id)
+
+
+@router.get("/{lead_id}", response_model=LeadPublic, summary="Read a lead", responses=problem_responses(401, 403, 404))
+async def read_lead(lead_id: str, session: SessionDep, _key: ReadKey) -> LeadPublic:
+    """The lead with its current stage, score, owner, SLA state and full timeline."""
+    lead = await service.get(session=session, lead_id=lead_id)
+    if lead is None:
+        raise ProblemException(404, "Not Found", f"No lead with id {lead_id}.")
+    timeline = await service.get_timeline(session=session, lead_id=lead_id)
+    return LeadPublic.model_validate(
+        {**lead.model_dump(), "timeline": [TimelineEntryPublic.model_validate(entry, from_attributes=True) for entry in timeline]}
+    )

@@ -1,0 +1,1 @@
+"""LeadRelay router: teams, reps, rules; assigns leads and explains why."""

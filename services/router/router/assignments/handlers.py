@@ -1,0 +1,33 @@
+"""Events the router consumes."""
+
+from functools import partial
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from leadrelay import outbox
+from leadrelay.events import CloudEvent, LeadAssigned, LeadScored, new_event
+from leadrelay.kafka import HandlerMap
+from router.assignments import service
+from router.config import RouterSettings
+
+SOURCE = "leadrelay/router"
+
+
+async def on_lead_scored(event: CloudEvent[LeadScored], session: AsyncSession, *, default_rep_id: str) -> None:
+    """Assign the lead (or re-announce its assignment, if a re-drive brought it back)."""
+    assignment = await service.assign(session=session, lead_id=event.data.lead_id, default_rep_id=default_rep_id)
+    assigned = LeadAssigned(
+        lead_id=assignment.lead_id,
+        assignment_id=assignment.id,
+        rep_id=assignment.rep_id,
+        rule_path=assignment.rule_path,
+        candidates=assignment.candidates,
+        routing_version=assignment.routing_version,
+        assigned_at=assignment.assigned_at,
+    )
+    outbox.add(session, new_event(assigned, source=SOURCE))
+
+
+def handlers(settings: RouterSettings) -> HandlerMap:
+    """Message type to handler, bound to this process's settings."""
+    return {LeadScored: partial(on_lead_scored, default_rep_id=settings.default_rep_id)}

@@ -1,0 +1,39 @@
+"""Placeholder routing: every scored lead goes to the default rep; the routing issue replaces `choose`."""
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from router.assignments.models import Assignment
+
+PLACEHOLDER_ROUTING_VERSION = "placeholder-1"
+
+
+def choose(*, default_rep_id: str) -> tuple[str, list[str], list[str]]:
+    """The rep, the rule path that chose them, and the candidates considered."""
+    return default_rep_id, ["default"], [default_rep_id]
+
+
+async def get_by_lead(*, session: AsyncSession, lead_id: str) -> Assignment | None:
+    """A lead's assignment, if any."""
+    return (await session.exec(select(Assignment).where(Assignment.lead_id == lead_id))).first()
+
+
+async def assign(*, session: AsyncSession, lead_id: str, default_rep_id: str) -> Assignment:
+    """The lead's assignment: the existing one, or a new one (safe when two replicas race)."""
+    existing = await get_by_lead(session=session, lead_id=lead_id)
+    if existing is not None:
+        return existing
+    rep_id, rule_path, candidates = choose(default_rep_id=default_rep_id)
+    assignment = Assignment(
+        lead_id=lead_id, rep_id=rep_id, rule_path=rule_path, candidates=candidates, routing_version=PLACEHOLDER_ROUTING_VERSION
+    )
+    try:
+        async with session.begin_nested():
+            session.add(assignment)
+    except IntegrityError:
+        # Another replica assigned this lead between our read and our insert: theirs stands.
+        winner = await get_by_lead(session=session, lead_id=lead_id)
+        assert winner is not None
+        return winner
+    return assignment

@@ -1,0 +1,22 @@
+"""Router settings, created once."""
+
+from functools import lru_cache
+
+from pydantic import Field
+
+from leadrelay.settings import ServiceSettings
+
+
+class RouterSettings(ServiceSettings):
+    """Router's settings (see docs/configuration.md)."""
+
+    service_name: str = "router"
+    port: int = 8002
+    database_url: str = "sqlite+aiosqlite:///./var/router.db"
+    default_rep_id: str = Field(default="rep-default", min_length=1, max_length=100)
+
+
+@lru_cache
+def get_settings() -> RouterSettings:
+    """The process's settings."""
+    return RouterSettings()

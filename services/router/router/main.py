@@ -1,0 +1,24 @@
+"""Router's bootstrap: the one place its parts are wired."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from leadrelay.service import ServiceSpec, create_service_app
+from router.assignments.handlers import handlers
+from router.config import RouterSettings, get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_app(settings: RouterSettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
+    """Build the router app."""
+    settings = settings or get_settings()
+    spec = ServiceSpec(
+        title="LeadRelay router",
+        description="Assigns leads to reps and explains every assignment.",
+        migrations_dir=MIGRATIONS_DIR,
+        handlers=handlers(settings),
+    )
+    return create_service_app(spec, settings, registry)

@@ -1,0 +1,1 @@
+"""LeadRelay scoring: the ICP agreement, account matching and the explained score."""

@@ -1,0 +1,24 @@
+"""Scoring's bootstrap: the one place its parts are wired."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from leadrelay.service import ServiceSpec, create_service_app
+from scoring.config import ScoringSettings, get_settings
+from scoring.scores.handlers import handlers
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_app(settings: ScoringSettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
+    """Build the scoring app."""
+    settings = settings or get_settings()
+    spec = ServiceSpec(
+        title="LeadRelay scoring",
+        description="Scores leads against the Ideal Customer Profile and explains every score.",
+        migrations_dir=MIGRATIONS_DIR,
+        handlers=handlers(settings),
+    )
+    return create_service_app(spec, settings, registry)

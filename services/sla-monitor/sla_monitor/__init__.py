@@ -1,0 +1,1 @@
+"""LeadRelay sla-monitor: the SLA agreement, business calendars and durable timers."""

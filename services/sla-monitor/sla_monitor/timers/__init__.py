@@ -1,0 +1,1 @@
+"""Timers: one durable timer per open obligation."""

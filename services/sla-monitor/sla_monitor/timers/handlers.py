@@ -1,0 +1,34 @@
+"""Events the sla-monitor consumes."""
+
+from datetime import timedelta
+from functools import partial
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from leadrelay import outbox
+from leadrelay.events import CloudEvent, LeadAssigned, SlaStarted, new_event
+from leadrelay.kafka import HandlerMap
+from sla_monitor.config import SlaMonitorSettings
+from sla_monitor.timers import service
+
+SOURCE = "leadrelay/sla-monitor"
+
+
+async def on_lead_assigned(event: CloudEvent[LeadAssigned], session: AsyncSession, *, response_time: timedelta) -> None:
+    """Start the first-response timer (or re-announce it) and publish sla.started."""
+    timer = await service.start(session=session, assignment=event.data, response_time=response_time)
+    started = SlaStarted(
+        lead_id=timer.lead_id,
+        obligation=timer.obligation,
+        assignment_id=timer.assignment_id,
+        rep_id=timer.rep_id,
+        policy_version=timer.policy_version,
+        started_at=timer.started_at,
+        due_at=timer.due_at,
+    )
+    outbox.add(session, new_event(started, source=SOURCE))
+
+
+def handlers(settings: SlaMonitorSettings) -> HandlerMap:
+    """Message type to handler, bound to this process's settings."""
+    return {LeadAssigned: partial(on_lead_assigned, response_time=timedelta(seconds=settings.first_response_seconds))}

@@ -1,0 +1,55 @@
+"""Placeholder SLA: a first response within a fixed time; the SLA issue adds policies and calendars."""
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from leadrelay.events import LeadAssigned
+from sla_monitor.timers.models import SlaTimer
+
+PLACEHOLDER_POLICY_VERSION = "placeholder-1"
+FIRST_RESPONSE = "first_response"
+
+
+async def get_by_assignment(*, session: AsyncSession, assignment_id: str, obligation: str) -> SlaTimer | None:
+    """The timer of an assignment's obligation, if any."""
+    statement = select(SlaTimer).where(SlaTimer.assignment_id == assignment_id, SlaTimer.obligation == obligation)
+    return (await session.exec(statement)).first()
+
+
+async def start(*, session: AsyncSession, assignment: LeadAssigned, response_time: timedelta) -> SlaTimer:
+    """The first-response timer of an assignment: the existing one, or a new one."""
+    existing = await get_by_assignment(session=session, assignment_id=assignment.assignment_id, obligation=FIRST_RESPONSE)
+    if existing is not None:
+        return existing
+    timer = SlaTimer(
+        lead_id=assignment.lead_id,
+        assignment_id=assignment.assignment_id,
+        obligation=FIRST_RESPONSE,
+        rep_id=assignment.rep_id,
+        policy_version=PLACEHOLDER_POLICY_VERSION,
+        started_at=assignment.assigned_at,
+        due_at=assignment.assigned_at + response_time,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(timer)
+    except IntegrityError:
+        winner = await get_by_assignment(session=session, assignment_id=assignment.assignment_id, obligation=FIRST_RESPONSE)
+        assert winner is not None
+        return winner
+    return timer
+
+
+async def claim_due(*, session: AsyncSession, now: datetime, limit: int = 500) -> list[SlaTimer]:
+    """Running timers past their deadline, locked so two replicas never breach the same one."""
+    statement = (
+        select(SlaTimer)
+        .where(SlaTimer.status == "running", col(SlaTimer.due_at) <= now)
+        .order_by(col(SlaTimer.due_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.exec(statement)).all())

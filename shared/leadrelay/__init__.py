@@ -1,0 +1,1 @@
+"""LeadRelay's shared platform library."""

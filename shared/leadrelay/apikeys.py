@@ -1,0 +1,101 @@
+"""API keys stored as SHA-256 hashes, with scopes, checked by a FastAPI dependency."""
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from leadrelay.db import SessionDep
+from leadrelay.events import utcnow
+from leadrelay.problems import ProblemException
+
+# Documented in README and docs/configuration.md; refused when ENVIRONMENT=production.
+DEFAULT_DEV_API_KEY = "lr_dev_insecure_change_me"
+KEY_PREFIX = "lr_"
+
+
+class ApiKeyBase(SQLModel):
+    """What a caller may see of a key."""
+
+    name: str = Field(max_length=100, unique=True)
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class ApiKey(ApiKeyBase, table=True):
+    """A stored key: only the hash of the secret is kept."""
+
+    __tablename__ = "api_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_hash: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+def hash_key(secret: str) -> str:
+    """SHA-256 of a key; keys are long random strings, so a fast hash is enough."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    """A new random key."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+async def upsert(session: AsyncSession, *, name: str, secret: str, scopes: list[str]) -> ApiKey:
+    """Store (or replace the secret and scopes of) the key with this name."""
+    key = (await session.exec(select(ApiKey).where(ApiKey.name == name))).first()
+    if key is None:
+        key = ApiKey(name=name, key_hash=hash_key(secret), scopes=scopes)
+    else:
+        key.key_hash, key.scopes, key.revoked_at = hash_key(secret), scopes, None
+    session.add(key)
+    await session.commit()
+    return key
+
+
+async def authenticate(session: AsyncSession, *, secret: str) -> ApiKey | None:
+    """The live key matching a presented secret, or None."""
+    digest = hash_key(secret)
+    key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == digest))).first()
+    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.key_hash, digest):
+        return None
+    return key
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
+
+
+def require_scopes(*scopes: str) -> Callable[..., Awaitable[ApiKey]]:
+    """Dependency that admits a request only with a live key holding every scope."""
+
+    async def dependency(
+        request: Request,
+        session: SessionDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> ApiKey:
+        unauthorized = ProblemException(
+            401,
+            "Unauthorized",
+            "A valid API key is required: send `Authorization: Bearer <key>`.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise unauthorized
+        key = await authenticate(session, secret=credentials.credentials)
+        if key is None:
+            raise unauthorized
+        missing = sorted(set(scopes) - set(key.scopes))
+        if missing:
+            raise ProblemException(403, "Forbidden", f"The API key lacks the scope(s): {', '.join(missing)}.")
+        return key
+
+    return dependency

@@ -1,0 +1,292 @@
+"""CloudEvents 1.0 envelope, one typed model per event type, and the topic each type travels on."""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from leadrelay.stages import LeadStage
+
+
+class Topic(StrEnum):
+    """Kafka topics; a dead-letter topic is `<topic>.dlq`."""
+
+    LEADS_RECEIVED = "leads.received"
+    LEADS_SCORED = "leads.scored"
+    LEADS_ASSIGNED = "leads.assigned"
+    LEADS_ACTIVITY = "leads.activity"
+    SLA_EVENTS = "sla.events"
+    ACCOUNTS_CHANGED = "accounts.changed"
+
+
+def dlq_topic(topic: str) -> str:
+    """Dead-letter topic of a topic."""
+    return f"{topic}.dlq"
+
+
+def utcnow() -> datetime:
+    """Timezone-aware current UTC time."""
+    return datetime.now(UTC)
+
+
+class EventData(BaseModel):
+    """Base of every event payload; subclasses name their CloudEvents type and topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_type: ClassVar[str]
+    topic: ClassVar[Topic]
+
+    def subject(self) -> str:
+        """The CloudEvents subject, which is also the Kafka key (a lead id by default)."""
+        lead_id: str = getattr(self, "lead_id")
+        return lead_id
+
+
+DataT = TypeVar("DataT", bound=EventData)
+
+
+class CloudEvent(BaseModel, Generic[DataT]):
+    """A CloudEvents 1.0 event in structured JSON mode."""
+
+    model_config = ConfigDict(frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(default_factory=lambda: str(uuid4()))
+    source: str
+    type: str
+    subject: str
+    time: datetime = Field(default_factory=utcnow)
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: DataT
+
+    @property
+    def topic(self) -> Topic:
+        """Topic this event is published on."""
+        return self.data.topic
+
+    def to_bytes(self) -> bytes:
+        """Serialize to structured-mode JSON."""
+        return self.model_dump_json().encode()
+
+
+class ScoreCriterion(BaseModel):
+    """Points one ICP criterion contributed to a score, and why."""
+
+    criterion: str
+    points: int
+    reason: str
+
+
+class LeadReceived(EventData):
+    """A lead was accepted by intake (or re-driven because it never reached a routing decision)."""
+
+    event_type: ClassVar[str] = "lead.received"
+    topic: ClassVar[Topic] = Topic.LEADS_RECEIVED
+
+    lead_id: str
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    company: str | None = None
+    job_title: str | None = None
+    phone: str | None = None
+    country: str | None = None
+    source: str
+    campaign: str | None = None
+    received_at: datetime
+    redrive: bool = False
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class LeadScored(EventData):
+    """Scoring scored a lead against an ICP version."""
+
+    event_type: ClassVar[str] = "lead.scored"
+    topic: ClassVar[Topic] = Topic.LEADS_SCORED
+
+    lead_id: str
+    score: int = Field(ge=0, le=100)
+    stage: LeadStage
+    icp_version: str
+    explanation: list[ScoreCriterion]
+    scored_at: datetime
+    lead: LeadReceived
+
+
+class LeadAssigned(EventData):
+    """The router assigned a lead to a rep."""
+
+    event_type: ClassVar[str] = "lead.assigned"
+    topic: ClassVar[Topic] = Topic.LEADS_ASSIGNED
+
+    lead_id: str
+    assignment_id: str
+    rep_id: str
+    team_id: str | None = None
+    rule_path: list[str]
+    candidates: list[str]
+    routing_version: str
+    assigned_at: datetime
+
+
+ActivityKind = Literal["accepted", "contacted", "rejected", "qualified", "won", "lost"]
+
+
+class LeadActivity(EventData):
+    """A rep acted on a lead (pushed by a CRM through intake)."""
+
+    event_type: ClassVar[str] = "lead.activity"
+    topic: ClassVar[Topic] = Topic.LEADS_ACTIVITY
+
+    lead_id: str
+    rep_id: str
+    activity: ActivityKind
+    reason_code: str | None = None
+    occurred_at: datetime
+
+
+class SlaStarted(EventData):
+    """The sla-monitor started a timer for an obligation."""
+
+    event_type: ClassVar[str] = "sla.started"
+    topic: ClassVar[Topic] = Topic.SLA_EVENTS
+
+    lead_id: str
+    obligation: str
+    assignment_id: str
+    rep_id: str
+    policy_version: str
+    started_at: datetime
+    due_at: datetime
+
+
+class SlaWarning(EventData):
+    """An obligation is close to its deadline."""
+
+    event_type: ClassVar[str] = "sla.warning"
+    topic: ClassVar[Topic] = Topic.SLA_EVENTS
+
+    lead_id: str
+    obligation: str
+    assignment_id: str
+    rep_id: str
+    due_at: datetime
+    remaining_seconds: float
+
+
+class SlaBreached(EventData):
+    """An obligation passed its deadline unmet."""
+
+    event_type: ClassVar[str] = "sla.breached"
+    topic: ClassVar[Topic] = Topic.SLA_EVENTS
+
+    lead_id: str
+    obligation: str
+    assignment_id: str
+    rep_id: str
+    due_at: datetime
+    breached_at: datetime
+
+
+class SlaMet(EventData):
+    """An obligation was met before its deadline."""
+
+    event_type: ClassVar[str] = "sla.met"
+    topic: ClassVar[Topic] = Topic.SLA_EVENTS
+
+    lead_id: str
+    obligation: str
+    assignment_id: str
+    rep_id: str
+    due_at: datetime
+    met_at: datetime
+
+
+class AccountChanged(EventData):
+    """An account (and its owner) was created or changed by a CRM sync; keyed by account id."""
+
+    event_type: ClassVar[str] = "account.changed"
+    topic: ClassVar[Topic] = Topic.ACCOUNTS_CHANGED
+
+    account_id: str
+    name: str
+    domain: str | None = None
+    owner_rep_id: str | None = None
+    changed_at: datetime
+
+    def subject(self) -> str:
+        """Accounts are keyed by account id."""
+        return self.account_id
+
+
+EVENT_TYPES: dict[str, type[EventData]] = {
+    cls.event_type: cls
+    for cls in (
+        LeadReceived,
+        LeadScored,
+        LeadAssigned,
+        LeadActivity,
+        SlaStarted,
+        SlaWarning,
+        SlaBreached,
+        SlaMet,
+        AccountChanged,
+    )
+}
+
+
+class UnknownEventType(ValueError):
+    """The envelope names a type this library does not know."""
+
+
+def new_event(data: DataT, *, source: str, event_id: str | None = None) -> CloudEvent[DataT]:
+    """Wrap a payload in a CloudEvent whose type and subject follow from the payload."""
+    kwargs: dict[str, Any] = {"id": event_id} if event_id else {}
+    return CloudEvent[type(data)](  # type: ignore[misc]
+        source=source, type=data.event_type, subject=data.subject(), data=data, **kwargs
+    )
+
+
+def parse_envelope(raw: bytes) -> CloudEvent[Any]:
+    """Parse the CloudEvents envelope, leaving the payload untyped; raises ValidationError."""
+    return CloudEvent[Any].model_validate_json(raw)  # type: ignore[type-var]
+
+
+def parse_event(raw: bytes) -> CloudEvent[EventData]:
+    """Parse structured-mode JSON into a CloudEvent with its typed payload.
+
+    Raises ValidationError (bad envelope or payload) or UnknownEventType.
+    """
+    envelope = parse_envelope(raw)
+    data_type = EVENT_TYPES.get(envelope.type)
+    if data_type is None:
+        raise UnknownEventType(envelope.type)
+    return CloudEvent[data_type].model_validate_json(raw)  # type: ignore[valid-type, no-any-return]
+
+
+__all__ = [
+    "EVENT_TYPES",
+    "AccountChanged",
+    "CloudEvent",
+    "EventData",
+    "LeadActivity",
+    "LeadAssigned",
+    "LeadReceived",
+    "LeadScored",
+    "ScoreCriterion",
+    "SlaBreached",
+    "SlaMet",
+    "SlaStarted",
+    "SlaWarning",
+    "Topic",
+    "UnknownEventType",
+    "ValidationError",
+    "dlq_topic",
+    "new_event",
+    "parse_envelope",
+    "parse_event",
+    "utcnow",
+]

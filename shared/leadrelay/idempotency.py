@@ -1,0 +1,38 @@
+"""Processed-event records, so a redelivered event changes nothing."""
+
+from datetime import datetime
+
+from sqlalchemy import delete
+from sqlmodel import Field, SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from leadrelay.events import utcnow
+
+
+class ProcessedEvent(SQLModel, table=True):
+    """An event a consumer has already handled, written in the handler's own transaction."""
+
+    __tablename__ = "processed_event"
+
+    consumer: str = Field(primary_key=True, max_length=100)
+    event_id: str = Field(primary_key=True, max_length=64)
+    processed_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+async def claim(session: AsyncSession, *, consumer: str, event_id: str) -> bool:
+    """Record the event as processed in this transaction; False if it already was.
+
+    A concurrent claim of the same event makes the caller's commit fail on the primary key,
+    which rolls back its work: the caller then sees the event as already processed.
+    """
+    if await session.get(ProcessedEvent, (consumer, event_id)) is not None:
+        return False
+    session.add(ProcessedEvent(consumer=consumer, event_id=event_id))
+    await session.flush()
+    return True
+
+
+async def prune(session: AsyncSession, *, older_than: datetime) -> int:
+    """Forget records older than the broker's retention; a redelivery cannot be older."""
+    result = await session.exec(delete(ProcessedEvent).where(ProcessedEvent.processed_at < older_than))  # type: ignore[call-overload, arg-type]
+    return int(result.rowcount or 0)

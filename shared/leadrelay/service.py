@@ -1,0 +1,150 @@
+"""The one place a service is wired: database, migrations, bus, outbox relay, consumer, jobs, HTTP."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadrelay.db import SessionFactory, create_engine, create_session_factory, run_migrations
+from leadrelay.health import health_router
+from leadrelay.kafka import EventConsumer, HandlerMap, KafkaBus
+from leadrelay.logs import configure_logging, logging_config
+from leadrelay.metrics import MetricsMiddleware, ServiceMetrics, metrics_router
+from leadrelay.outbox import OutboxRelay
+from leadrelay.problems import install_problem_handlers
+from leadrelay.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceRuntime:
+    """Long-lived parts of a running service, created once in the lifespan."""
+
+    settings: ServiceSettings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    metrics: ServiceMetrics
+    bus: KafkaBus
+    relay: OutboxRelay
+    consumer: EventConsumer | None
+
+
+Job = Callable[[ServiceRuntime], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What makes one service itself; everything else is the platform's."""
+
+    title: str
+    description: str
+    migrations_dir: Path
+    version: str = "0.1.0"
+    handlers: HandlerMap = field(default_factory=dict)
+    routers: Sequence[APIRouter] = ()
+    on_startup: Sequence[Job] = ()
+    jobs: Sequence[Job] = ()
+    openapi_tags: Sequence[dict[str, Any]] = ()
+
+
+async def _supervise(name: str, job: Callable[[], Awaitable[None]]) -> None:
+    # A background job that crashes is logged and restarted; it must never take the service down.
+    while True:
+        try:
+            await job()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("background job crashed, restarting", extra={"job": name})
+            await asyncio.sleep(1.0)
+
+
+def create_service_app(spec: ServiceSpec, settings: ServiceSettings, registry: CollectorRegistry | None = None) -> FastAPI:
+    """Build a service's FastAPI app; its lifespan starts and stops every long-lived client once."""
+    metrics = ServiceMetrics(registry or CollectorRegistry())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        await run_migrations(engine, spec.migrations_dir)
+        sessions = create_session_factory(engine)
+        bus = KafkaBus(settings, metrics)
+        relay = OutboxRelay(
+            engine=engine,
+            sessions=sessions,
+            bus=bus,
+            metrics=metrics,
+            batch_size=settings.outbox_batch_size,
+            poll_interval=settings.outbox_poll_interval_seconds,
+        )
+        consumer = (
+            EventConsumer(
+                settings=settings, bus=bus, sessions=sessions, handlers=spec.handlers, metrics=metrics, on_commit=relay.wake
+            )
+            if spec.handlers
+            else None
+        )
+        runtime = ServiceRuntime(settings, engine, sessions, metrics, bus, relay, consumer)
+        app.state.runtime = runtime
+        for startup in spec.on_startup:
+            await startup(runtime)
+        relay_task = asyncio.create_task(_supervise("outbox-relay", relay.run))
+        consumer_task = asyncio.create_task(_supervise("consumer", consumer.run)) if consumer else None
+        job_tasks = [
+            asyncio.create_task(_supervise(getattr(job, "__name__", "job"), lambda job=job: job(runtime)))  # type: ignore[misc]
+            for job in spec.jobs
+        ]
+        logger.info("service started", extra={"port": settings.port, "topics": consumer.topics if consumer else []})
+        try:
+            yield
+        finally:
+            if consumer and consumer_task:
+                consumer.stop()
+                try:
+                    await asyncio.wait_for(consumer_task, timeout=15)
+                except TimeoutError:
+                    logger.warning("consumer did not stop in time")
+            for task in [*job_tasks, relay_task]:
+                task.cancel()
+            await asyncio.gather(*job_tasks, relay_task, return_exceptions=True)
+            await relay.stop()
+            await bus.close()
+            await engine.dispose()
+            logger.info("service stopped")
+
+    app = FastAPI(
+        title=spec.title,
+        description=spec.description,
+        version=spec.version,
+        lifespan=lifespan,
+        openapi_tags=list(spec.openapi_tags) or None,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(health_router)
+    app.include_router(metrics_router)
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run a service under uvicorn with JSON logs; SIGINT/SIGTERM shut it down gracefully."""
+    configure_logging(settings.service_name, settings.log_level)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=logging_config(settings.service_name, settings.log_level),
+        timeout_graceful_shutdown=20,
+    )
