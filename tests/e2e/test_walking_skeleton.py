@@ -1,0 +1,28 @@
+"""A lead travels intake -> scoring -> router -> sla-monitor and back into intake's read model."""
+
+from collections.abc import Awaitable, Callable
+
+from leadrelay.broker import EmbeddedBroker
+from leadrelay.testing import Stack
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+async def test_posted_lead_shows_up_assigned_with_a_deadline(broker: EmbeddedBroker, make_stack: StackFactory, backend: str) -> None:
+    stack = await make_stack(broker, backend=backend)
+    await stack.start()
+
+    lead_id = await stack.post_lead(email="Ada@Analytical.Example", phone="+44 20 7946 0000", source="webinar")
+    lead = await stack.wait_routed(lead_id)
+
+    assert lead["email"] == "ada@analytical.example"
+    assert lead["stage"] == "mql"
+    assert lead["score"] == 100
+    assert lead["owner_rep_id"] == "rep-default"
+    assert lead["sla_state"] == "running"
+    timeline = lead["timeline"]
+    assert isinstance(timeline, list)
+    assert [entry["type"] for entry in timeline][:2] == ["lead.received", "lead.scored"]
+    assert sorted(entry["type"] for entry in timeline) == ["lead.assigned", "lead.received", "lead.scored", "sla.started"]
+    scored = next(entry for entry in timeline if entry["type"] == "lead.scored")
+    assert {item["criterion"] for item in scored["details"]["explanation"]} >= {"business_email", "company_known"}
