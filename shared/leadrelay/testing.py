@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from leadrelay.db import create_engine
@@ -228,3 +229,58 @@ async def read_topic(bootstrap_servers: str, topic: str, *, min_count: int, time
     finally:
         await consumer.stop()
     return records
+
+
+async def read_to_end(bootstrap_servers: str, topic: str, timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record currently in a topic (up to the end offsets taken at the start)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        partitions = [TopicPartition(topic, p) for p in (await _partitions(consumer, topic))]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s reading {topic} to its end")
+            batch = await consumer.getmany(timeout_ms=200)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    deadline = time.monotonic() + 10
+    while (partitions := consumer.partitions_for_topic(topic)) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"topic {topic} has no metadata")
+        await consumer._client.force_metadata_update()  # noqa: SLF001  (no public way to ask for one topic)
+        consumer._client.add_topic(topic)  # noqa: SLF001
+    return set(partitions)
+
+
+async def produce(bootstrap_servers: str, topic: str, records: list[tuple[str, bytes]]) -> None:
+    """Produce (key, value) records in order and wait for the acknowledgements."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value=value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+async def metric_value(url: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """Sum of a Prometheus metric's samples matching the labels, read from a service's /metrics."""
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        body = (await client.get(f"{url}/metrics")).text
+    total = 0.0
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                total += sample.value
+    return total

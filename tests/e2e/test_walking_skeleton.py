@@ -1,11 +1,8 @@
 """A lead travels intake -> scoring -> router -> sla-monitor and back into intake's read model."""
 
-from collections.abc import Awaitable, Callable
-
 from leadrelay.broker import EmbeddedBroker
-from leadrelay.testing import Stack
-
-StackFactory = Callable[..., Awaitable[Stack]]
+from leadrelay.testing import wait_until
+from tests.e2e.conftest import StackFactory
 
 
 async def test_posted_lead_shows_up_assigned_with_a_deadline(broker: EmbeddedBroker, make_stack: StackFactory, backend: str) -> None:
@@ -26,3 +23,19 @@ async def test_posted_lead_shows_up_assigned_with_a_deadline(broker: EmbeddedBro
     assert sorted(entry["type"] for entry in timeline) == ["lead.assigned", "lead.received", "lead.scored", "sla.started"]
     scored = next(entry for entry in timeline if entry["type"] == "lead.scored")
     assert {item["criterion"] for item in scored["details"]["explanation"]} >= {"business_email", "company_known"}
+
+
+async def test_unanswered_lead_breaches_its_sla(broker: EmbeddedBroker, make_stack: StackFactory) -> None:
+    stack = await make_stack(broker, env={"FIRST_RESPONSE_SECONDS": "1", "TIMER_CHECK_INTERVAL_SECONDS": "0.2"})
+    await stack.start()
+
+    lead_id = await stack.post_lead()
+
+    async def breached() -> dict[str, object] | None:
+        lead = await stack.lead(lead_id)
+        return lead if lead["sla_state"] == "breached" else None
+
+    lead = await wait_until(breached, timeout=30, what="the SLA to be breached")
+    timeline = lead["timeline"]
+    assert isinstance(timeline, list)
+    assert [entry["type"] for entry in timeline].count("sla.breached") == 1

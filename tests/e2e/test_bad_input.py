@@ -1,0 +1,47 @@
+"""Bad input gets a 4xx problem+json naming the failing field, and stores nothing."""
+
+import httpx
+import pytest
+
+from leadrelay.broker import EmbeddedBroker
+from leadrelay.testing import DEV_API_KEY, count_rows
+from tests.e2e.conftest import StackFactory
+
+JSON = {"Content-Type": "application/json"}
+AUTH = {"Authorization": f"Bearer {DEV_API_KEY}", **JSON}
+
+CASES = [
+    pytest.param(AUTH, b'{"email": "ada@example.com",', 400, "body", id="malformed-json"),
+    pytest.param(AUTH, b'{"company": "Analytical Engines"}', 422, "email", id="missing-required-field"),
+    pytest.param(AUTH, b'{"email": "not-an-email"}', 422, "email", id="invalid-email"),
+    pytest.param(AUTH, b'{"email": "ada@example.com", "country": "GBR"}', 422, "country", id="field-too-long"),
+    pytest.param(AUTH, b'{"email": "ada@example.com", "shoe_size": 44}', 422, "shoe_size", id="unknown-field"),
+    pytest.param(AUTH, b'["ada@example.com"]', 422, "body", id="not-an-object"),
+    pytest.param({"Authorization": "Bearer lr_wrong_key_0000000000", **JSON}, b'{"email": "ada@example.com"}', 401, None, id="wrong-api-key"),
+    pytest.param(JSON, b'{"email": "ada@example.com"}', 401, None, id="missing-api-key"),
+]
+
+
+async def test_bad_requests_get_problem_details_and_store_nothing(broker: EmbeddedBroker, make_stack: StackFactory) -> None:
+    stack = await make_stack(broker)
+    await stack.start("intake")
+    async with httpx.AsyncClient(base_url=stack["intake"].url) as client:
+        for case in CASES:
+            headers, body, status, field = case.values
+            response = await client.post("/v1/leads", content=body, headers=headers)
+
+            assert response.status_code == status, (case.id, response.text)
+            assert response.headers["content-type"] == "application/problem+json", case.id
+            problem = response.json()
+            assert problem["status"] == status and problem["title"], case.id
+            if field is not None:
+                assert field in {error["field"] for error in problem["errors"]}, (case.id, problem)
+            if status == 401:
+                assert response.headers["www-authenticate"] == "Bearer", case.id
+
+        unknown = await client.get("/v1/leads/does-not-exist", headers=AUTH)
+        assert unknown.status_code == 404
+        assert unknown.headers["content-type"] == "application/problem+json"
+
+    for table in ("lead", "timeline_entry", "outbox"):
+        assert await count_rows(stack.database_urls["intake"], table) == 0, table
