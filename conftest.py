@@ -96,7 +96,13 @@ async def make_stack(tmp_path: Path, make_database: DatabaseFactory) -> AsyncIte
     """Factory of stacks of real service processes: `await make_stack(broker, backend="sqlite")`."""
     stacks: list[Stack] = []
 
-    async def make(broker: EmbeddedBroker, *, backend: str = "sqlite", env: dict[str, str] | None = None, database_urls: dict[str, str] | None = None) -> Stack:
+    async def make(
+        broker: EmbeddedBroker,
+        *,
+        backend: str = "sqlite",
+        env: dict[str, str] | None = None,
+        database_urls: dict[str, str] | None = None,
+    ) -> Stack:
         urls = database_urls or {name: await make_database(backend, name) for name in SERVICE_MODULES}
         stack = Stack(workdir=tmp_path, bootstrap_servers=broker.bootstrap_servers, database_urls=urls, env=env)
         stacks.append(stack)

@@ -22,7 +22,9 @@ def main() -> None:
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = EMBEDDED_BROKER
         host, port = EMBEDDED_BROKER.split(":")
         if is_listening(host, int(port)):
-            sys.exit(f"Port {port} is taken: stop what listens there or set KAFKA_BOOTSTRAP_SERVERS to a running broker.")
+            sys.exit(
+                f"Port {port} is taken: stop what listens there or set KAFKA_BOOTSTRAP_SERVERS to a running broker."
+            )
         processes.insert(0, "broker")
         broker_line = f"{EMBEDDED_BROKER} (embedded Tansu, memory only)"
     # The embedded broker answers group joins after half the session timeout; keep it short locally.
@@ -39,7 +41,7 @@ def main() -> None:
         "",
         "  try: curl -s -X POST http://127.0.0.1:8000/v1/leads \\",
         f"         -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\",
-        "         -d '{\"email\": \"ada@example.com\", \"company\": \"Analytical Engines\", \"job_title\": \"CTO\"}'",
+        '         -d \'{"email": "ada@example.com", "company": "Analytical Engines", "job_title": "CTO"}\'',
         "",
         "  Ctrl-C stops everything.",
         "",

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -40,9 +40,18 @@ class EventData(BaseModel):
     topic: ClassVar[Topic]
 
     def subject(self) -> str:
-        """The CloudEvents subject, which is also the Kafka key (a lead id by default)."""
-        lead_id: str = getattr(self, "lead_id")
-        return lead_id
+        """The CloudEvents subject, which is also the Kafka key."""
+        raise NotImplementedError
+
+
+class LeadEventData(EventData):
+    """Payload about one lead: subject and key are the lead id, so a lead's events stay in order."""
+
+    lead_id: str
+
+    def subject(self) -> str:
+        """The lead id."""
+        return self.lead_id
 
 
 DataT = TypeVar("DataT", bound=EventData)
@@ -80,13 +89,12 @@ class ScoreCriterion(BaseModel):
     reason: str
 
 
-class LeadReceived(EventData):
+class LeadReceived(LeadEventData):
     """A lead was accepted by intake (or re-driven because it never reached a routing decision)."""
 
     event_type: ClassVar[str] = "lead.received"
     topic: ClassVar[Topic] = Topic.LEADS_RECEIVED
 
-    lead_id: str
     email: str
     first_name: str | None = None
     last_name: str | None = None
@@ -101,13 +109,12 @@ class LeadReceived(EventData):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class LeadScored(EventData):
+class LeadScored(LeadEventData):
     """Scoring scored a lead against an ICP version."""
 
     event_type: ClassVar[str] = "lead.scored"
     topic: ClassVar[Topic] = Topic.LEADS_SCORED
 
-    lead_id: str
     score: int = Field(ge=0, le=100)
     stage: LeadStage
     icp_version: str
@@ -116,13 +123,12 @@ class LeadScored(EventData):
     lead: LeadReceived
 
 
-class LeadAssigned(EventData):
+class LeadAssigned(LeadEventData):
     """The router assigned a lead to a rep."""
 
     event_type: ClassVar[str] = "lead.assigned"
     topic: ClassVar[Topic] = Topic.LEADS_ASSIGNED
 
-    lead_id: str
     assignment_id: str
     rep_id: str
     team_id: str | None = None
@@ -135,26 +141,24 @@ class LeadAssigned(EventData):
 ActivityKind = Literal["accepted", "contacted", "rejected", "qualified", "won", "lost"]
 
 
-class LeadActivity(EventData):
+class LeadActivity(LeadEventData):
     """A rep acted on a lead (pushed by a CRM through intake)."""
 
     event_type: ClassVar[str] = "lead.activity"
     topic: ClassVar[Topic] = Topic.LEADS_ACTIVITY
 
-    lead_id: str
     rep_id: str
     activity: ActivityKind
     reason_code: str | None = None
     occurred_at: datetime
 
 
-class SlaStarted(EventData):
+class SlaStarted(LeadEventData):
     """The sla-monitor started a timer for an obligation."""
 
     event_type: ClassVar[str] = "sla.started"
     topic: ClassVar[Topic] = Topic.SLA_EVENTS
 
-    lead_id: str
     obligation: str
     assignment_id: str
     rep_id: str
@@ -163,13 +167,12 @@ class SlaStarted(EventData):
     due_at: datetime
 
 
-class SlaWarning(EventData):
+class SlaWarning(LeadEventData):
     """An obligation is close to its deadline."""
 
     event_type: ClassVar[str] = "sla.warning"
     topic: ClassVar[Topic] = Topic.SLA_EVENTS
 
-    lead_id: str
     obligation: str
     assignment_id: str
     rep_id: str
@@ -177,13 +180,12 @@ class SlaWarning(EventData):
     remaining_seconds: float
 
 
-class SlaBreached(EventData):
+class SlaBreached(LeadEventData):
     """An obligation passed its deadline unmet."""
 
     event_type: ClassVar[str] = "sla.breached"
     topic: ClassVar[Topic] = Topic.SLA_EVENTS
 
-    lead_id: str
     obligation: str
     assignment_id: str
     rep_id: str
@@ -191,13 +193,12 @@ class SlaBreached(EventData):
     breached_at: datetime
 
 
-class SlaMet(EventData):
+class SlaMet(LeadEventData):
     """An obligation was met before its deadline."""
 
     event_type: ClassVar[str] = "sla.met"
     topic: ClassVar[Topic] = Topic.SLA_EVENTS
 
-    lead_id: str
     obligation: str
     assignment_id: str
     rep_id: str
@@ -245,14 +246,14 @@ class UnknownEventType(ValueError):
 def new_event(data: DataT, *, source: str, event_id: str | None = None) -> CloudEvent[DataT]:
     """Wrap a payload in a CloudEvent whose type and subject follow from the payload."""
     kwargs: dict[str, Any] = {"id": event_id} if event_id else {}
-    return CloudEvent[type(data)](  # type: ignore[misc]
-        source=source, type=data.event_type, subject=data.subject(), data=data, **kwargs
-    )
+    # Parametrised by the payload's class so the payload serializes with all of its fields.
+    event_class = cast("type[CloudEvent[DataT]]", CloudEvent[type(data)])  # type: ignore[misc]
+    return event_class(source=source, type=data.event_type, subject=data.subject(), data=data, **kwargs)
 
 
 def parse_envelope(raw: bytes) -> CloudEvent[Any]:
     """Parse the CloudEvents envelope, leaving the payload untyped; raises ValidationError."""
-    return CloudEvent[Any].model_validate_json(raw)  # type: ignore[type-var]
+    return CloudEvent[Any].model_validate_json(raw)
 
 
 def parse_event(raw: bytes) -> CloudEvent[EventData]:
@@ -264,7 +265,7 @@ def parse_event(raw: bytes) -> CloudEvent[EventData]:
     data_type = EVENT_TYPES.get(envelope.type)
     if data_type is None:
         raise UnknownEventType(envelope.type)
-    return CloudEvent[data_type].model_validate_json(raw)  # type: ignore[valid-type, no-any-return]
+    return CloudEvent[data_type].model_validate_json(raw)  # type: ignore[valid-type]
 
 
 __all__ = [
@@ -274,6 +275,7 @@ __all__ = [
     "EventData",
     "LeadActivity",
     "LeadAssigned",
+    "LeadEventData",
     "LeadReceived",
     "LeadScored",
     "ScoreCriterion",

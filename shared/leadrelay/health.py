@@ -29,4 +29,6 @@ async def readyz(request: Request) -> JSONResponse:
     if runtime.consumer is not None:
         checks["consumer"] = "stuck" if runtime.consumer.is_stuck() else "ok"
     ready = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )

@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from sqlalchemy import delete
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.events import utcnow
@@ -34,5 +34,5 @@ async def claim(session: AsyncSession, *, consumer: str, event_id: str) -> bool:
 
 async def prune(session: AsyncSession, *, older_than: datetime) -> int:
     """Forget records older than the broker's retention; a redelivery cannot be older."""
-    result = await session.exec(delete(ProcessedEvent).where(ProcessedEvent.processed_at < older_than))  # type: ignore[call-overload, arg-type]
+    result = await session.exec(delete(ProcessedEvent).where(col(ProcessedEvent.processed_at) < older_than))
     return int(result.rowcount or 0)

@@ -1,6 +1,7 @@
 """Kafka bus on aiokafka: one producer per process, and a consumer loop with at-least-once handling."""
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -97,10 +98,8 @@ class KafkaBus:
                 if name not in existing
             ]
             if missing:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):  # another service was first
                     await admin.create_topics(missing)
-                except TopicAlreadyExistsError:
-                    pass  # another service created them first
         finally:
             await admin.close()
 
@@ -242,10 +241,8 @@ class EventConsumer:
     def forget_partition(self, tp: TopicPartition) -> None:
         """Drop state for a partition this member no longer owns."""
         self._processed.pop(tp, None)
-        try:
+        with contextlib.suppress(KeyError):  # no lag was recorded for it yet
             self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-        except KeyError:
-            pass
 
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Handle one record: parse, dispatch with retries, dead-letter when nothing else works."""
@@ -272,7 +269,9 @@ class EventConsumer:
             lead_id_var.reset(lead_token)
             event_id_var.reset(event_token)
 
-    async def _handle_with_retries(self, record: ConsumerRecord[bytes, bytes], event: CloudEvent[Any], handler: Handler) -> None:
+    async def _handle_with_retries(
+        self, record: ConsumerRecord[bytes, bytes], event: CloudEvent[Any], handler: Handler
+    ) -> None:
         attempts = self._settings.consumer_max_retries + 1
         for attempt in range(1, attempts + 1):
             try:
@@ -321,7 +320,9 @@ class EventConsumer:
             }
         )
         key = (record.key or b"").decode(errors="replace")
-        await self._bus.publish_batch([OutgoingMessage(topic=topic, key=key, value=record.value or b"", headers=headers)])
+        await self._bus.publish_batch(
+            [OutgoingMessage(topic=topic, key=key, value=record.value or b"", headers=headers)]
+        )
         self._metrics.events_dead_lettered_total.labels(record.topic).inc()
         logger.error(
             "event dead-lettered",
@@ -337,13 +338,13 @@ class EventConsumer:
             self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _wait(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
 
-def _in_order(batch: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> Iterator[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]]:
+def _in_order(
+    batch: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+) -> Iterator[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]]:
     for tp, records in batch.items():
         for record in records:
             yield tp, record

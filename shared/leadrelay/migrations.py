@@ -14,7 +14,7 @@ def run_env(target_metadata: MetaData) -> None:
     connection = context.config.attributes.get("connection")
     if connection is None:
         raise RuntimeError(
-            "LeadRelay migrations run at service start-up; use `python -m <service> migrate` instead of alembic directly"
+            "services run their migrations at start-up; generate revisions with `python -m leadrelay.migrations`"
         )
     context.configure(
         connection=connection,

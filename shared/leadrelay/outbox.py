@@ -3,6 +3,7 @@
 import asyncio
 import logging
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Integer, LargeBinary, delete, func, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -10,7 +11,7 @@ from sqlmodel import Column, Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.db import SessionFactory, is_sqlite
-from leadrelay.events import CloudEvent, EventData, utcnow
+from leadrelay.events import CloudEvent, utcnow
 from leadrelay.kafka import KafkaBus, OutgoingMessage
 from leadrelay.metrics import ServiceMetrics
 
@@ -37,7 +38,7 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-def add(session: AsyncSession, *events: CloudEvent[EventData]) -> None:
+def add(session: AsyncSession, *events: CloudEvent[Any]) -> None:
     """Stage events in the caller's transaction; they are published only if it commits."""
     for event in events:
         session.add(
@@ -128,19 +129,19 @@ class OutboxRelay:
                 for row in rows
             ]
             await self._bus.publish_batch(messages)
-            await session.exec(delete(OutboxMessage).where(col(OutboxMessage.id).in_([r.id for r in rows])))  # type: ignore[call-overload]
+            await session.exec(delete(OutboxMessage).where(col(OutboxMessage.id).in_([r.id for r in rows])))
             await session.commit()
             if len(rows) < self._batch_size:
                 self._metrics.outbox_backlog.set(0)
             else:
-                remaining = (await session.exec(select(func.count()).select_from(OutboxMessage))).one()  # type: ignore[call-overload]
+                remaining = (await session.exec(select(func.count()).select_from(OutboxMessage))).one()
                 self._metrics.outbox_backlog.set(remaining)
             return len(rows)
 
     async def backlog(self) -> int:
         """Rows waiting to be published."""
         async with self._sessions() as session:
-            count: int = (await session.exec(select(func.count()).select_from(OutboxMessage))).one()  # type: ignore[call-overload]
+            count: int = (await session.exec(select(func.count()).select_from(OutboxMessage))).one()
             return count
 
     async def _sleep(self, seconds: float) -> None:
@@ -159,7 +160,9 @@ class OutboxRelay:
         if self._lock_connection is not None:
             return True
         connection = await self._engine.connect()
-        acquired = (await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": _RELAY_LOCK_KEY})).scalar()
+        acquired = (
+            await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": _RELAY_LOCK_KEY})
+        ).scalar()
         await connection.commit()
         if acquired:
             self._lock_connection = connection

@@ -38,7 +38,15 @@ class Problem(BaseModel):
 class ProblemException(Exception):
     """Raise from a route to answer with a specific problem."""
 
-    def __init__(self, status: int, title: str, detail: str | None = None, *, type_: str = "about:blank", headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        type_: str = "about:blank",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail or title)
         self.problem = Problem(type=type_, title=title, status=status, detail=detail)
         self.headers = headers
@@ -75,7 +83,11 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
             title="Malformed JSON",
             status=400,
             detail="The request body is not valid JSON.",
-            errors=[FieldError(field="body", pointer="/", message=str(errors[0].get("ctx", {}).get("error", "invalid JSON")))],
+            errors=[
+                FieldError(
+                    field="body", pointer="/", message=str(errors[0].get("ctx", {}).get("error", "invalid JSON"))
+                )
+            ],
         )
         return problem_response(problem, request)
     field_errors = _field_errors(errors)
@@ -95,7 +107,9 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
 
     title = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
-    return problem_response(Problem(title=title, status=exc.status_code, detail=detail), request, dict(exc.headers or {}))
+    return problem_response(
+        Problem(title=title, status=exc.status_code, detail=detail), request, dict(exc.headers or {})
+    )
 
 
 async def _problem_handler(request: Request, exc: Exception) -> JSONResponse:

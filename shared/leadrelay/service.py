@@ -69,7 +69,9 @@ async def _supervise(name: str, job: Callable[[], Awaitable[None]]) -> None:
             await asyncio.sleep(1.0)
 
 
-def create_service_app(spec: ServiceSpec, settings: ServiceSettings, registry: CollectorRegistry | None = None) -> FastAPI:
+def create_service_app(
+    spec: ServiceSpec, settings: ServiceSettings, registry: CollectorRegistry | None = None
+) -> FastAPI:
     """Build a service's FastAPI app; its lifespan starts and stops every long-lived client once."""
     metrics = ServiceMetrics(registry or CollectorRegistry())
 
@@ -89,7 +91,12 @@ def create_service_app(spec: ServiceSpec, settings: ServiceSettings, registry: C
         )
         consumer = (
             EventConsumer(
-                settings=settings, bus=bus, sessions=sessions, handlers=spec.handlers, metrics=metrics, on_commit=relay.wake
+                settings=settings,
+                bus=bus,
+                sessions=sessions,
+                handlers=spec.handlers,
+                metrics=metrics,
+                on_commit=relay.wake,
             )
             if spec.handlers
             else None

@@ -23,6 +23,8 @@ class LeadStage(StrEnum):
 def stage_column() -> sa.Column[LeadStage]:
     """A VARCHAR column holding stage values (no database enum type to migrate) read back as LeadStage."""
     return sa.Column(
-        sa.Enum(LeadStage, native_enum=False, length=20, values_callable=lambda stages: [stage.value for stage in stages]),
+        sa.Enum(
+            LeadStage, native_enum=False, length=20, values_callable=lambda stages: [stage.value for stage in stages]
+        ),
         nullable=False,
     )

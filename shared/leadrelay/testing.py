@@ -54,7 +54,10 @@ async def wait_until(
         except (httpx.HTTPError, OSError) as exc:
             last_error = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error!r})" if last_error else ""))
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}"
+                + (f" (last error: {last_error!r})" if last_error else "")
+            )
         await asyncio.sleep(interval)
 
 
@@ -82,7 +85,11 @@ class ServiceProcess:
         """Start the process (logs go to <workdir>/<module>.log)."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115  (open while the process runs)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", self.module], cwd=self.workdir, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", self.module],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     async def wait_healthy(self, timeout: float = 30.0) -> None:
@@ -144,7 +151,9 @@ DEV_API_KEY = "lr_test_key_0123456789abcdef"
 class Stack:
     """The four services as real processes on one broker, each with its own database."""
 
-    def __init__(self, *, workdir: Path, bootstrap_servers: str, database_urls: dict[str, str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *, workdir: Path, bootstrap_servers: str, database_urls: dict[str, str], env: dict[str, str] | None = None
+    ) -> None:
         self.database_urls = database_urls
         self.services = {
             name: ServiceProcess(
@@ -213,7 +222,9 @@ class Stack:
         return "\n".join(f"--- {name}\n{process.log_tail()}" for name, process in self.services.items())
 
 
-async def read_topic(bootstrap_servers: str, topic: str, *, min_count: int, timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_topic(
+    bootstrap_servers: str, topic: str, *, min_count: int, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
     """Read a topic from the beginning (no consumer group) until at least `min_count` records arrived."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
@@ -258,8 +269,8 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     while (partitions := consumer.partitions_for_topic(topic)) is None:
         if time.monotonic() > deadline:
             raise AssertionError(f"topic {topic} has no metadata")
-        await consumer._client.force_metadata_update()  # noqa: SLF001  (no public way to ask for one topic)
-        consumer._client.add_topic(topic)  # noqa: SLF001
+        await consumer._client.force_metadata_update()
+        consumer._client.add_topic(topic)
     return set(partitions)
 
 

@@ -17,12 +17,20 @@ CASES = [
     pytest.param(AUTH, b'{"email": "ada@example.com", "country": "GBR"}', 422, "country", id="field-too-long"),
     pytest.param(AUTH, b'{"email": "ada@example.com", "shoe_size": 44}', 422, "shoe_size", id="unknown-field"),
     pytest.param(AUTH, b'["ada@example.com"]', 422, "body", id="not-an-object"),
-    pytest.param({"Authorization": "Bearer lr_wrong_key_0000000000", **JSON}, b'{"email": "ada@example.com"}', 401, None, id="wrong-api-key"),
+    pytest.param(
+        {"Authorization": "Bearer lr_wrong_key_0000000000", **JSON},
+        b'{"email": "ada@example.com"}',
+        401,
+        None,
+        id="wrong-api-key",
+    ),
     pytest.param(JSON, b'{"email": "ada@example.com"}', 401, None, id="missing-api-key"),
 ]
 
 
-async def test_bad_requests_get_problem_details_and_store_nothing(broker: EmbeddedBroker, make_stack: StackFactory) -> None:
+async def test_bad_requests_get_problem_details_and_store_nothing(
+    broker: EmbeddedBroker, make_stack: StackFactory
+) -> None:
     stack = await make_stack(broker)
     await stack.start("intake")
     async with httpx.AsyncClient(base_url=stack["intake"].url) as client:
@@ -33,7 +41,8 @@ async def test_bad_requests_get_problem_details_and_store_nothing(broker: Embedd
             assert response.status_code == status, (case.id, response.text)
             assert response.headers["content-type"] == "application/problem+json", case.id
             problem = response.json()
-            assert problem["status"] == status and problem["title"], case.id
+            assert problem["status"] == status, case.id
+            assert problem["title"], case.id
             if field is not None:
                 assert field in {error["field"] for error in problem["errors"]}, (case.id, problem)
             if status == 401:

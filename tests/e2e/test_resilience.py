@@ -30,7 +30,9 @@ async def test_leads_accepted_while_the_broker_is_down_are_published_when_it_ret
 
         records = await read_topic(broker.bootstrap_servers, Topic.LEADS_RECEIVED, min_count=20)
         assert sorted(set(_subjects(records))) == sorted(lead_ids)
-        await wait_until(lambda: _outbox_empty(stack.database_urls["intake"]), timeout=10, what="intake's outbox to drain")
+        await wait_until(
+            lambda: _outbox_empty(stack.database_urls["intake"]), timeout=10, what="intake's outbox to drain"
+        )
     finally:
         stack.stop()
         broker.stop()
@@ -54,7 +56,9 @@ def _scored_event(lead_id: str) -> bytes:
     return new_event(scored, source="test").to_bytes()
 
 
-async def test_redelivered_event_changes_nothing_and_poison_is_dead_lettered(broker: EmbeddedBroker, make_stack: StackFactory) -> None:
+async def test_redelivered_event_changes_nothing_and_poison_is_dead_lettered(
+    broker: EmbeddedBroker, make_stack: StackFactory
+) -> None:
     stack = await make_stack(broker)
     await stack.start("router")
     router = stack["router"]
@@ -79,10 +83,14 @@ async def test_redelivered_event_changes_nothing_and_poison_is_dead_lettered(bro
         what="router to process events",
     )
     await wait_until(
-        lambda: _at_least(router.url, "leadrelay_events_consumed_total", {"outcome": "processed"}, 2), timeout=30, what="both leads"
+        lambda: _at_least(router.url, "leadrelay_events_consumed_total", {"outcome": "processed"}, 2),
+        timeout=30,
+        what="both leads",
     )
     await wait_until(
-        lambda: _at_least(router.url, "leadrelay_events_consumed_total", {"outcome": "duplicate"}, 1), timeout=30, what="the duplicate"
+        lambda: _at_least(router.url, "leadrelay_events_consumed_total", {"outcome": "duplicate"}, 1),
+        timeout=30,
+        what="the duplicate",
     )
     await wait_until(lambda: _outbox_empty(stack.database_urls["router"]), timeout=10, what="router's outbox to drain")
 
@@ -135,7 +143,9 @@ async def test_sigkilled_worker_loses_nothing(broker: EmbeddedBroker, make_stack
     assert await count_rows(stack.database_urls["sla-monitor"], "sla_timer") == 31
 
 
-async def test_restarted_stack_keeps_leads_and_finishes_in_flight_ones(broker: EmbeddedBroker, make_stack: StackFactory) -> None:
+async def test_restarted_stack_keeps_leads_and_finishes_in_flight_ones(
+    broker: EmbeddedBroker, make_stack: StackFactory
+) -> None:
     stack = await make_stack(broker)
     await stack.start()
     settled = await stack.post_lead(email="settled@analytical.example")

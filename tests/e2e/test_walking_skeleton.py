@@ -5,7 +5,9 @@ from leadrelay.testing import wait_until
 from tests.e2e.conftest import StackFactory
 
 
-async def test_posted_lead_shows_up_assigned_with_a_deadline(broker: EmbeddedBroker, make_stack: StackFactory, backend: str) -> None:
+async def test_posted_lead_shows_up_assigned_with_a_deadline(
+    broker: EmbeddedBroker, make_stack: StackFactory, backend: str
+) -> None:
     stack = await make_stack(broker, backend=backend)
     await stack.start()
 
@@ -20,7 +22,12 @@ async def test_posted_lead_shows_up_assigned_with_a_deadline(broker: EmbeddedBro
     timeline = lead["timeline"]
     assert isinstance(timeline, list)
     assert [entry["type"] for entry in timeline][:2] == ["lead.received", "lead.scored"]
-    assert sorted(entry["type"] for entry in timeline) == ["lead.assigned", "lead.received", "lead.scored", "sla.started"]
+    assert sorted(entry["type"] for entry in timeline) == [
+        "lead.assigned",
+        "lead.received",
+        "lead.scored",
+        "sla.started",
+    ]
     scored = next(entry for entry in timeline if entry["type"] == "lead.scored")
     assert {item["criterion"] for item in scored["details"]["explanation"]} >= {"business_email", "company_known"}
 

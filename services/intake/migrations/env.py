@@ -1,8 +1,9 @@
 """Alembic environment for intake."""
 
+from sqlmodel import SQLModel
+
 from intake.leads import models  # noqa: F401  (registers the tables)
 from leadrelay import apikeys, idempotency, outbox  # noqa: F401
 from leadrelay.migrations import run_env
-from sqlmodel import SQLModel
 
 run_env(SQLModel.metadata)

@@ -1,8 +1,9 @@
 """Alembic environment for router."""
 
+from sqlmodel import SQLModel
+
 from leadrelay import idempotency, outbox  # noqa: F401  (registers the platform tables)
 from leadrelay.migrations import run_env
 from router.assignments import models  # noqa: F401
-from sqlmodel import SQLModel
 
 run_env(SQLModel.metadata)

@@ -13,7 +13,9 @@ class SlaMonitorSettings(ServiceSettings):
     service_name: str = "sla-monitor"
     port: int = 8003
     database_url: str = "sqlite+aiosqlite:///./var/sla-monitor.db"
-    first_response_seconds: float = Field(default=300.0, gt=0, description="Placeholder SLA: time a rep has to respond.")
+    first_response_seconds: float = Field(
+        default=300.0, gt=0, description="Placeholder SLA: time a rep has to respond."
+    )
     timer_check_interval_seconds: float = Field(default=1.0, gt=0)
 
 

@@ -66,17 +66,28 @@ async def on_sla_started(event: CloudEvent[SlaStarted], session: AsyncSession) -
         session,
         lead_id=lead.id,
         event=event,
-        details={"obligation": event.data.obligation, "due_at": event.data.due_at.isoformat(), "rep_id": event.data.rep_id},
+        details={
+            "obligation": event.data.obligation,
+            "due_at": event.data.due_at.isoformat(),
+            "rep_id": event.data.rep_id,
+        },
     )
 
 
-async def _on_sla_outcome(event: CloudEvent[SlaWarning] | CloudEvent[SlaBreached] | CloudEvent[SlaMet], session: AsyncSession, state: str) -> None:
+async def _on_sla_outcome(
+    event: CloudEvent[SlaWarning] | CloudEvent[SlaBreached] | CloudEvent[SlaMet], session: AsyncSession, state: str
+) -> None:
     lead = await _lead_for(session, event.data.lead_id)
     if lead is None:
         return
     lead.sla_state, lead.updated_at = state, utcnow()
     session.add(lead)
-    service.add_timeline(session, lead_id=lead.id, event=event, details={"obligation": event.data.obligation, "rep_id": event.data.rep_id})
+    service.add_timeline(
+        session,
+        lead_id=lead.id,
+        event=event,
+        details={"obligation": event.data.obligation, "rep_id": event.data.rep_id},
+    )
 
 
 async def on_sla_warning(event: CloudEvent[SlaWarning], session: AsyncSession) -> None:

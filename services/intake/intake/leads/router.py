@@ -23,7 +23,9 @@ ReadKey = Annotated[ApiKey, Depends(require_scopes("leads:read"))]
     summary="Accept a lead",
     responses=problem_responses(400, 401, 403, 422),
 )
-async def create_lead(lead_in: LeadCreate, session: SessionDep, _key: WriteKey, request: Request, response: Response) -> LeadAccepted:
+async def create_lead(
+    lead_in: LeadCreate, session: SessionDep, _key: WriteKey, request: Request, response: Response
+) -> LeadAccepted:
     """Store the lead and queue lead.received; 202 means it is durable and will be scored and routed."""
     lead = await service.create(session=session, lead_in=lead_in)
     request.app.state.runtime.relay.wake()
@@ -39,5 +41,8 @@ async def read_lead(lead_id: str, session: SessionDep, _key: ReadKey) -> LeadPub
         raise ProblemException(404, "Not Found", f"No lead with id {lead_id}.")
     timeline = await service.get_timeline(session=session, lead_id=lead_id)
     return LeadPublic.model_validate(
-        {**lead.model_dump(), "timeline": [TimelineEntryPublic.model_validate(entry, from_attributes=True) for entry in timeline]}
+        {
+            **lead.model_dump(),
+            "timeline": [TimelineEntryPublic.model_validate(entry, from_attributes=True) for entry in timeline],
+        }
     )

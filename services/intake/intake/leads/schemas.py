@@ -4,11 +4,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel._compat import SQLModelConfig
 
 from intake.leads.models import LeadBase
 from leadrelay.stages import LeadStage
 
-LEAD_EXAMPLE = {
+LEAD_EXAMPLE: dict[str, Any] = {
     "email": "ada@example.com",
     "first_name": "Ada",
     "last_name": "Lovelace",
@@ -25,7 +26,7 @@ LEAD_EXAMPLE = {
 class LeadCreate(LeadBase):
     """A new lead from a CRM or form."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [LEAD_EXAMPLE]})
+    model_config = SQLModelConfig(extra="forbid", json_schema_extra={"examples": [LEAD_EXAMPLE]})
 
     attributes: dict[str, Any] = Field(default_factory=dict, description="Free-form attributes kept with the lead.")
 
@@ -33,7 +34,9 @@ class LeadCreate(LeadBase):
 class LeadAccepted(BaseModel):
     """Answer to an accepted lead: it is stored and its event is queued."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"id": "7f3c8a52-1d47-4c36-9a55-0c1f2e6b9d10", "status": "accepted"}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"id": "7f3c8a52-1d47-4c36-9a55-0c1f2e6b9d10", "status": "accepted"}]}
+    )
 
     id: str
     status: str = "accepted"
@@ -51,7 +54,7 @@ class TimelineEntryPublic(BaseModel):
 class LeadPublic(LeadBase):
     """A lead with its current stage, score, owner, SLA state and timeline."""
 
-    model_config = ConfigDict(
+    model_config = SQLModelConfig(
         json_schema_extra={
             "examples": [
                 {
@@ -66,8 +69,18 @@ class LeadPublic(LeadBase):
                     "received_at": "2026-11-23T12:00:00Z",
                     "updated_at": "2026-11-23T12:00:01Z",
                     "timeline": [
-                        {"event_id": "0b6c…", "type": "lead.received", "occurred_at": "2026-11-23T12:00:00Z", "details": {"source": "webinar"}},
-                        {"event_id": "4d1e…", "type": "lead.scored", "occurred_at": "2026-11-23T12:00:00Z", "details": {"score": 80, "stage": "mql"}},
+                        {
+                            "event_id": "0b6c…",
+                            "type": "lead.received",
+                            "occurred_at": "2026-11-23T12:00:00Z",
+                            "details": {"source": "webinar"},
+                        },
+                        {
+                            "event_id": "4d1e…",
+                            "type": "lead.scored",
+                            "occurred_at": "2026-11-23T12:00:00Z",
+                            "details": {"score": 80, "stage": "mql"},
+                        },
                     ],
                 }
             ]

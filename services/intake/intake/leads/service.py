@@ -41,7 +41,9 @@ def _received_event(lead: Lead, *, redrive: bool = False) -> CloudEvent[LeadRece
 
 def add_timeline(session: AsyncSession, *, lead_id: str, event: CloudEvent[Any], details: dict[str, Any]) -> None:
     """Append an event to a lead's timeline (once per event id: the consumer already dedupes)."""
-    session.add(TimelineEntry(lead_id=lead_id, event_id=event.id, type=event.type, occurred_at=event.time, details=details))
+    session.add(
+        TimelineEntry(lead_id=lead_id, event_id=event.id, type=event.type, occurred_at=event.time, details=details)
+    )
 
 
 async def create(*, session: AsyncSession, lead_in: LeadCreate) -> Lead:
@@ -62,7 +64,11 @@ async def get(*, session: AsyncSession, lead_id: str) -> Lead | None:
 
 async def get_timeline(*, session: AsyncSession, lead_id: str) -> list[TimelineEntry]:
     """A lead's events, oldest first."""
-    statement = select(TimelineEntry).where(TimelineEntry.lead_id == lead_id).order_by(col(TimelineEntry.occurred_at), col(TimelineEntry.id))
+    statement = (
+        select(TimelineEntry)
+        .where(TimelineEntry.lead_id == lead_id)
+        .order_by(col(TimelineEntry.occurred_at), col(TimelineEntry.id))
+    )
     return list((await session.exec(statement)).all())
 
 
@@ -77,7 +83,9 @@ async def redrive_in_flight(*, session: AsyncSession, published_before: datetime
         col(Lead.redriven_at) < published_before,
         (col(Lead.redriven_at).is_(None)) & (col(Lead.received_at) < published_before),
     )
-    statement = select(Lead).where(col(Lead.sla_due_at).is_(None), last_published).order_by(col(Lead.received_at)).limit(limit)
+    statement = (
+        select(Lead).where(col(Lead.sla_due_at).is_(None), last_published).order_by(col(Lead.received_at)).limit(limit)
+    )
     leads = (await session.exec(statement)).all()
     now = utcnow()
     for lead in leads:

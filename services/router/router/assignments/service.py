@@ -26,7 +26,11 @@ async def assign(*, session: AsyncSession, lead_id: str, default_rep_id: str) ->
         return existing
     rep_id, rule_path, candidates = choose(default_rep_id=default_rep_id)
     assignment = Assignment(
-        lead_id=lead_id, rep_id=rep_id, rule_path=rule_path, candidates=candidates, routing_version=PLACEHOLDER_ROUTING_VERSION
+        lead_id=lead_id,
+        rep_id=rep_id,
+        rule_path=rule_path,
+        candidates=candidates,
+        routing_version=PLACEHOLDER_ROUTING_VERSION,
     )
     try:
         async with session.begin_nested():

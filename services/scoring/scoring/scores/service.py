@@ -7,7 +7,9 @@ from leadrelay.stages import LeadStage
 from scoring.scores.models import LeadScore
 
 PLACEHOLDER_ICP_VERSION = "placeholder-1"
-FREE_MAIL_DOMAINS = frozenset({"gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com", "aol.com", "proton.me"})
+FREE_MAIL_DOMAINS = frozenset(
+    {"gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com", "aol.com", "proton.me"}
+)
 
 
 def evaluate(lead: LeadReceived) -> list[ScoreCriterion]:

@@ -21,7 +21,9 @@ async def get_by_assignment(*, session: AsyncSession, assignment_id: str, obliga
 
 async def start(*, session: AsyncSession, assignment: LeadAssigned, response_time: timedelta) -> SlaTimer:
     """The first-response timer of an assignment: the existing one, or a new one."""
-    existing = await get_by_assignment(session=session, assignment_id=assignment.assignment_id, obligation=FIRST_RESPONSE)
+    existing = await get_by_assignment(
+        session=session, assignment_id=assignment.assignment_id, obligation=FIRST_RESPONSE
+    )
     if existing is not None:
         return existing
     timer = SlaTimer(
@@ -37,7 +39,9 @@ async def start(*, session: AsyncSession, assignment: LeadAssigned, response_tim
         async with session.begin_nested():
             session.add(timer)
     except IntegrityError:
-        winner = await get_by_assignment(session=session, assignment_id=assignment.assignment_id, obligation=FIRST_RESPONSE)
+        winner = await get_by_assignment(
+            session=session, assignment_id=assignment.assignment_id, obligation=FIRST_RESPONSE
+        )
         assert winner is not None
         return winner
     return timer
