@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
@@ -13,7 +14,6 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import SessionDep
 from leadrelay.events import utcnow
 from leadrelay.problems import ProblemException
 
@@ -73,14 +73,45 @@ async def authenticate(session: AsyncSession, *, secret: str) -> ApiKey | None:
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
+# Keys are checked on every request; remembering a verdict briefly keeps the database off the hot
+# path. A revoked key therefore stops working within this many seconds.
+CACHE_SECONDS = 10.0
+
+
+class _KeyCache:
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+
+    def get(self, digest: str) -> tuple[bool, ApiKey | None]:
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def put(self, digest: str, key: ApiKey | None) -> None:
+        if len(self._entries) > 10_000:  # bounded: wrong keys must not grow it without limit
+            self._entries.clear()
+        self._entries[digest] = (time.monotonic() + CACHE_SECONDS, key)
+
+
+async def _lookup(request: Request, secret: str) -> ApiKey | None:
+    cache: _KeyCache = getattr(request.app.state, "api_key_cache", None) or _KeyCache()
+    request.app.state.api_key_cache = cache
+    digest = hash_key(secret)
+    found, key = cache.get(digest)
+    if not found:
+        # A short session of its own: the request must not hold a connection while it works.
+        async with request.app.state.runtime.sessions() as session:
+            key = await authenticate(session, secret=secret)
+        cache.put(digest, key)
+    return key
+
 
 def require_scopes(*scopes: str) -> Callable[..., Awaitable[ApiKey]]:
     """Dependency that admits a request only with a live key holding every scope."""
 
     async def dependency(
-        request: Request,
-        session: SessionDep,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> ApiKey:
         unauthorized = ProblemException(
             401,
@@ -90,7 +121,7 @@ def require_scopes(*scopes: str) -> Callable[..., Awaitable[ApiKey]]:
         )
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise unauthorized
-        key = await authenticate(session, secret=credentials.credentials)
+        key = await _lookup(request, credentials.credentials)
         if key is None:
             raise unauthorized
         missing = sorted(set(scopes) - set(key.scopes))

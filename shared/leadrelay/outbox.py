@@ -1,6 +1,7 @@
 """Transactional outbox: state and outgoing events commit together; a relay publishes them in order."""
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime
 from typing import Any
@@ -64,6 +65,7 @@ class OutboxRelay:
         metrics: ServiceMetrics,
         batch_size: int,
         poll_interval: float,
+        max_backoff: float = 5.0,
     ) -> None:
         self._engine = engine
         self._sessions = sessions
@@ -71,6 +73,7 @@ class OutboxRelay:
         self._metrics = metrics
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._max_backoff = max(max_backoff, poll_interval)
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._lock_connection: AsyncConnection | None = None
@@ -85,16 +88,19 @@ class OutboxRelay:
         while not self._stopping:
             try:
                 published = await self.relay_pending()
-                backoff = self._poll_interval
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("outbox relay failed, will retry", extra={"error": repr(exc)})
-                published = 0
-                backoff = min(backoff * 2, 5.0)
+                logger.warning("outbox relay failed, will retry", extra={"error": repr(exc), "retry_in": backoff})
                 await self._release_lock()
+                await self._refresh_backlog()
+                # A plain sleep: new rows must not cut the backoff short while the broker is down.
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            backoff = self._poll_interval
             if published == 0 and not self._stopping:
-                await self._sleep(backoff)
+                await self._sleep(self._poll_interval)
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
         """Stop after one last best-effort flush; whatever is left waits in the table."""
@@ -143,6 +149,11 @@ class OutboxRelay:
         async with self._sessions() as session:
             count: int = (await session.exec(select(func.count()).select_from(OutboxMessage))).one()
             return count
+
+    async def _refresh_backlog(self) -> None:
+        # While publishing fails the backlog grows; keep the gauge true for alerting.
+        with contextlib.suppress(Exception):
+            self._metrics.outbox_backlog.set(await self.backlog())
 
     async def _sleep(self, seconds: float) -> None:
         try:

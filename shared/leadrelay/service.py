@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from leadrelay.batching import GroupCommitter
 from leadrelay.db import SessionFactory, create_engine, create_session_factory, run_migrations
 from leadrelay.health import health_router
 from leadrelay.kafka import EventConsumer, HandlerMap, KafkaBus
@@ -35,6 +36,7 @@ class ServiceRuntime:
     metrics: ServiceMetrics
     bus: KafkaBus
     relay: OutboxRelay
+    writer: GroupCommitter
     consumer: EventConsumer | None
 
 
@@ -88,6 +90,7 @@ def create_service_app(
             metrics=metrics,
             batch_size=settings.outbox_batch_size,
             poll_interval=settings.outbox_poll_interval_seconds,
+            max_backoff=settings.kafka_connect_backoff_max_seconds,
         )
         consumer = (
             EventConsumer(
@@ -101,7 +104,8 @@ def create_service_app(
             if spec.handlers
             else None
         )
-        runtime = ServiceRuntime(settings, engine, sessions, metrics, bus, relay, consumer)
+        writer = GroupCommitter(sessions, max_batch=settings.group_commit_max_batch, on_commit=relay.wake)
+        runtime = ServiceRuntime(settings, engine, sessions, metrics, bus, relay, writer, consumer)
         app.state.runtime = runtime
         for startup in spec.on_startup:
             await startup(runtime)
@@ -121,6 +125,7 @@ def create_service_app(
                     await asyncio.wait_for(consumer_task, timeout=15)
                 except TimeoutError:
                     logger.warning("consumer did not stop in time")
+            await writer.close()
             for task in [*job_tasks, relay_task]:
                 task.cancel()
             await asyncio.gather(*job_tasks, relay_task, return_exceptions=True)

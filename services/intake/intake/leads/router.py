@@ -2,11 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
 from intake.leads import service
 from intake.leads.schemas import LeadAccepted, LeadCreate, LeadPublic, TimelineEntryPublic
 from leadrelay.apikeys import ApiKey, require_scopes
+from leadrelay.batching import WriterDep
 from leadrelay.db import SessionDep
 from leadrelay.problems import ProblemException, problem_responses
 
@@ -23,12 +24,9 @@ ReadKey = Annotated[ApiKey, Depends(require_scopes("leads:read"))]
     summary="Accept a lead",
     responses=problem_responses(400, 401, 403, 422),
 )
-async def create_lead(
-    lead_in: LeadCreate, session: SessionDep, _key: WriteKey, request: Request, response: Response
-) -> LeadAccepted:
+async def create_lead(lead_in: LeadCreate, writer: WriterDep, _key: WriteKey, response: Response) -> LeadAccepted:
     """Store the lead and queue lead.received; 202 means it is durable and will be scored and routed."""
-    lead = await service.create(session=session, lead_in=lead_in)
-    request.app.state.runtime.relay.wake()
+    lead = await service.create(writer=writer, lead_in=lead_in)
     response.headers["Location"] = f"/v1/leads/{lead.id}"
     return LeadAccepted(id=lead.id)
 

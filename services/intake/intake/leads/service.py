@@ -1,6 +1,7 @@
 """Lead logic: accept, read, update the read model from events, re-drive leads stuck in flight."""
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlmodel import col, or_, select
@@ -9,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from intake.leads.models import Lead, TimelineEntry
 from intake.leads.schemas import LeadCreate
 from leadrelay import outbox
+from leadrelay.batching import GroupCommitter
 from leadrelay.events import CloudEvent, LeadReceived, new_event, utcnow
 from leadrelay.stages import LeadStage
 
@@ -46,14 +48,17 @@ def add_timeline(session: AsyncSession, *, lead_id: str, event: CloudEvent[Any],
     )
 
 
-async def create(*, session: AsyncSession, lead_in: LeadCreate) -> Lead:
-    """Store a lead and its lead.received event in one transaction."""
-    lead = Lead.model_validate(lead_in)
+async def create(*, writer: GroupCommitter, lead_in: LeadCreate) -> Lead:
+    """Store a lead and its lead.received event; returns once committed (in a group commit)."""
+    return await writer.submit(partial(_stage_new_lead, lead_in=lead_in))
+
+
+async def _stage_new_lead(session: AsyncSession, *, lead_in: LeadCreate) -> Lead:
+    lead = Lead(**lead_in.model_dump())  # already validated: table models skip re-validation
     event = _received_event(lead)
     session.add(lead)
     add_timeline(session, lead_id=lead.id, event=event, details={"source": lead.source, "campaign": lead.campaign})
     outbox.add(session, event)
-    await session.commit()
     return lead
 
 
