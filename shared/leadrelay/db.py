@@ -38,10 +38,11 @@ def create_engine(url: str) -> AsyncEngine:
     if is_sqlite(url):
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # hide_parameters: SQL errors end up in logs, and bound values may be personal data.
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
@@ -54,11 +55,17 @@ def _upgrade(connection: Connection, config: Config) -> None:
     command.upgrade(config, "head")
 
 
+# Any constant; replicas of one service starting together take turns migrating their database.
+_MIGRATION_LOCK_KEY = 0x1EAD_0001
+
+
 async def run_migrations(engine: AsyncEngine, migrations_dir: Path) -> None:
     """Bring the database to the latest revision of a service's Alembic migrations."""
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
         await connection.run_sync(_upgrade, config)
 
 

@@ -4,39 +4,45 @@ import os
 import sys
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 from leadrelay.apikeys import DEFAULT_DEV_API_KEY
 from leadrelay.broker import is_listening
 
 SERVICES = {"intake": 8000, "scoring": 8001, "router": 8002, "sla-monitor": 8003}
-EMBEDDED_BROKER = "127.0.0.1:9092"
 
 
 def main() -> None:
     """Print where everything is and hand over to honcho (which stops all on Ctrl-C)."""
     Path("var").mkdir(exist_ok=True)
-    external_broker = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    # honcho loads .env into every process; read it here too so the banner tells the truth.
+    settings = {**dotenv_values(".env"), **os.environ}
+    external_broker = settings.get("KAFKA_BOOTSTRAP_SERVERS")
     processes = list(SERVICES)
     if external_broker:
         broker_line = f"{external_broker} (from KAFKA_BOOTSTRAP_SERVERS)"
     else:
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = EMBEDDED_BROKER
-        host, port = EMBEDDED_BROKER.split(":")
-        if is_listening(host, int(port)):
-            sys.exit(
-                f"Port {port} is taken: stop what listens there or set KAFKA_BOOTSTRAP_SERVERS to a running broker."
-            )
+        port = int(settings.get("EMBEDDED_BROKER_PORT") or 9092)
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{port}"
+        if is_listening("127.0.0.1", port):
+            sys.exit(f"Port {port} is taken: free it, or set EMBEDDED_BROKER_PORT or KAFKA_BOOTSTRAP_SERVERS.")
         processes.insert(0, "broker")
-        broker_line = f"{EMBEDDED_BROKER} (embedded Tansu, memory only)"
-    # The embedded broker answers group joins after half the session timeout; keep it short locally.
+        broker_line = f"127.0.0.1:{port} (embedded Tansu, memory only)"
+    # The embedded broker answers group joins after about half the session timeout; keep it short locally.
     os.environ.setdefault("KAFKA_SESSION_TIMEOUT_MS", "6000")
     os.environ.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "1000")
-    api_key = os.environ.get("LEADRELAY_DEV_API_KEY", DEFAULT_DEV_API_KEY)
+    api_key = settings.get("LEADRELAY_DEV_API_KEY") or DEFAULT_DEV_API_KEY
+    databases = [
+        f"  {name:<12} {settings.get(name.upper().replace('-', '_') + '_DATABASE_URL') or f'./var/{name}.db (SQLite)'}"
+        for name in SERVICES
+    ]
     lines = [
         "",
         "LeadRelay development stack",
         f"  broker       {broker_line}",
         *(f"  {name:<12} http://127.0.0.1:{port}  (docs: /docs, metrics: /metrics)" for name, port in SERVICES.items()),
-        "  databases    ./var/*.db (SQLite)",
+        "  databases",
+        *("  " + line for line in databases),
         f"  API key      {api_key}",
         "",
         "  try: curl -s -X POST http://127.0.0.1:8000/v1/leads \\",

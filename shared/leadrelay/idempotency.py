@@ -1,12 +1,17 @@
 """Processed-event records, so a redelivered event changes nothing."""
 
-from datetime import datetime
+import asyncio
+import logging
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete
 from sqlmodel import Field, SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from leadrelay.db import SessionFactory
 from leadrelay.events import utcnow
+
+logger = logging.getLogger(__name__)
 
 
 class ProcessedEvent(SQLModel, table=True):
@@ -36,3 +41,14 @@ async def prune(session: AsyncSession, *, older_than: datetime) -> int:
     """Forget records older than the broker's retention; a redelivery cannot be older."""
     result = await session.exec(delete(ProcessedEvent).where(col(ProcessedEvent.processed_at) < older_than))
     return int(result.rowcount or 0)
+
+
+async def prune_periodically(sessions: SessionFactory, *, retention: timedelta, interval: float = 3600.0) -> None:
+    """Forget processed-event records older than the retention, once an hour."""
+    while True:
+        async with sessions() as session:
+            removed = await prune(session, older_than=utcnow() - retention)
+            await session.commit()
+        if removed:
+            logger.info("pruned processed-event records", extra={"count": removed})
+        await asyncio.sleep(interval)

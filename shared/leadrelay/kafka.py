@@ -192,6 +192,8 @@ class EventConsumer:
                 max_poll_records=self._settings.consumer_batch_size,
             )
             try:
+                # Create topics first, so a subscription never auto-creates them with broker defaults.
+                await self._bus.ensure_topics()
                 consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
                 await consumer.start()
             except (KafkaError, OSError) as exc:
@@ -314,7 +316,7 @@ class EventConsumer:
                 "dlq_original_offset": str(record.offset),
                 "dlq_consumer_group": self.name,
                 "dlq_error_type": type(error).__name__,
-                "dlq_error_message": str(error)[:2000],
+                "dlq_error_message": _describe(error)[:2000],
                 "dlq_attempts": str(attempts),
                 "dlq_failed_at": utcnow().isoformat(),
             }
@@ -348,3 +350,13 @@ def _in_order(
     for tp, records in batch.items():
         for record in records:
             yield tp, record
+
+
+def _describe(error: BaseException) -> str:
+    # Validation messages must not carry the offending input: it may be an email or a phone number.
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'event'}: {item['msg']}"
+            for item in error.errors(include_input=False, include_url=False)
+        )
+    return str(error)

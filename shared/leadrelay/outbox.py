@@ -169,7 +169,11 @@ class OutboxRelay:
         if is_sqlite(str(self._engine.url)):
             return True
         if self._lock_connection is not None:
-            return True
+            try:  # the lock lives only as long as its connection; make sure it still does
+                await self._lock_connection.execute(text("SELECT 1"))
+                return True
+            except Exception:
+                await self._release_lock()
         connection = await self._engine.connect()
         acquired = (
             await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": _RELAY_LOCK_KEY})
@@ -182,8 +186,7 @@ class OutboxRelay:
         return False
 
     async def _release_lock(self) -> None:
-        if self._lock_connection is not None:
-            try:
-                await self._lock_connection.close()
-            finally:
-                self._lock_connection = None
+        connection, self._lock_connection = self._lock_connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # a dead connection has released the lock already
+                await connection.close()

@@ -5,6 +5,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from leadrelay import idempotency
 from leadrelay.batching import GroupCommitter
 from leadrelay.db import SessionFactory, create_engine, create_session_factory, run_migrations
 from leadrelay.health import health_router
@@ -115,6 +118,10 @@ def create_service_app(
             asyncio.create_task(_supervise(getattr(job, "__name__", "job"), lambda job=job: job(runtime)))  # type: ignore[misc]
             for job in spec.jobs
         ]
+        if consumer:
+            retention = timedelta(hours=settings.processed_event_retention_hours)
+            prune = partial(idempotency.prune_periodically, sessions, retention=retention)
+            job_tasks.append(asyncio.create_task(_supervise("prune-processed-events", prune)))
         logger.info("service started", extra={"port": settings.port, "topics": consumer.topics if consumer else []})
         try:
             yield

@@ -22,8 +22,8 @@ async def _lead_for(session: AsyncSession, lead_id: str) -> Lead | None:
 async def on_lead_scored(event: CloudEvent[LeadScored], session: AsyncSession) -> None:
     """Record score, ICP version and stage."""
     lead = await _lead_for(session, event.data.lead_id)
-    if lead is None:
-        return
+    if lead is None or (lead.score, lead.icp_version) == (event.data.score, event.data.icp_version):
+        return  # unknown lead, or the same score announced again after a re-drive
     lead.score, lead.icp_version, lead.updated_at = event.data.score, event.data.icp_version, utcnow()
     service.advance_stage(lead, event.data.stage)
     session.add(lead)

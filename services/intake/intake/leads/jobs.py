@@ -20,7 +20,9 @@ async def redrive_stuck_leads(runtime: ServiceRuntime) -> None:
     while True:
         while True:
             async with runtime.sessions() as session:
-                count = await service.redrive_in_flight(session=session, published_before=cutoff)
+                count = await service.redrive_in_flight(
+                    session=session, published_before=cutoff, max_attempts=settings.redrive_max_attempts
+                )
             if count:
                 logger.info("re-drove leads without a routing decision", extra={"count": count})
                 runtime.relay.wake()

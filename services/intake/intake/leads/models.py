@@ -51,6 +51,7 @@ class Lead(LeadBase, table=True):
     received_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
     redriven_at: datetime | None = None
+    redrive_count: int = 0
 
 
 class TimelineEntry(SQLModel, table=True):

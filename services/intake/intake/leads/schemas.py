@@ -1,13 +1,16 @@
 """Request and response shapes of the leads API."""
 
+import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel._compat import SQLModelConfig
 
 from intake.leads.models import LeadBase
 from leadrelay.stages import LeadStage
+
+MAX_ATTRIBUTES_BYTES = 16_384
 
 LEAD_EXAMPLE: dict[str, Any] = {
     "email": "ada@example.com",
@@ -28,7 +31,18 @@ class LeadCreate(LeadBase):
 
     model_config = SQLModelConfig(extra="forbid", json_schema_extra={"examples": [LEAD_EXAMPLE]})
 
-    attributes: dict[str, Any] = Field(default_factory=dict, description="Free-form attributes kept with the lead.")
+    attributes: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Free-form attributes kept with the lead (at most {MAX_ATTRIBUTES_BYTES} bytes as JSON).",
+    )
+
+    @field_validator("attributes")
+    @classmethod
+    def _bounded_attributes(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Bounded so that every event about the lead stays far below the broker's message size limit.
+        if len(json.dumps(value, default=str)) > MAX_ATTRIBUTES_BYTES:
+            raise ValueError(f"attributes must serialize to at most {MAX_ATTRIBUTES_BYTES} bytes of JSON")
+        return value
 
 
 class LeadAccepted(BaseModel):

@@ -1,5 +1,6 @@
 """Lead logic: accept, read, update the read model from events, re-drive leads stuck in flight."""
 
+import logging
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -15,6 +16,8 @@ from leadrelay.events import CloudEvent, LeadReceived, new_event, utcnow
 from leadrelay.stages import LeadStage
 
 SOURCE = "leadrelay/intake"
+
+logger = logging.getLogger(__name__)
 
 # Stages the placeholder scoring may move a lead between; later stages belong to reps' activity.
 _SCORING_STAGES = {LeadStage.LEAD, LeadStage.MQL, LeadStage.NURTURE}
@@ -77,24 +80,31 @@ async def get_timeline(*, session: AsyncSession, lead_id: str) -> list[TimelineE
     return list((await session.exec(statement)).all())
 
 
-async def redrive_in_flight(*, session: AsyncSession, published_before: datetime, limit: int = 500) -> int:
+async def redrive_in_flight(
+    *, session: AsyncSession, published_before: datetime, max_attempts: int, limit: int = 500
+) -> int:
     """Publish lead.received again for leads that never got an SLA deadline, oldest first.
 
     The embedded broker keeps nothing across restarts and any broker can lose a consumer's
     output before the next service reads it; every downstream handler is idempotent per lead,
-    so re-driving is always safe.
+    so re-driving is always safe. A lead is re-driven at most `max_attempts` times.
     """
     last_published = or_(
         col(Lead.redriven_at) < published_before,
         (col(Lead.redriven_at).is_(None)) & (col(Lead.received_at) < published_before),
     )
     statement = (
-        select(Lead).where(col(Lead.sla_due_at).is_(None), last_published).order_by(col(Lead.received_at)).limit(limit)
+        select(Lead)
+        .where(col(Lead.sla_due_at).is_(None), col(Lead.redrive_count) < max_attempts, last_published)
+        .order_by(col(Lead.received_at))
+        .limit(limit)
     )
     leads = (await session.exec(statement)).all()
     now = utcnow()
     for lead in leads:
-        lead.redriven_at = now
+        lead.redriven_at, lead.redrive_count = now, lead.redrive_count + 1
+        if lead.redrive_count == max_attempts:
+            logger.warning("lead re-driven for the last time; check the dead-letter topics", extra={"lead_id": lead.id})
         session.add(lead)
         outbox.add(session, _received_event(lead, redrive=True))
     await session.commit()

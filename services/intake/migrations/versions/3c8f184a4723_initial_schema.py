@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 43ac6ec9e165
+Revision ID: 3c8f184a4723
 Revises: 
-Create Date: 2026-11-23 11:14:46.622001
+Create Date: 2026-11-23 11:31:56.510870
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 
-revision: str = '43ac6ec9e165'
+revision: str = '3c8f184a4723'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -55,6 +55,7 @@ def upgrade() -> None:
     sa.Column('received_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('redriven_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('redrive_count', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('lead', schema=None) as batch_op:
