@@ -12,6 +12,11 @@ from leadrelay.broker import is_listening
 SERVICES = {"intake": 8000, "scoring": 8001, "router": 8002, "sla-monitor": 8003}
 
 
+def _variable(service: str, setting: str) -> str:
+    """The Procfile's per-service override, e.g. SLA_MONITOR_PORT."""
+    return f"{service.upper().replace('-', '_')}_{setting}"
+
+
 def main() -> None:
     """Print where everything is and hand over to honcho (which stops all on Ctrl-C)."""
     Path("var").mkdir(exist_ok=True)
@@ -32,15 +37,16 @@ def main() -> None:
     os.environ.setdefault("KAFKA_SESSION_TIMEOUT_MS", "6000")
     os.environ.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "1000")
     api_key = settings.get("LEADRELAY_DEV_API_KEY") or DEFAULT_DEV_API_KEY
+    ports = {name: settings.get(_variable(name, "PORT")) or default for name, default in SERVICES.items()}
     databases = [
-        f"  {name:<12} {settings.get(name.upper().replace('-', '_') + '_DATABASE_URL') or f'./var/{name}.db (SQLite)'}"
+        f"  {name:<12} {settings.get(_variable(name, 'DATABASE_URL')) or f'./var/{name}.db (SQLite)'}"
         for name in SERVICES
     ]
     lines = [
         "",
         "LeadRelay development stack",
         f"  broker       {broker_line}",
-        *(f"  {name:<12} http://127.0.0.1:{port}  (docs: /docs, metrics: /metrics)" for name, port in SERVICES.items()),
+        *(f"  {name:<12} http://127.0.0.1:{port}  (docs: /docs, metrics: /metrics)" for name, port in ports.items()),
         "  databases",
         *("  " + line for line in databases),
         f"  API key      {api_key}",

@@ -1,0 +1,125 @@
+"""`make run`'s stack (devstack + honcho + Procfile): starts, routes a lead, stops cleanly, keeps data."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+
+from leadrelay.broker import is_listening
+from leadrelay.testing import DEV_API_KEY, FAST_SERVICE_ENV, free_port, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("intake", "scoring", "router", "sla-monitor")
+
+
+def _processes_with(marker: str) -> list[int]:
+    """PIDs whose environment carries the marker: everything the stack started, however deep."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue  # gone, or not ours to read
+    return found
+
+
+class DevStack:
+    """`python -m leadrelay.devstack` (what `make run` runs) on free ports and scratch databases."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.marker = f"LEADRELAY_TEST_MARKER={uuid4().hex}"
+        self.ports = {name: free_port() for name in SERVICES}
+        self.broker_port = free_port()
+        env = {key: value for key, value in os.environ.items() if key != "KAFKA_BOOTSTRAP_SERVERS"}
+        env.update(FAST_SERVICE_ENV)
+        env.update({"EMBEDDED_BROKER_PORT": str(self.broker_port), "LEADRELAY_DEV_API_KEY": DEV_API_KEY})
+        for name in SERVICES:
+            prefix = name.upper().replace("-", "_")
+            env[f"{prefix}_PORT"] = str(self.ports[name])
+            env[f"{prefix}_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / name}.db"
+        key, value = self.marker.split("=")
+        env[key] = value
+        self.env = env
+        self.log_path = tmp_path / "devstack.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "leadrelay.devstack"],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, like a terminal's foreground job
+            )
+
+    def ctrl_c(self) -> int:
+        """What Ctrl-C does in a terminal: SIGINT to the whole foreground process group."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGINT)
+        code = self.process.wait(60)
+        self.process = None
+        return code
+
+    def force_stop(self) -> None:
+        for pid in _processes_with(self.marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+async def _get_lead(client: httpx.AsyncClient, lead_id: str) -> dict[str, object] | None:
+    response = await client.get(f"/v1/leads/{lead_id}")
+    return response.json() if response.status_code == 200 else None
+
+
+async def test_make_run_stack_routes_stops_cleanly_and_keeps_leads(tmp_path: Path) -> None:
+    stack = DevStack(tmp_path)
+    intake_url = f"http://127.0.0.1:{stack.ports['intake']}"
+    headers = {"Authorization": f"Bearer {DEV_API_KEY}"}
+    stack.start()
+    try:
+        async with httpx.AsyncClient(base_url=intake_url, headers=headers, timeout=5) as client:
+
+            async def healthy() -> bool:
+                return (await client.get("/healthz")).status_code == 200
+
+            await wait_until(healthy, timeout=60, what="intake under make run")
+            banner = stack.log_path.read_text()
+            assert f"API key      {DEV_API_KEY}" in banner
+            assert f"http://127.0.0.1:{stack.ports['sla-monitor']}" in banner
+
+            response = await client.post("/v1/leads", json={"email": "ada@analytical.example", "company": "AE"})
+            assert response.status_code == 202
+            lead_id = response.json()["id"]
+
+            async def routed() -> dict[str, object] | None:
+                lead = await _get_lead(client, lead_id)
+                return lead if lead and lead["owner_rep_id"] and lead["sla_due_at"] else None
+
+            await wait_until(routed, timeout=60, what="the lead to be routed under make run")
+
+            assert stack.ctrl_c() in (0, 130)
+            assert _processes_with(stack.marker) == [], "Ctrl-C left processes behind"
+            assert not is_listening("127.0.0.1", stack.broker_port)
+            log = stack.log_path.read_text()
+            for name in ("intake", "scoring", "router", "sla_monitor"):
+                assert f'"service": "{name.replace("_", "-")}", "logger": "leadrelay.service", "message": "service stopped"' in log
+
+            stack.start()  # the second `make run`
+            await wait_until(healthy, timeout=60, what="intake after a restart")
+            kept = await _get_lead(client, lead_id)
+            assert kept is not None
+            assert kept["owner_rep_id"] == "rep-default"
+            assert stack.ctrl_c() in (0, 130)
+    finally:
+        stack.force_stop()
