@@ -1,5 +1,6 @@
 """`make run`'s stack (devstack + honcho + Procfile): starts, routes a lead, stops cleanly, keeps data."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -71,10 +72,8 @@ class DevStack:
 
     def force_stop(self) -> None:
         for pid in _processes_with(self.marker):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 async def _get_lead(client: httpx.AsyncClient, lead_id: str) -> dict[str, object] | None:
@@ -112,8 +111,8 @@ async def test_make_run_stack_routes_stops_cleanly_and_keeps_leads(tmp_path: Pat
             assert _processes_with(stack.marker) == [], "Ctrl-C left processes behind"
             assert not is_listening("127.0.0.1", stack.broker_port)
             log = stack.log_path.read_text()
-            for name in ("intake", "scoring", "router", "sla_monitor"):
-                assert f'"service": "{name.replace("_", "-")}", "logger": "leadrelay.service", "message": "service stopped"' in log
+            for name in SERVICES:
+                assert f'"service": "{name}", "logger": "leadrelay.service", "message": "service stopped"' in log, name
 
             stack.start()  # the second `make run`
             await wait_until(healthy, timeout=60, what="intake after a restart")
