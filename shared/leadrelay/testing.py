@@ -64,10 +64,10 @@ async def wait_until(
 class ServiceProcess:
     """One LeadRelay service run as `python -m <module>`, exactly as in production."""
 
-    def __init__(self, module: str, *, port: int, env: dict[str, str], workdir: Path) -> None:
+    def __init__(self, module: str, *, port: int, env: dict[str, str], workdir: Path, name: str | None = None) -> None:
         self.module, self.port, self.workdir = module, port, workdir
         self.env = {**os.environ, **FAST_SERVICE_ENV, **env, "PORT": str(port), "HOST": "127.0.0.1"}
-        self.log_path = workdir / f"{module}.log"
+        self.log_path = workdir / f"{name or module}.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
