@@ -269,8 +269,8 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     while (partitions := consumer.partitions_for_topic(topic)) is None:
         if time.monotonic() > deadline:
             raise AssertionError(f"topic {topic} has no metadata")
-        await consumer._client.force_metadata_update()
-        consumer._client.add_topic(topic)
+        await consumer.topics()  # fetches cluster metadata
+        await asyncio.sleep(0.05)
     return set(partitions)
 
 
