@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from leadrelay.events import dlq_topic
+from leadrelay.kafka import read_available
 
 REPLAY_GROUP = "leadrelay-dlq-replay"
 DLQ_HEADER_PREFIX = "dlq_"
@@ -28,26 +29,11 @@ def _headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
     return {name: value.decode(errors="replace") for name, value in record.headers}
 
 
-async def _read(consumer: AIOKafkaConsumer, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Records from the consumer's position up to the end offsets taken now."""
-    partitions = [TopicPartition(topic, partition) for partition in sorted(consumer.partitions_for_topic(topic) or ())]
-    if not partitions:
-        return []
-    consumer.assign(partitions)
-    end = await consumer.end_offsets(partitions)
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-        for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
-            records.extend(record for record in batch if record.offset < end[tp])
-    return records
-
-
 async def _consumer(bootstrap: str, group: str | None) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
-    await consumer.topics()  # fetches cluster metadata, so the topic's partitions are known
     return consumer
 
 
@@ -55,7 +41,7 @@ async def list_dead_letters(bootstrap: str, topic: str, *, payload: bool) -> lis
     """Every dead letter of `topic`, oldest first per partition."""
     consumer = await _consumer(bootstrap, None)
     try:
-        records = await _read(consumer, dlq_topic(topic))
+        records = await read_available(consumer, dlq_topic(topic))
     finally:
         await consumer.stop()
     entries = []
@@ -85,7 +71,7 @@ async def replay(bootstrap: str, topic: str, *, dry_run: bool) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        records = await _read(consumer, source)
+        records = await read_available(consumer, source)
         if dry_run:
             return len(records)
         for record in records:

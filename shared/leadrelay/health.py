@@ -1,16 +1,31 @@
 """Liveness and readiness probes."""
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from leadrelay.db import ping
 
 health_router = APIRouter(tags=["health"])
 
 
-@health_router.get("/healthz", summary="Liveness: the process answers")
+class Readiness(BaseModel):
+    """What /readyz answers: the overall verdict and each check (`ok`, `unreachable` or `stuck`)."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]
+
+
+@health_router.get(
+    "/healthz",
+    summary="Liveness: the process answers",
+    responses={
+        200: {"description": "The process serves HTTP", "content": {"application/json": {"example": {"status": "ok"}}}}
+    },
+)
 async def healthz() -> dict[str, str]:
     """Always ok while the process serves HTTP."""
     return {"status": "ok"}
@@ -19,7 +34,30 @@ async def healthz() -> dict[str, str]:
 @health_router.get(
     "/readyz",
     summary="Readiness: database and broker reachable, consumer not stuck",
-    responses={503: {"description": "A dependency is down", "content": {"application/json": {}}}},
+    response_model=None,
+    responses={
+        200: {
+            "model": Readiness,
+            "description": "Every check passes",
+            "content": {
+                "application/json": {
+                    "example": {"status": "ready", "checks": {"database": "ok", "broker": "ok", "consumer": "ok"}}
+                }
+            },
+        },
+        503: {
+            "model": Readiness,
+            "description": "A dependency is down (or the consumer is stuck)",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "not ready",
+                        "checks": {"database": "ok", "broker": "unreachable", "consumer": "ok"},
+                    }
+                }
+            },
+        },
+    },
 )
 async def readyz(request: Request) -> JSONResponse:
     """200 when every check passes, else 503 with the failing checks."""

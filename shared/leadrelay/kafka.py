@@ -360,3 +360,25 @@ def _describe(error: BaseException) -> str:
             for item in error.errors(include_input=False, include_url=False)
         )
     return str(error)
+
+
+async def read_available(
+    consumer: AIOKafkaConsumer, topic: str, *, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Assign all of a topic's partitions and read from the consumer's positions to today's end offsets."""
+    deadline = time.monotonic() + timeout
+    while (partition_ids := consumer.partitions_for_topic(topic)) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no metadata for topic {topic}")
+        await consumer.topics()  # fetches cluster metadata
+        await asyncio.sleep(0.05)
+    partitions = [TopicPartition(topic, partition) for partition in sorted(partition_ids)]
+    consumer.assign(partitions)
+    end = await consumer.end_offsets(partitions)
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reading {topic} to its end took longer than {timeout}s")
+        for tp, batch in (await consumer.getmany(timeout_ms=200)).items():
+            records.extend(record for record in batch if record.offset < end[tp])
+    return records

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from leadrelay.db import create_engine
+from leadrelay.kafka import read_available
 
 T = TypeVar("T")
 
@@ -246,32 +247,10 @@ async def read_to_end(bootstrap_servers: str, topic: str, timeout: float = 30.0)
     """Every record currently in a topic (up to the end offsets taken at the start)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
     try:
-        partitions = [TopicPartition(topic, p) for p in (await _partitions(consumer, topic))]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        deadline = time.monotonic() + timeout
-        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s reading {topic} to its end")
-            batch = await consumer.getmany(timeout_ms=200)
-            for partition_records in batch.values():
-                records.extend(partition_records)
+        return await read_available(consumer, topic, timeout=timeout)
     finally:
         await consumer.stop()
-    return records
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    deadline = time.monotonic() + 10
-    while (partitions := consumer.partitions_for_topic(topic)) is None:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"topic {topic} has no metadata")
-        await consumer.topics()  # fetches cluster metadata
-        await asyncio.sleep(0.05)
-    return set(partitions)
 
 
 async def produce(bootstrap_servers: str, topic: str, records: list[tuple[str, bytes]]) -> None:
