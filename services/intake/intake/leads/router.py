@@ -2,10 +2,10 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Path, Response, status
 
 from intake.leads import service
-from intake.leads.schemas import LeadAccepted, LeadCreate, LeadPublic, TimelineEntryPublic
+from intake.leads.schemas import EXAMPLE_LEAD_ID, LeadAccepted, LeadCreate, LeadPublic, TimelineEntryPublic
 from leadrelay.apikeys import ApiKey, require_scopes
 from leadrelay.batching import WriterDep
 from leadrelay.db import SessionDep
@@ -15,6 +15,7 @@ router = APIRouter(prefix="/v1/leads", tags=["leads"])
 
 WriteKey = Annotated[ApiKey, Depends(require_scopes("leads:write"))]
 ReadKey = Annotated[ApiKey, Depends(require_scopes("leads:read"))]
+LeadId = Annotated[str, Path(description="The id `POST /v1/leads` answered.", examples=[EXAMPLE_LEAD_ID])]
 
 
 @router.post(
@@ -22,7 +23,7 @@ ReadKey = Annotated[ApiKey, Depends(require_scopes("leads:read"))]
     status_code=status.HTTP_202_ACCEPTED,
     response_model=LeadAccepted,
     summary="Accept a lead",
-    responses=problem_responses(400, 401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422, instance="/v1/leads"),
 )
 async def create_lead(lead_in: LeadCreate, writer: WriterDep, _key: WriteKey, response: Response) -> LeadAccepted:
     """Store the lead and queue lead.received; 202 means it is durable and will be scored and routed."""
@@ -31,8 +32,19 @@ async def create_lead(lead_in: LeadCreate, writer: WriterDep, _key: WriteKey, re
     return LeadAccepted(id=lead.id)
 
 
-@router.get("/{lead_id}", response_model=LeadPublic, summary="Read a lead", responses=problem_responses(401, 403, 404))
-async def read_lead(lead_id: str, session: SessionDep, _key: ReadKey) -> LeadPublic:
+@router.get(
+    "/{lead_id}",
+    response_model=LeadPublic,
+    summary="Read a lead",
+    responses=problem_responses(
+        401,
+        403,
+        404,
+        instance=f"/v1/leads/{EXAMPLE_LEAD_ID}",
+        details={403: "The API key lacks the scope(s): leads:read.", 404: f"No lead with id {EXAMPLE_LEAD_ID}."},
+    ),
+)
+async def read_lead(lead_id: LeadId, session: SessionDep, _key: ReadKey) -> LeadPublic:
     """The lead with its current stage, score, owner, SLA state and full timeline."""
     lead = await service.get(session=session, lead_id=lead_id)
     if lead is None:

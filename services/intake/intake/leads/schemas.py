@@ -12,6 +12,8 @@ from leadrelay.stages import LeadStage
 
 MAX_ATTRIBUTES_BYTES = 16_384
 
+EXAMPLE_LEAD_ID = "7f3c8a52-1d47-4c36-9a55-0c1f2e6b9d10"
+
 LEAD_EXAMPLE: dict[str, Any] = {
     "email": "ada@example.com",
     "first_name": "Ada",
@@ -48,9 +50,7 @@ class LeadCreate(LeadBase):
 class LeadAccepted(BaseModel):
     """Answer to an accepted lead: it is stored and its event is queued."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"id": "7f3c8a52-1d47-4c36-9a55-0c1f2e6b9d10", "status": "accepted"}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"id": EXAMPLE_LEAD_ID, "status": "accepted"}]})
 
     id: str
     status: str = "accepted"
@@ -73,27 +73,61 @@ class LeadPublic(LeadBase):
             "examples": [
                 {
                     **LEAD_EXAMPLE,
-                    "id": "7f3c8a52-1d47-4c36-9a55-0c1f2e6b9d10",
+                    "id": EXAMPLE_LEAD_ID,
                     "stage": "mql",
-                    "score": 80,
-                    "icp_version": "placeholder-0",
+                    "score": 100,
+                    "icp_version": "placeholder-1",
                     "owner_rep_id": "rep-default",
-                    "sla_due_at": "2026-11-23T12:05:00Z",
+                    "sla_due_at": "2026-11-23T12:05:00.310000Z",
                     "sla_state": "running",
-                    "received_at": "2026-11-23T12:00:00Z",
-                    "updated_at": "2026-11-23T12:00:01Z",
+                    "received_at": "2026-11-23T12:00:00.120000Z",
+                    "updated_at": "2026-11-23T12:00:00.402000Z",
                     "timeline": [
                         {
-                            "event_id": "0b6c…",
+                            "event_id": "0b6c2f0e-5a4b-4c1d-9e8f-3a2b1c0d9e8f",
                             "type": "lead.received",
-                            "occurred_at": "2026-11-23T12:00:00Z",
-                            "details": {"source": "webinar"},
+                            "occurred_at": "2026-11-23T12:00:00.120250Z",
+                            "details": {"source": "webinar", "campaign": "2026-q4-launch"},
                         },
                         {
-                            "event_id": "4d1e…",
+                            "event_id": "96ff81e1-2698-4e32-8562-62fba1b54108",
                             "type": "lead.scored",
-                            "occurred_at": "2026-11-23T12:00:00Z",
-                            "details": {"score": 80, "stage": "mql"},
+                            "occurred_at": "2026-11-23T12:00:00.201000Z",
+                            "details": {
+                                "score": 100,
+                                "stage": "mql",
+                                "icp_version": "placeholder-1",
+                                "explanation": [
+                                    {
+                                        "criterion": "business_email",
+                                        "points": 30,
+                                        "reason": "email on a company domain",
+                                    },
+                                    {"criterion": "company_known", "points": 30, "reason": "company given"},
+                                    {"criterion": "job_title_known", "points": 20, "reason": "job title given"},
+                                    {"criterion": "reachable_by_phone", "points": 20, "reason": "phone given"},
+                                ],
+                            },
+                        },
+                        {
+                            "event_id": "27b602dd-0f56-4a8b-9129-3676fe15e185",
+                            "type": "lead.assigned",
+                            "occurred_at": "2026-11-23T12:00:00.313000Z",
+                            "details": {
+                                "rep_id": "rep-default",
+                                "rule_path": ["default"],
+                                "candidates": ["rep-default"],
+                            },
+                        },
+                        {
+                            "event_id": "4c6f14eb-f9fb-4301-bcf5-a0e4de9dab61",
+                            "type": "sla.started",
+                            "occurred_at": "2026-11-23T12:00:00.368000Z",
+                            "details": {
+                                "obligation": "first_response",
+                                "due_at": "2026-11-23T12:05:00.310000+00:00",
+                                "rep_id": "rep-default",
+                            },
                         },
                     ],
                 }
