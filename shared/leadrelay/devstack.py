@@ -20,8 +20,8 @@ def _variable(service: str, setting: str) -> str:
 def main() -> None:
     """Print where everything is and hand over to honcho (which stops all on Ctrl-C)."""
     Path("var").mkdir(exist_ok=True)
-    # honcho loads .env into every process; read it here too so the banner tells the truth.
-    settings = {**dotenv_values(".env"), **os.environ}
+    # honcho loads .env over the environment of every process; do the same so the banner tells the truth.
+    settings = {**os.environ, **dotenv_values(".env")}
     external_broker = settings.get("KAFKA_BOOTSTRAP_SERVERS")
     processes = list(SERVICES)
     if external_broker:
@@ -51,7 +51,7 @@ def main() -> None:
         *("  " + line for line in databases),
         f"  API key      {api_key}",
         "",
-        "  try: curl -s -X POST http://127.0.0.1:8000/v1/leads \\",
+        f"  try: curl -s -X POST http://127.0.0.1:{ports['intake']}/v1/leads \\",
         f"         -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\",
         '         -d \'{"email": "ada@example.com", "company": "Analytical Engines", "job_title": "CTO"}\'',
         "",

@@ -174,11 +174,11 @@ class OutboxRelay:
                 return True
             except Exception:
                 await self._release_lock()
-        connection = await self._engine.connect()
+        # Autocommit: the lock connection must never sit idle inside a transaction.
+        connection = await (await self._engine.connect()).execution_options(isolation_level="AUTOCOMMIT")
         acquired = (
             await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": _RELAY_LOCK_KEY})
         ).scalar()
-        await connection.commit()
         if acquired:
             self._lock_connection = connection
             return True
@@ -187,6 +187,14 @@ class OutboxRelay:
 
     async def _release_lock(self) -> None:
         connection, self._lock_connection = self._lock_connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):  # a dead connection has released the lock already
+        if connection is None:
+            return
+        try:
+            # A pooled connection keeps session locks: unlock explicitly before handing it back.
+            await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _RELAY_LOCK_KEY})
+            await connection.close()
+        except Exception:
+            # The connection is broken, so the server has dropped its lock; keep it out of the pool.
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
                 await connection.close()

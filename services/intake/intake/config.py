@@ -3,7 +3,6 @@
 from functools import lru_cache
 
 from pydantic import Field, model_validator
-from pydantic_settings import SettingsConfigDict
 
 from leadrelay.apikeys import DEFAULT_DEV_API_KEY
 from leadrelay.settings import ServiceSettings
@@ -11,8 +10,6 @@ from leadrelay.settings import ServiceSettings
 
 class IntakeSettings(ServiceSettings):
     """Intake's settings (see docs/configuration.md)."""
-
-    model_config = SettingsConfigDict(**ServiceSettings.model_config, populate_by_name=True)
 
     service_name: str = "intake"
     port: int = 8000
