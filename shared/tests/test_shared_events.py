@@ -1,0 +1,209 @@
+"""CloudEvents envelope and typed payloads: every event type survives the wire unchanged."""
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from leadrelay.events import (
+    EVENT_TYPES,
+    AccountChanged,
+    EventData,
+    LeadActivity,
+    LeadAssigned,
+    LeadReceived,
+    LeadScored,
+    ScoreCriterion,
+    SlaBreached,
+    SlaMet,
+    SlaStarted,
+    SlaWarning,
+    Topic,
+    UnknownEventType,
+    ValidationError,
+    dlq_topic,
+    new_event,
+    parse_envelope,
+    parse_event,
+)
+from leadrelay.stages import LeadStage
+
+AT = datetime(2026, 3, 2, 9, 30, 15, 123456, tzinfo=UTC)
+DUE = AT + timedelta(minutes=5)
+
+RECEIVED = LeadReceived(
+    lead_id="lead-1",
+    email="ada@analytical.example",
+    first_name="Ada",
+    last_name="Lovelace",
+    company="Analytical Engines",
+    job_title="CTO",
+    phone="+44 20 7946 0000",
+    country="GB",
+    source="webinar",
+    campaign="spring",
+    # A non-UTC offset must survive too.
+    received_at=datetime(2026, 3, 2, 10, 30, tzinfo=timezone(timedelta(hours=1))),
+    redrive=True,
+    attributes={"utm": {"medium": "email"}, "seats": 40, "tags": ["a", "b"]},
+)
+
+SAMPLES: dict[str, EventData] = {
+    "lead.received": RECEIVED,
+    "lead.scored": LeadScored(
+        lead_id="lead-1",
+        score=87,
+        stage=LeadStage.MQL,
+        icp_version="icp-3",
+        explanation=[ScoreCriterion(criterion="company_known", points=20, reason="company given")],
+        scored_at=AT,
+        lead=RECEIVED,
+    ),
+    "lead.assigned": LeadAssigned(
+        lead_id="lead-1",
+        assignment_id="asg-1",
+        rep_id="rep-7",
+        team_id="emea",
+        rule_path=["territory:emea", "round-robin"],
+        candidates=["rep-7", "rep-8"],
+        routing_version="routing-2",
+        assigned_at=AT,
+    ),
+    "lead.activity": LeadActivity(
+        lead_id="lead-1", rep_id="rep-7", activity="rejected", reason_code="no-budget", occurred_at=AT
+    ),
+    "sla.started": SlaStarted(
+        lead_id="lead-1",
+        obligation="first_touch",
+        assignment_id="asg-1",
+        rep_id="rep-7",
+        policy_version="sla-1",
+        started_at=AT,
+        due_at=DUE,
+    ),
+    "sla.warning": SlaWarning(
+        lead_id="lead-1",
+        obligation="first_touch",
+        assignment_id="asg-1",
+        rep_id="rep-7",
+        due_at=DUE,
+        remaining_seconds=59.5,
+    ),
+    "sla.breached": SlaBreached(
+        lead_id="lead-1", obligation="first_touch", assignment_id="asg-1", rep_id="rep-7", due_at=DUE, breached_at=DUE
+    ),
+    "sla.met": SlaMet(
+        lead_id="lead-1", obligation="first_touch", assignment_id="asg-1", rep_id="rep-7", due_at=DUE, met_at=AT
+    ),
+    "account.changed": AccountChanged(
+        account_id="acct-42",
+        name="Analytical Engines",
+        domain="analytical.example",
+        owner_rep_id="rep-7",
+        changed_at=AT,
+    ),
+}
+
+
+def test_every_event_type_has_a_sample() -> None:
+    # A new event type must be added to SAMPLES, so the round trip below covers it.
+    assert set(SAMPLES) == set(EVENT_TYPES)
+    for event_type, data in SAMPLES.items():
+        assert type(data) is EVENT_TYPES[event_type]
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+def test_event_round_trips_through_bytes(event_type: str) -> None:
+    data = SAMPLES[event_type]
+    event = new_event(data, source="/test", event_id=f"id-{event_type}")
+
+    parsed = parse_event(event.to_bytes())
+
+    assert parsed.id == f"id-{event_type}"
+    assert parsed.type == event_type
+    assert parsed.source == "/test"
+    assert parsed.specversion == "1.0"
+    assert parsed.time == event.time
+    assert type(parsed.data) is type(data)
+    assert parsed.data == data
+    assert parsed.topic == data.topic
+    expected_subject = "acct-42" if event_type == "account.changed" else "lead-1"
+    assert parsed.subject == expected_subject == event.subject
+
+
+def test_structured_mode_json_follows_cloudevents() -> None:
+    event = new_event(SAMPLES["lead.assigned"], source="router")
+    body = json.loads(event.to_bytes())
+    assert body["specversion"] == "1.0"
+    assert body["datacontenttype"] == "application/json"
+    assert body["type"] == "lead.assigned"
+    assert body["subject"] == "lead-1"
+    assert body["data"]["rep_id"] == "rep-7"
+    assert datetime.fromisoformat(body["time"]).utcoffset() == timedelta(0)
+
+
+def test_new_event_gets_a_fresh_id_unless_given() -> None:
+    first = new_event(SAMPLES["lead.activity"], source="intake")
+    second = new_event(SAMPLES["lead.activity"], source="intake")
+    assert first.id
+    assert first.id != second.id
+    assert new_event(SAMPLES["lead.activity"], source="intake", event_id="fixed").id == "fixed"
+
+
+def test_topics_follow_the_payload_type() -> None:
+    assert new_event(SAMPLES["lead.received"], source="s").topic is Topic.LEADS_RECEIVED
+    assert new_event(SAMPLES["sla.breached"], source="s").topic is Topic.SLA_EVENTS
+    assert new_event(SAMPLES["account.changed"], source="s").topic is Topic.ACCOUNTS_CHANGED
+
+
+def test_unknown_type_is_rejected() -> None:
+    body = json.loads(new_event(SAMPLES["lead.activity"], source="crm").to_bytes())
+    body["type"] = "lead.teleported"
+    raw = json.dumps(body).encode()
+
+    assert parse_envelope(raw).type == "lead.teleported"  # the envelope alone is fine
+    with pytest.raises(UnknownEventType, match=r"lead\.teleported"):
+        parse_event(raw)
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        pytest.param(lambda body: body["data"].pop("rep_id"), id="missing-field"),
+        pytest.param(lambda body: body["data"].update(activity="teleported"), id="bad-literal"),
+        pytest.param(lambda body: body["data"].update(occurred_at="yesterday"), id="bad-datetime"),
+        pytest.param(lambda body: body["data"].update(unexpected="x"), id="extra-field"),
+        pytest.param(lambda body: body.pop("subject"), id="missing-subject"),
+        pytest.param(lambda body: body.update(specversion="0.3"), id="wrong-specversion"),
+    ],
+)
+def test_bad_payload_is_a_validation_error(corrupt: object) -> None:
+    body = json.loads(new_event(SAMPLES["lead.activity"], source="crm").to_bytes())
+    corrupt(body)  # type: ignore[operator]
+    with pytest.raises(ValidationError):
+        parse_event(json.dumps(body).encode())
+
+
+def test_payload_of_another_type_is_a_validation_error() -> None:
+    body = json.loads(new_event(SAMPLES["lead.activity"], source="crm").to_bytes())
+    body["type"] = "lead.scored"
+    with pytest.raises(ValidationError):
+        parse_event(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[1, 2]", b'{"id": "x"}', b"\xff\xfe"])
+def test_garbage_is_a_validation_error(raw: bytes) -> None:
+    with pytest.raises(ValidationError):
+        parse_event(raw)
+
+
+def test_score_must_be_within_0_and_100() -> None:
+    with pytest.raises(ValidationError):
+        LeadScored(
+            lead_id="l", score=101, stage=LeadStage.MQL, icp_version="v", explanation=[], scored_at=AT, lead=RECEIVED
+        )
+
+
+def test_dlq_topic() -> None:
+    assert dlq_topic("leads.scored") == "leads.scored.dlq"
+    assert dlq_topic(Topic.SLA_EVENTS) == "sla.events.dlq"
