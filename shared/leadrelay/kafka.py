@@ -13,7 +13,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import idempotency
@@ -223,9 +223,8 @@ class EventConsumer:
             self.last_poll = time.monotonic()
             batch = await consumer.getmany(timeout_ms=500, max_records=self._settings.consumer_batch_size)
             for tp, record in _in_order(batch):
-                if self._stopping.is_set():
-                    break  # unhandled records are redelivered after a restart
-                await self.handle_record(record)
+                if self._stopping.is_set() or not await self.handle_record(record):
+                    break  # stopping: unhandled records are redelivered after a restart
                 self._processed[tp] = record.offset + 1
             await self.commit_processed()
             await self._update_lag(consumer)
@@ -246,52 +245,66 @@ class EventConsumer:
         with contextlib.suppress(KeyError):  # no lag was recorded for it yet
             self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
-    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Handle one record: parse, dispatch with retries, dead-letter when nothing else works."""
+    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """Handle one record: parse, dispatch with retries, dead-letter when nothing else works.
+
+        Returns False when the record was left unhandled because the consumer is stopping.
+        """
         raw = record.value or b""
         try:
             envelope = parse_envelope(raw)
         except ValidationError as exc:
             await self._dead_letter(record, exc, attempts=1)
-            return
+            return True
         handler = self._handlers.get(envelope.type)
         if handler is None:
             self._metrics.events_consumed_total.labels(record.topic, "other", "ignored").inc()
-            return
+            return True
         try:
             event = parse_event(raw)
         except ValidationError as exc:  # a type we handle with a payload we cannot read: retrying won't help
             await self._dead_letter(record, exc, attempts=1)
-            return
+            return True
         lead_token = lead_id_var.set(event.subject)
         event_token = event_id_var.set(event.id)
         try:
-            await self._handle_with_retries(record, event, handler)
+            return await self._handle_with_retries(record, event, handler)
         finally:
             lead_id_var.reset(lead_token)
             event_id_var.reset(event_token)
 
     async def _handle_with_retries(
         self, record: ConsumerRecord[bytes, bytes], event: CloudEvent[Any], handler: Handler
-    ) -> None:
+    ) -> bool:
         attempts = self._settings.consumer_max_retries + 1
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        while True:
             try:
                 outcome = await self._handle_once(event, handler)
+            except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
+                # The database is unreachable or busy: not the event's fault, so it is never
+                # dead-lettered for it; the consumer waits (and stays in the group) until it is back.
+                self._metrics.events_failed_total.labels(record.topic, event.type).inc()
+                logger.warning("database unavailable, retrying event", extra={"error": type(exc).__name__})
+                await self._wait(self._settings.kafka_connect_backoff_max_seconds)
             except Exception as exc:
+                attempt += 1
                 self._metrics.events_failed_total.labels(record.topic, event.type).inc()
                 logger.warning(
                     "event handler failed", extra={"attempt": attempt, "event_type": event.type, "error": repr(exc)}
                 )
                 if attempt == attempts:
                     await self._dead_letter(record, exc, attempts=attempt)
-                    return
+                    return True
                 await self._wait(self._settings.consumer_retry_backoff_seconds * 2 ** (attempt - 1))
-                continue
-            self._metrics.events_consumed_total.labels(record.topic, event.type, outcome).inc()
-            if outcome == "processed":
-                self._on_commit()
-            return
+            else:
+                self._metrics.events_consumed_total.labels(record.topic, event.type, outcome).inc()
+                if outcome == "processed":
+                    self._on_commit()
+                return True
+            if self._stopping.is_set():
+                return False  # not dead-lettered on the way out: it is redelivered after the restart
+            self.last_poll = time.monotonic()  # retrying is progress, not a stuck loop
 
     async def _handle_once(self, event: CloudEvent[Any], handler: Handler) -> str:
         try:
