@@ -378,7 +378,11 @@ def _describe(error: BaseException) -> str:
 async def read_available(
     consumer: AIOKafkaConsumer, topic: str, *, timeout: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Assign all of a topic's partitions and read from the consumer's positions to today's end offsets."""
+    """Assign all of a topic's partitions and read from the consumer's positions to their high watermarks.
+
+    The high watermark comes from fetch responses rather than `end_offsets`, which the embedded
+    broker answers with the last batch's base offset.
+    """
     deadline = time.monotonic() + timeout
     while (partition_ids := consumer.partitions_for_topic(topic)) is None:
         if time.monotonic() > deadline:
@@ -387,11 +391,16 @@ async def read_available(
         await asyncio.sleep(0.05)
     partitions = [TopicPartition(topic, partition) for partition in sorted(partition_ids)]
     consumer.assign(partitions)
-    end = await consumer.end_offsets(partitions)
     records: list[ConsumerRecord[bytes, bytes]] = []
-    while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+    while True:
+        for batch in (await consumer.getmany(timeout_ms=200)).values():
+            records.extend(batch)
+        behind = [
+            tp
+            for tp in partitions
+            if (highwater := consumer.highwater(tp)) is None or await consumer.position(tp) < highwater
+        ]
+        if not behind:
+            return records
         if time.monotonic() > deadline:
             raise TimeoutError(f"reading {topic} to its end took longer than {timeout}s")
-        for tp, batch in (await consumer.getmany(timeout_ms=200)).items():
-            records.extend(record for record in batch if record.offset < end[tp])
-    return records

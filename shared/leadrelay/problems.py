@@ -66,12 +66,16 @@ def problem_response(problem: Problem, request: Request, headers: dict[str, str]
     )
 
 
+_SOURCES = {"body", "query", "path", "header", "cookie"}
+
+
 def _field_errors(errors: Any) -> list[FieldError]:
     result = []
     for error in errors:
-        location = [str(part) for part in error.get("loc", ()) if part != "body"]
-        if error.get("loc", ("",))[0] in {"query", "path", "header"}:
-            location = location[1:] if len(location) > 1 else location
+        location = [str(part) for part in error.get("loc", ())]
+        # FastAPI prefixes where the value came from; a body error may name the body as a whole.
+        if location and location[0] in _SOURCES and (location[0] == "body" or len(location) > 1):
+            location = location[1:]
         field = ".".join(location) or "body"
         result.append(FieldError(field=field, pointer="/" + "/".join(location), message=error.get("msg", "invalid")))
     return result

@@ -9,7 +9,6 @@ import json
 from collections import Counter
 from typing import Any
 
-import pytest
 from shared_tests_support import ConsumerRunner, Kafka, RunningConsumer, Storage
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -277,11 +276,6 @@ async def test_stop_mid_stream_then_restart_handles_each_event_exactly_once(
     assert consumed(run2, "duplicate") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: stop() cuts the retry backoff short but the retries still run, so an event failing "
-    "transiently at shutdown is dead-lettered instead of being left for redelivery",
-)
 async def test_stop_during_retry_backoff_leaves_the_event_for_redelivery(
     sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
 ) -> None:

@@ -153,11 +153,6 @@ class Activity(BaseModel):
     note: Note
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _field_errors drops every location segment equal to 'body', not only the leading "
-    "location, so a failing field named 'body' is reported as its parent",
-)
 async def test_a_field_named_body_is_named_correctly() -> None:
     app = FastAPI()
     install_problem_handlers(app)
