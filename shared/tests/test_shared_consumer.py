@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 from shared_tests_support import ConsumerRunner, Kafka, RunningConsumer, Storage
+from sqlalchemy.exc import OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
@@ -145,6 +146,34 @@ async def test_handler_failing_twice_then_succeeding_is_processed(
     assert running.value(DEAD, topic=TOPIC) == 0
     assert await effects(sqlite_router_db) == {event.id: 1}
     assert await kafka.size(DLQ) == 0
+
+
+async def test_database_outage_is_waited_out_not_dead_lettered(
+    sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    attempts: Counter[str] = Counter()
+
+    async def database_down_for_a_while(event: CloudEvent[Any], session: AsyncSession) -> None:
+        attempts[event.id] += 1
+        if attempts[event.id] <= 4:  # more failures than the retry budget allows for poison
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database restarting"))
+        await record_effect(event, session)
+
+    event = scored("lead-db-outage")
+    await kafka.produce(TOPIC, message(event))
+    running = await consumers.start(
+        sqlite_router_db,
+        {LeadScored: database_down_for_a_while},
+        consumer_max_retries=1,
+        kafka_connect_backoff_max_seconds=0.05,
+    )
+    await wait_effects(sqlite_router_db, event.id)
+    await running.stop()
+
+    assert attempts[event.id] == 5
+    assert running.value(DEAD, topic=TOPIC) == 0
+    assert await kafka.size(DLQ) == 0
+    assert await effects(sqlite_router_db) == {event.id: 1}
 
 
 async def test_handler_that_always_fails_is_dead_lettered_and_the_next_record_processed(
