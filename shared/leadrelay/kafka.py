@@ -291,7 +291,12 @@ class EventConsumer:
                 attempt += 1
                 self._metrics.events_failed_total.labels(record.topic, event.type).inc()
                 logger.warning(
-                    "event handler failed", extra={"attempt": attempt, "event_type": event.type, "error": repr(exc)}
+                    "event handler failed",
+                    extra={
+                        "attempt": attempt,
+                        "event_type": event.type,
+                        "error": f"{type(exc).__name__}: {_describe(exc)}",
+                    },
                 )
                 if attempt == attempts:
                     await self._dead_letter(record, exc, attempts=attempt)

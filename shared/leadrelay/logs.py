@@ -53,7 +53,12 @@ def logging_config(service: str, level: str) -> dict[str, Any]:
             "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
             "uvicorn.error": {"level": level.upper()},
             "uvicorn.access": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+            # Libraries that log SQL with its bound values or whole messages at DEBUG: never below
+            # WARNING, whatever LOG_LEVEL says, so personal data cannot reach the logs through them.
             "aiokafka": {"level": "WARNING"},
+            "aiosqlite": {"level": "WARNING"},
+            "asyncpg": {"level": "WARNING"},
+            "sqlalchemy": {"level": "WARNING"},
         },
     }
 

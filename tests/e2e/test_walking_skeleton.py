@@ -1,5 +1,7 @@
 """A lead travels intake -> scoring -> router -> sla-monitor and back into intake's read model."""
 
+import httpx
+
 from leadrelay.broker import EmbeddedBroker
 from leadrelay.testing import wait_until
 from tests.e2e.conftest import StackFactory
@@ -30,6 +32,30 @@ async def test_posted_lead_shows_up_assigned_with_a_deadline(
     ]
     scored = next(entry for entry in timeline if entry["type"] == "lead.scored")
     assert {item["criterion"] for item in scored["details"]["explanation"]} >= {"business_email", "company_known"}
+
+
+async def test_no_personal_data_in_logs_or_metrics(broker: EmbeddedBroker, make_stack: StackFactory) -> None:
+    stack = await make_stack(broker, env={"LOG_LEVEL": "DEBUG"})
+    await stack.start()
+    personal = {
+        "email": "grace.hopper@navy.example",
+        "first_name": "Grace",
+        "last_name": "Hopperova",
+        "phone": "+1 555 0100 777",
+    }
+
+    await stack.wait_routed(await stack.post_lead(**personal))
+    bad = await stack.api.post("/v1/leads", json={**personal, "email": "grace.hopper-at-navy.example"})
+    assert bad.status_code == 422
+
+    exposed = [stack.logs()]
+    async with httpx.AsyncClient() as client:
+        exposed += [(await client.get(f"{service.url}/metrics")).text for service in stack.services.values()]
+    stack.stop()
+    exposed += [service.log_path.read_text() for service in stack.services.values()]
+    for text in exposed:
+        for value in (*personal.values(), "grace.hopper-at-navy.example"):
+            assert value.lower() not in text.lower(), value
 
 
 async def test_unanswered_lead_breaches_its_sla(broker: EmbeddedBroker, make_stack: StackFactory) -> None:
