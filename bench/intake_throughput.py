@@ -77,7 +77,7 @@ async def measure(
         await post_leads(intake.url, 1, args.concurrency, workdir)  # warm-up
         rates = [await post_leads(intake.url, args.seconds, args.concurrency, workdir) for _ in range(args.runs)]
     finally:
-        intake.stop()
+        await intake.stop()
     return statistics.median(rates)
 
 

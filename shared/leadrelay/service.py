@@ -114,10 +114,7 @@ def create_service_app(
             await startup(runtime)
         relay_task = asyncio.create_task(_supervise("outbox-relay", relay.run))
         consumer_task = asyncio.create_task(_supervise("consumer", consumer.run)) if consumer else None
-        job_tasks = [
-            asyncio.create_task(_supervise(getattr(job, "__name__", "job"), lambda job=job: job(runtime)))  # type: ignore[misc]
-            for job in spec.jobs
-        ]
+        job_tasks = [asyncio.create_task(_supervise(job.__name__, partial(job, runtime))) for job in spec.jobs]
         if consumer:
             retention = timedelta(hours=settings.processed_event_retention_hours)
             prune = partial(idempotency.prune_periodically, sessions, retention=retention)

@@ -104,25 +104,25 @@ class ServiceProcess:
 
         await wait_until(healthy, timeout=timeout, what=f"{self.module} to become healthy")
 
-    def stop(self, timeout: float = 20.0) -> int | None:
+    async def stop(self, timeout: float = 20.0) -> int | None:
         """Graceful stop with SIGTERM, as a process manager does."""
-        return self._signal(signal.SIGTERM, timeout)
+        return await self._signal(signal.SIGTERM, timeout)
 
-    def kill(self) -> int | None:
+    async def kill(self) -> int | None:
         """SIGKILL: no shutdown code runs."""
-        return self._signal(signal.SIGKILL, 10.0)
+        return await self._signal(signal.SIGKILL, 10.0)
 
-    def _signal(self, sig: int, timeout: float) -> int | None:
+    async def _signal(self, sig: int, timeout: float) -> int | None:
+        process, self._process = self._process, None
         code = None
-        if self._process is not None:
-            if self._process.poll() is None:
-                self._process.send_signal(sig)
-                try:
-                    code = self._process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self._process.kill()
-                    code = self._process.wait()
-            self._process = None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(sig)
+            try:
+                code = await asyncio.to_thread(process.wait, timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = await asyncio.to_thread(process.wait)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -184,14 +184,13 @@ class Stack:
             self.services[name].start()
         await asyncio.gather(*(self.services[name].wait_healthy() for name in chosen))
 
-    def stop(self, *names: str) -> None:
-        """Stop services gracefully (all by default)."""
-        for name in names or tuple(self.services):
-            self.services[name].stop()
+    async def stop(self, *names: str) -> None:
+        """Stop services gracefully (all by default), all at once."""
+        await asyncio.gather(*(self.services[name].stop() for name in names or tuple(self.services)))
 
     async def close(self) -> None:
         """Stop everything and close the client."""
-        self.stop()
+        await self.stop()
         await self.api.aclose()
 
     async def post_lead(self, **fields: object) -> str:

@@ -30,7 +30,7 @@ async def test_two_router_replicas_assign_each_lead_once(
         lead_ids = [await stack.post_lead(email=f"lead{i}@analytical.example") for i in range(20)]
         for lead_id in lead_ids[:5]:
             await stack.wait_routed(lead_id)
-        second_router.kill()  # the surviving replica takes over its partitions
+        await second_router.kill()  # the surviving replica takes over its partitions
         lead_ids += [await stack.post_lead(email=f"late{i}@analytical.example") for i in range(10)]
 
         for lead_id in lead_ids:
@@ -39,4 +39,4 @@ async def test_two_router_replicas_assign_each_lead_once(
             assert types.count("lead.assigned") == 1, (lead_id, types)
         assert await count_rows(stack.database_urls["router"], "assignment") == 30
     finally:
-        second_router.stop()
+        await second_router.stop()

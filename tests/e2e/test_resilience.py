@@ -34,7 +34,7 @@ async def test_leads_accepted_while_the_broker_is_down_are_published_when_it_ret
             lambda: _outbox_empty(stack.database_urls["intake"]), timeout=10, what="intake's outbox to drain"
         )
     finally:
-        stack.stop()
+        await stack.stop()
         broker.stop()
 
 
@@ -129,7 +129,7 @@ async def test_sigkilled_worker_loses_nothing(broker: EmbeddedBroker, make_stack
         return len(lead_ids) > 10
 
     await wait_until(streaming, timeout=30, what="the stream to be under way")
-    stack[worker].kill()  # no shutdown code runs; more leads keep arriving
+    await stack[worker].kill()  # no shutdown code runs; more leads keep arriving
     await posting
     stack[worker].start()
     await stack[worker].wait_healthy()
@@ -151,14 +151,14 @@ async def test_restarted_stack_keeps_leads_and_finishes_in_flight_ones(
     settled = await stack.post_lead(email="settled@analytical.example")
     await stack.wait_routed(settled)
 
-    stack.stop("router")  # the next lead gets scored but never routed before the stack stops
+    await stack.stop("router")  # the next lead gets scored but never routed before the stack stops
     in_flight = await stack.post_lead(email="in-flight@analytical.example")
 
     async def scored() -> bool:
         return (await stack.lead(in_flight))["score"] is not None
 
     await wait_until(scored, timeout=30, what="the in-flight lead to be scored")
-    stack.stop()
+    await stack.stop()
     broker.stop()  # the embedded broker forgets everything
     broker.start()
     await stack.start()

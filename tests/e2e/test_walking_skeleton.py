@@ -51,7 +51,7 @@ async def test_no_personal_data_in_logs_or_metrics(broker: EmbeddedBroker, make_
     exposed = [stack.logs()]
     async with httpx.AsyncClient() as client:
         exposed += [(await client.get(f"{service.url}/metrics")).text for service in stack.services.values()]
-    stack.stop()
+    await stack.stop()
     exposed += [service.log_path.read_text() for service in stack.services.values()]
     for text in exposed:
         for value in (*personal.values(), "grace.hopper-at-navy.example"):
