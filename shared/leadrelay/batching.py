@@ -89,8 +89,8 @@ class GroupCommitter:
         self._on_commit()
 
 
-def get_writer(request: Request) -> GroupCommitter:
-    """The process's group committer."""
+async def get_writer(request: Request) -> GroupCommitter:
+    """The process's group committer (async: a sync dependency would cost a thread hop per request)."""
     writer: GroupCommitter = request.app.state.runtime.writer
     return writer
 
