@@ -16,9 +16,8 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from leadrelay import outbox
 from leadrelay.db import create_engine, create_session_factory, run_migrations
-from leadrelay.events import SlaBreached, new_event, utcnow
+from leadrelay.events import utcnow
 from sla_monitor.main import MIGRATIONS_DIR
 from sla_monitor.timers import service
 from sla_monitor.timers.models import SlaTimer
@@ -60,21 +59,8 @@ async def measure(url: str, timers: int, due: int) -> tuple[float, float]:
         breached = 0
         while breached < due:
             async with sessions() as session:
-                batch = await service.claim_due(session=session, now=utcnow())
-                for timer in batch:
-                    timer.status, timer.closed_at = "breached", utcnow()
-                    session.add(timer)
-                    event = SlaBreached(
-                        lead_id=timer.lead_id,
-                        obligation=timer.obligation,
-                        assignment_id=timer.assignment_id,
-                        rep_id=timer.rep_id,
-                        due_at=timer.due_at,
-                        breached_at=utcnow(),
-                    )
-                    outbox.add(session, new_event(event, source="bench"))
+                breached += await service.breach_due(session=session, now=utcnow())
                 await session.commit()
-            breached += len(batch)
         rate = due / (time.perf_counter() - started)
         return statistics.median(idle), rate
     finally:

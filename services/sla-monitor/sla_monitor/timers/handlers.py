@@ -11,8 +11,6 @@ from leadrelay.kafka import HandlerMap
 from sla_monitor.config import SlaMonitorSettings
 from sla_monitor.timers import service
 
-SOURCE = "leadrelay/sla-monitor"
-
 
 async def on_lead_assigned(event: CloudEvent[LeadAssigned], session: AsyncSession, *, response_time: timedelta) -> None:
     """Start the first-response timer (or re-announce it) and publish sla.started."""
@@ -26,7 +24,7 @@ async def on_lead_assigned(event: CloudEvent[LeadAssigned], session: AsyncSessio
         started_at=timer.started_at,
         due_at=timer.due_at,
     )
-    outbox.add(session, new_event(started, source=SOURCE))
+    outbox.add(session, new_event(started, source=service.SOURCE))
 
 
 def handlers(settings: SlaMonitorSettings) -> HandlerMap:

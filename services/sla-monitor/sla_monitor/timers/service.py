@@ -6,9 +6,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.events import LeadAssigned
+from leadrelay import outbox
+from leadrelay.events import LeadAssigned, SlaBreached, new_event
 from sla_monitor.timers.models import SlaTimer
 
+SOURCE = "leadrelay/sla-monitor"
 PLACEHOLDER_POLICY_VERSION = "placeholder-1"
 FIRST_RESPONSE = "first_response"
 
@@ -57,3 +59,21 @@ async def claim_due(*, session: AsyncSession, now: datetime, limit: int = 500) -
         .with_for_update(skip_locked=True)
     )
     return list((await session.exec(statement)).all())
+
+
+async def breach_due(*, session: AsyncSession, now: datetime, limit: int = 500) -> int:
+    """Close up to `limit` due timers as breached and stage sla.breached for each; returns how many."""
+    timers = await claim_due(session=session, now=now, limit=limit)
+    for timer in timers:
+        timer.status, timer.closed_at = "breached", now
+        session.add(timer)
+        breached = SlaBreached(
+            lead_id=timer.lead_id,
+            obligation=timer.obligation,
+            assignment_id=timer.assignment_id,
+            rep_id=timer.rep_id,
+            due_at=timer.due_at,
+            breached_at=now,
+        )
+        outbox.add(session, new_event(breached, source=SOURCE))
+    return len(timers)
