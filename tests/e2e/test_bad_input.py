@@ -18,6 +18,12 @@ CASES = [
     pytest.param(AUTH, b'{"email": "ada@example.com", "shoe_size": 44}', 422, "shoe_size", id="unknown-field"),
     pytest.param(AUTH, b'["ada@example.com"]', 422, "body", id="not-an-object"),
     pytest.param(
+        AUTH, b'{"email": "ada@example.com", "first_name": "A\\u0000da"}', 422, "first_name", id="nul-character"
+    ),
+    pytest.param(
+        AUTH, b'{"email": "ada@example.com", "attributes": {"k": "\\ud800"}}', 422, "attributes", id="lone-surrogate"
+    ),
+    pytest.param(
         {"Authorization": "Bearer lr_wrong_key_0000000000", **JSON},
         b'{"email": "ada@example.com"}',
         401,
@@ -29,9 +35,9 @@ CASES = [
 
 
 async def test_bad_requests_get_problem_details_and_store_nothing(
-    broker: EmbeddedBroker, make_stack: StackFactory
+    broker: EmbeddedBroker, make_stack: StackFactory, backend: str
 ) -> None:
-    stack = await make_stack(broker)
+    stack = await make_stack(broker, backend=backend)
     await stack.start("intake")
     async with httpx.AsyncClient(base_url=stack["intake"].url) as client:
         for case in CASES:
@@ -48,9 +54,10 @@ async def test_bad_requests_get_problem_details_and_store_nothing(
             if status == 401:
                 assert response.headers["www-authenticate"] == "Bearer", case.id
 
-        unknown = await client.get("/v1/leads/does-not-exist", headers=AUTH)
-        assert unknown.status_code == 404
-        assert unknown.headers["content-type"] == "application/problem+json"
+        for lead_id in ("does-not-exist", "nul%00byte", "7f3c8a52-1d47-4c36-9a55-0c1f2e6b9d10"):
+            unknown = await client.get(f"/v1/leads/{lead_id}", headers=AUTH)
+            assert unknown.status_code == 404, lead_id
+            assert unknown.headers["content-type"] == "application/problem+json"
 
     for table in ("lead", "timeline_entry", "outbox"):
         assert await count_rows(stack.database_urls["intake"], table) == 0, table

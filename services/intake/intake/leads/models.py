@@ -10,6 +10,7 @@ from sqlmodel import Field, SQLModel
 
 from leadrelay.events import utcnow
 from leadrelay.stages import LeadStage, stage_column
+from leadrelay.validation import storable
 
 
 class LeadBase(SQLModel):
@@ -24,6 +25,11 @@ class LeadBase(SQLModel):
     country: str | None = Field(default=None, max_length=2, min_length=2, description="ISO 3166-1 alpha-2")
     source: str = Field(default="api", max_length=100, min_length=1)
     campaign: str | None = Field(default=None, max_length=200)
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: object) -> object:
+        return storable(value)
 
     @field_validator("email")
     @classmethod

@@ -4,6 +4,7 @@ import logging
 from datetime import datetime
 from functools import partial
 from typing import Any
+from uuid import UUID
 
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -66,7 +67,11 @@ async def _stage_new_lead(session: AsyncSession, *, lead_in: LeadCreate) -> Lead
 
 
 async def get(*, session: AsyncSession, lead_id: str) -> Lead | None:
-    """A lead by id."""
+    """A lead by id (ids are UUIDs: anything else cannot name a lead)."""
+    try:
+        UUID(lead_id)
+    except ValueError:
+        return None
     return await session.get(Lead, lead_id)
 
 
