@@ -10,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -127,9 +129,23 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(Problem(title="Internal Server Error", status=500), request)
 
 
+async def _unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    # The database (or another dependency) is down or overloaded: the client did nothing wrong
+    # and may retry; nothing was committed, so a retry cannot duplicate anything.
+    logger.warning("dependency unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
+    problem = Problem(title="Service Unavailable", status=503, detail="A dependency is unavailable; retry shortly.")
+    return problem_response(problem, request, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+RETRY_AFTER_SECONDS = 5
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, SQLAlchemyTimeoutError, OSError)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error answer application/problem+json, and the OpenAPI document say so."""
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _unavailable_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(ProblemException, _problem_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
@@ -162,6 +178,7 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
         "detail": "; ".join(f"{error['field']}: {error['message']}" for error in _EXAMPLE_FIELD_ERRORS),
         "errors": _EXAMPLE_FIELD_ERRORS,
     },
+    503: {"detail": "A dependency is unavailable; retry shortly."},
 }
 
 _DESCRIPTIONS = {
@@ -170,6 +187,7 @@ _DESCRIPTIONS = {
     403: "The API key lacks a required scope",
     404: "Not found",
     422: "Invalid request: one entry in `errors` per failing field",
+    503: "The database is unavailable; nothing was stored, retry after `Retry-After` seconds",
 }
 
 

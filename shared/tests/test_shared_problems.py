@@ -6,6 +6,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 
 from leadrelay.problems import (
     MALFORMED_JSON_PROBLEM,
@@ -44,6 +45,10 @@ def make_app() -> FastAPI:
     @app.get("/boom")
     async def boom() -> None:
         raise RuntimeError(f"cannot connect to {SECRET}")
+
+    @app.get("/database-down")
+    async def database_down() -> None:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError(f"cannot connect to {SECRET}"))
 
     @app.get("/teapot")
     async def teapot() -> None:
@@ -120,6 +125,16 @@ async def test_unexpected_exception_is_a_500_problem_without_internals(client: h
         "errors": [],
     }
     for leak in ("hunter2", "RuntimeError", "Traceback", "db.internal"):
+        assert leak not in response.text
+
+
+async def test_unavailable_database_is_a_503_problem_with_retry_after(client: httpx.AsyncClient) -> None:
+    response = await client.get("/database-down")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["title"] == "Service Unavailable"
+    for leak in ("hunter2", "OperationalError", "db.internal"):
         assert leak not in response.text
 
 

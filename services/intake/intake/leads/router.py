@@ -23,7 +23,7 @@ LeadId = Annotated[str, Path(description="The id `POST /v1/leads` answered.", ex
     status_code=status.HTTP_202_ACCEPTED,
     response_model=LeadAccepted,
     summary="Accept a lead",
-    responses=problem_responses(400, 401, 403, 422, instance="/v1/leads"),
+    responses=problem_responses(400, 401, 403, 422, 503, instance="/v1/leads"),
 )
 async def create_lead(lead_in: LeadCreate, writer: WriterDep, _key: WriteKey, response: Response) -> LeadAccepted:
     """Store the lead and queue lead.received; 202 means it is durable and will be scored and routed."""
@@ -40,6 +40,7 @@ async def create_lead(lead_in: LeadCreate, writer: WriterDep, _key: WriteKey, re
         401,
         403,
         404,
+        503,
         instance=f"/v1/leads/{EXAMPLE_LEAD_ID}",
         details={403: "The API key lacks the scope(s): leads:read.", 404: f"No lead with id {EXAMPLE_LEAD_ID}."},
     ),
