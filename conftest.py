@@ -43,6 +43,12 @@ async def postgres_admin_url() -> str:
 
 
 @pytest.fixture
+async def postgres_admin_dsn() -> str:
+    """asyncpg DSN of the maintenance database TEST_DATABASE_URL names (for fault injection)."""
+    return _asyncpg_dsn(await postgres_admin_url())
+
+
+@pytest.fixture
 async def make_database(tmp_path: Path) -> AsyncIterator[DatabaseFactory]:
     """Factory of empty databases: `await make_database("sqlite" | "postgres", name)` returns a URL."""
     created: list[tuple[str, str]] = []

@@ -10,10 +10,23 @@ from alembic.config import Config
 from fastapi import Depends, Request
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 SessionFactory = async_sessionmaker[AsyncSession]
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether an error means the database is unreachable or overloaded, rather than a bad statement.
+
+    Plain DBAPIError is what SQLAlchemy raises for driver errors it cannot classify, such as
+    asyncpg refusing a connection to a database that does not accept any.
+    """
+    return isinstance(error, OperationalError | InterfaceError | SQLAlchemyTimeoutError | OSError | TimeoutError) or (
+        type(error) is DBAPIError
+    )
 
 
 def is_sqlite(url: str) -> bool:

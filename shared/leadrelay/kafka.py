@@ -13,11 +13,11 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import idempotency
-from leadrelay.db import SessionFactory
+from leadrelay.db import SessionFactory, is_unavailable
 from leadrelay.events import CloudEvent, EventData, Topic, dlq_topic, parse_envelope, parse_event, utcnow
 from leadrelay.logs import event_id_var, lead_id_var
 from leadrelay.metrics import ServiceMetrics
@@ -277,31 +277,31 @@ class EventConsumer:
         self, record: ConsumerRecord[bytes, bytes], event: CloudEvent[Any], handler: Handler
     ) -> bool:
         attempts = self._settings.consumer_max_retries + 1
-        attempt = 0
+        failures = 0
         while True:
             try:
                 outcome = await self._handle_once(event, handler)
-            except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
-                # The database is unreachable or busy: not the event's fault, so it is never
-                # dead-lettered for it; the consumer waits (and stays in the group) until it is back.
-                self._metrics.events_failed_total.labels(record.topic, event.type).inc()
-                logger.warning("database unavailable, retrying event", extra={"error": type(exc).__name__})
-                await self._wait(self._settings.kafka_connect_backoff_max_seconds)
             except Exception as exc:
-                attempt += 1
                 self._metrics.events_failed_total.labels(record.topic, event.type).inc()
-                logger.warning(
-                    "event handler failed",
-                    extra={
-                        "attempt": attempt,
-                        "event_type": event.type,
-                        "error": f"{type(exc).__name__}: {_describe(exc)}",
-                    },
-                )
-                if attempt == attempts:
-                    await self._dead_letter(record, exc, attempts=attempt)
-                    return True
-                await self._wait(self._settings.consumer_retry_backoff_seconds * 2 ** (attempt - 1))
+                if is_unavailable(exc):
+                    # The database is unreachable or busy: not the event's fault, so it never counts
+                    # toward dead-lettering; the consumer waits (and stays in the group) until it is back.
+                    logger.warning("database unavailable, retrying event", extra={"error": type(exc).__name__})
+                    await self._wait(self._settings.kafka_connect_backoff_max_seconds)
+                else:
+                    failures += 1
+                    logger.warning(
+                        "event handler failed",
+                        extra={
+                            "attempt": failures,
+                            "event_type": event.type,
+                            "error": f"{type(exc).__name__}: {_describe(exc)}",
+                        },
+                    )
+                    if failures == attempts:
+                        await self._dead_letter(record, exc, attempts=failures)
+                        return True
+                    await self._wait(self._settings.consumer_retry_backoff_seconds * 2 ** (failures - 1))
             else:
                 self._metrics.events_consumed_total.labels(record.topic, event.type, outcome).inc()
                 if outcome == "processed":

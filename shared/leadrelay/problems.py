@@ -10,9 +10,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from leadrelay.db import is_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -130,21 +132,22 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
-    # The database (or another dependency) is down or overloaded: the client did nothing wrong
-    # and may retry; nothing was committed, so a retry cannot duplicate anything.
+    if not is_unavailable(exc):
+        return await _unexpected_handler(request, exc)
+    # The database is down or overloaded: the client did nothing wrong and may retry; nothing was
+    # committed, so a retry cannot duplicate anything.
     logger.warning("dependency unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
     problem = Problem(title="Service Unavailable", status=503, detail="A dependency is unavailable; retry shortly.")
     return problem_response(problem, request, {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 RETRY_AFTER_SECONDS = 5
-UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, SQLAlchemyTimeoutError, OSError)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error answer application/problem+json, and the OpenAPI document say so."""
     app.add_exception_handler(RequestValidationError, _validation_handler)
-    for error in UNAVAILABLE_ERRORS:
+    for error in (DBAPIError, SQLAlchemyTimeoutError, OSError):
         app.add_exception_handler(error, _unavailable_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(ProblemException, _problem_handler)

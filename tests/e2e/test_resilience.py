@@ -2,8 +2,11 @@
 
 import asyncio
 
+import asyncpg
+import httpx
 import pytest
 from aiokafka.structs import ConsumerRecord
+from sqlalchemy.engine import make_url
 
 from leadrelay.broker import EmbeddedBroker
 from leadrelay.events import LeadReceived, LeadScored, ScoreCriterion, Topic, dlq_topic, new_event, utcnow
@@ -169,3 +172,33 @@ async def test_restarted_stack_keeps_leads_and_finishes_in_flight_ones(
     kept_types = [entry["type"] for entry in kept["timeline"]]  # type: ignore[union-attr]
     assert kept_types.count("lead.assigned") == 1
     assert kept["owner_rep_id"] == "rep-default"
+
+
+async def test_database_outage_answers_503_then_recovers(
+    broker: EmbeddedBroker, make_stack: StackFactory, postgres_admin_dsn: str
+) -> None:
+    stack = await make_stack(broker, backend="postgres")
+    await stack.start("intake")
+    database = make_url(stack.database_urls["intake"]).database
+    admin = await asyncpg.connect(postgres_admin_dsn)
+    try:
+        before = await stack.post_lead(email="before@analytical.example")
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database)
+
+        async def unavailable() -> httpx.Response | None:
+            response = await stack.api.post("/v1/leads", json={"email": "during@analytical.example"})
+            return response if response.status_code == 503 else None
+
+        response = await wait_until(unavailable, timeout=30, what="intake to notice the database is gone")
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["retry-after"] == "5"
+        assert (await stack.api.get(f"/v1/leads/{before}")).status_code == 503
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+    after = await stack.post_lead(email="after@analytical.example")
+    assert (await stack.lead(before))["email"] == "before@analytical.example"
+    records = await read_topic(broker.bootstrap_servers, Topic.LEADS_RECEIVED, min_count=2)
+    assert {before, after} <= set(_subjects(records))
