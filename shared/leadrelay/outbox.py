@@ -137,11 +137,8 @@ class OutboxRelay:
             await self._bus.publish_batch(messages)
             await session.exec(delete(OutboxMessage).where(col(OutboxMessage.id).in_([r.id for r in rows])))
             await session.commit()
-            if len(rows) < self._batch_size:
-                self._metrics.outbox_backlog.set(0)
-            else:
-                remaining = (await session.exec(select(func.count()).select_from(OutboxMessage))).one()
-                self._metrics.outbox_backlog.set(remaining)
+            # A short batch drained the table; only a full one needs counting what is left.
+            self._metrics.outbox_backlog.set(0 if len(rows) < self._batch_size else await self.backlog())
             return len(rows)
 
     async def backlog(self) -> int:
