@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 SessionFactory = async_sessionmaker[AsyncSession]
@@ -59,8 +60,13 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
-    """Session factory whose objects stay usable after commit."""
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+    """Session factory whose objects stay usable after commit.
+
+    Each factory gets its own session class, so session events (the outbox's wake-up after commit)
+    registered for one service's factory never fire for another's.
+    """
+    session_class = type("ServiceSession", (Session,), {})
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False, sync_session_class=session_class)
 
 
 def _upgrade(connection: Connection, config: Config) -> None:

@@ -32,9 +32,13 @@ def utcnow() -> datetime:
 
 
 class EventData(BaseModel):
-    """Base of every event payload; subclasses name their CloudEvents type and topic."""
+    """Base of every event payload; subclasses name their CloudEvents type and topic.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Consumers are tolerant readers: fields they do not know are ignored, so a producer may add an
+    optional field without breaking anyone (see docs/events.md for the rules of evolution).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_type: ClassVar[str]
     topic: ClassVar[Topic]

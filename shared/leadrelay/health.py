@@ -13,7 +13,12 @@ health_router = APIRouter(tags=["health"])
 
 
 class Readiness(BaseModel):
-    """What /readyz answers: the overall verdict and each check (`ok`, `unreachable` or `stuck`)."""
+    """What /readyz answers: the overall verdict and each check.
+
+    `database`: `ok` or `unreachable`; `broker`: `ok`, `unreachable` or `recovering` (it lost its data
+    and the topics are being recreated); `consumer`: `ok`, `connecting` (joining its group, also
+    after a broker loss) or `stuck`.
+    """
 
     status: Literal["ready", "not ready"]
     checks: dict[str, str]
@@ -64,8 +69,11 @@ async def readyz(request: Request) -> JSONResponse:
     runtime = request.app.state.runtime
     database_ok, broker_ok = await asyncio.gather(ping(runtime.engine), runtime.bus.is_reachable())
     checks = {"database": "ok" if database_ok else "unreachable", "broker": "ok" if broker_ok else "unreachable"}
+    if broker_ok and runtime.watch.recovering:
+        checks["broker"] = "recovering"
     if runtime.consumer is not None:
-        checks["consumer"] = "stuck" if runtime.consumer.is_stuck() else "ok"
+        consumer = runtime.consumer
+        checks["consumer"] = "stuck" if consumer.is_stuck() else "ok" if consumer.connected else "connecting"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503

@@ -2,10 +2,11 @@
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete
-from sqlmodel import Field, SQLModel, col
+from sqlalchemy import delete, insert
+from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.db import SessionFactory
@@ -24,17 +25,38 @@ class ProcessedEvent(SQLModel, table=True):
     processed_at: datetime = Field(default_factory=utcnow, index=True)
 
 
-async def claim(session: AsyncSession, *, consumer: str, event_id: str) -> bool:
-    """Record the event as processed in this transaction; False if it already was.
+async def claim_many(session: AsyncSession, *, consumer: str, event_ids: Sequence[str]) -> set[str]:
+    """Record events as processed in this transaction; returns the ids that were not already.
 
-    A concurrent claim of the same event makes the caller's commit fail on the primary key,
-    which rolls back its work: the caller then sees the event as already processed.
+    One SELECT and one multi-row INSERT for the whole batch. A concurrent claim of the same event
+    makes the caller's transaction fail on the primary key, which rolls back its work: the caller
+    then sees the event as already processed.
     """
-    if await session.get(ProcessedEvent, (consumer, event_id)) is not None:
-        return False
-    session.add(ProcessedEvent(consumer=consumer, event_id=event_id))
-    await session.flush()
-    return True
+    wanted = list(dict.fromkeys(event_ids))
+    if not wanted:
+        return set()
+    statement = select(ProcessedEvent.event_id).where(
+        ProcessedEvent.consumer == consumer, col(ProcessedEvent.event_id).in_(wanted)
+    )
+    seen = set((await session.exec(statement)).all())
+    fresh = [event_id for event_id in wanted if event_id not in seen]
+    if fresh:
+        now = utcnow()
+        await (await session.connection()).execute(
+            insert(ProcessedEvent),
+            [{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in fresh],
+        )
+    return set(fresh)
+
+
+async def claim(session: AsyncSession, *, consumer: str, event_id: str) -> bool:
+    """Record one event as processed in this transaction; False if it already was."""
+    return bool(await claim_many(session, consumer=consumer, event_ids=[event_id]))
+
+
+async def is_processed(session: AsyncSession, *, consumer: str, event_id: str) -> bool:
+    """Whether a consumer has committed the handling of an event."""
+    return await session.get(ProcessedEvent, (consumer, event_id)) is not None
 
 
 async def prune(session: AsyncSession, *, older_than: datetime) -> int:

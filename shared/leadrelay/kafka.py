@@ -1,32 +1,29 @@
-"""Kafka bus on aiokafka: one producer per process, and a consumer loop with at-least-once handling."""
+"""Kafka bus on aiokafka: one producer per process, topic creation, and noticing a broker that lost its data."""
 
 import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from uuid import uuid4
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
-from sqlmodel.ext.asyncio.session import AsyncSession
+from aiokafka.structs import RecordMetadata
 
-from leadrelay import idempotency
-from leadrelay.db import SessionFactory, is_unavailable
-from leadrelay.events import CloudEvent, EventData, Topic, dlq_topic, parse_envelope, parse_event, utcnow
-from leadrelay.logs import event_id_var, lead_id_var
+from leadrelay.events import Topic, dlq_topic, utcnow
 from leadrelay.metrics import ServiceMetrics
 from leadrelay.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[CloudEvent[Any], AsyncSession], Awaitable[None]]
-HandlerMap = Mapping[type[EventData], Handler]
+# Every process writes a marker record here and checks now and then that it is still there: a
+# broker that lost its data (the embedded one keeps nothing across a restart) has lost the marker.
+MARKER_TOPIC = "leadrelay.markers"
 
 
 @dataclass(frozen=True)
@@ -39,6 +36,21 @@ class OutgoingMessage:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class LogPosition:
+    """Where the broker stored an event: enough to ask later whether it still has it."""
+
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+
+
+def all_topics() -> list[str]:
+    """Every topic LeadRelay uses: event topics, their dead-letter topics and the marker topic."""
+    return [*(name for topic in Topic for name in (topic.value, dlq_topic(topic.value))), MARKER_TOPIC]
+
+
 class KafkaBus:
     """Owns the process's one producer; connects lazily so a service starts while the broker is down."""
 
@@ -48,18 +60,37 @@ class KafkaBus:
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker addresses."""
+        return self._settings.kafka_bootstrap_servers
+
+    def consumer_options(self) -> dict[str, Any]:
+        """Fetch settings every consumer of this process uses.
+
+        The embedded broker holds a fetch for the whole `fetch_max_wait_ms` even when records
+        arrive meanwhile, so the wait is what an idle consumer adds to every hop; Apache Kafka
+        answers as soon as `fetch_min_bytes` are there. A short wait suits both.
+        """
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": f"leadrelay-{self._settings.service_name}",
+            "fetch_max_wait_ms": self._settings.kafka_fetch_max_wait_ms,
+            "fetch_min_bytes": 1,
+        }
+
     async def producer(self) -> AIOKafkaProducer:
         """The started producer, starting it (and creating the topics) on first use."""
         async with self._lock:
             if self._producer is None:
                 await self.ensure_topics()
                 producer = AIOKafkaProducer(
-                    bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                    bootstrap_servers=self.bootstrap_servers,
                     client_id=f"leadrelay-{self._settings.service_name}",
                     acks="all",
                     enable_idempotence=self._settings.kafka_idempotence,
                     request_timeout_ms=10_000,
-                    linger_ms=5,
+                    linger_ms=self._settings.kafka_linger_ms,
                 )
                 try:
                     await producer.start()
@@ -69,8 +100,8 @@ class KafkaBus:
                 self._producer = producer
             return self._producer
 
-    async def publish_batch(self, messages: list[OutgoingMessage]) -> None:
-        """Send messages in order and wait until the broker acknowledged every one."""
+    async def publish_batch(self, messages: list[OutgoingMessage]) -> list[RecordMetadata]:
+        """Send messages in order and wait until the broker acknowledged every one; returns where each went."""
         producer = await self.producer()
         pending = [
             await producer.send(
@@ -81,27 +112,39 @@ class KafkaBus:
             )
             for message in messages
         ]
-        await asyncio.gather(*pending)
+        stored: list[RecordMetadata] = list(await asyncio.gather(*pending))
         for message in messages:
             self._metrics.events_published_total.labels(message.topic).inc()
+        return stored
 
-    async def ensure_topics(self) -> None:
-        """Create every LeadRelay topic and its dead-letter topic if missing."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap_servers, request_timeout_ms=10_000)
+    async def ensure_topics(self) -> list[str]:
+        """Create every LeadRelay topic, dead-letter topic and the marker topic if missing; returns those created."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=10_000)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
-            wanted = [name for topic in Topic for name in (topic.value, dlq_topic(topic.value))]
             missing = [
-                NewTopic(name, self._settings.kafka_topic_partitions, self._settings.kafka_replication_factor)
-                for name in wanted
+                NewTopic(
+                    name,
+                    1 if name == MARKER_TOPIC else self._settings.kafka_topic_partitions,
+                    self._settings.kafka_replication_factor,
+                )
+                for name in all_topics()
                 if name not in existing
             ]
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):  # another service was first
                     await admin.create_topics(missing)
+            return [topic.name for topic in missing]
         finally:
             await admin.close()
+
+    async def missing_topics(self) -> list[str]:
+        """LeadRelay topics the broker does not know (all of them, after the embedded broker restarted)."""
+        producer = await self.producer()
+        metadata = await producer.client.fetch_all_metadata()
+        known = metadata.topics()
+        return [name for name in all_topics() if name not in known]
 
     async def is_reachable(self, timeout: float = 2.0) -> bool:
         """Whether the broker answers a metadata request in time."""
@@ -112,6 +155,49 @@ class KafkaBus:
         except (TimeoutError, KafkaError, OSError):
             return False
 
+    async def still_stored(self, positions: Iterable[LogPosition], *, timeout: float = 30.0) -> set[str]:
+        """The event ids among `positions` that the broker still holds where it said it stored them.
+
+        Reads each partition from the lowest wanted offset to its high watermark (the embedded
+        broker's ListOffsets undercounts, so the fetch's high watermark decides). An event missing
+        there was lost: the partition now ends below it, or was recreated and holds another record.
+        """
+        wanted: dict[TopicPartition, dict[int, str]] = {}
+        for position in positions:
+            wanted.setdefault(TopicPartition(position.topic, position.partition), {})[position.offset] = (
+                position.event_id
+            )
+        if not wanted:
+            return set()
+        consumer = AIOKafkaConsumer(
+            **self.consumer_options(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        found: set[str] = set()
+        await consumer.start()
+        try:
+            consumer.assign(list(wanted))
+            for tp, offsets in wanted.items():
+                consumer.seek(tp, min(offsets))
+            pending = set(wanted)
+            deadline = time.monotonic() + timeout
+            while pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("reading back published events took too long")
+                batch = await consumer.getmany(*pending, timeout_ms=200)
+                for tp, records in batch.items():
+                    for record in records:
+                        expected = wanted[tp].get(record.offset)
+                        if expected is not None and dict(record.headers).get("ce_id") == expected.encode():
+                            found.add(expected)
+                for tp in list(pending):
+                    highwater = consumer.highwater(tp)
+                    position = await consumer.position(tp)
+                    if highwater is not None and (position >= highwater or position > max(wanted[tp])):
+                        pending.discard(tp)
+        finally:
+            await consumer.stop()
+        return found
+
     async def close(self) -> None:
         """Flush and stop the producer."""
         async with self._lock:
@@ -120,264 +206,111 @@ class KafkaBus:
                 self._producer = None
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, consumer_loop: "EventConsumer") -> None:
-        self._loop = consumer_loop
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self._loop.commit_processed()
-        for tp in revoked:
-            self._loop.forget_partition(tp)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        logger.info("partitions assigned", extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in assigned]})
+LossListener = Callable[[datetime], None]
 
 
-class EventConsumer:
-    """Consumes the topics its handlers need; commits an offset only after the handler's transaction.
+class BrokerWatch:
+    """Notices a broker that lost its data, recreates the topics and tells the consumers to start over.
 
-    Each event is handled in one database transaction together with its processed-event record,
-    so a redelivery is a no-op. A failing event is retried with backoff, then dead-lettered to
-    `<topic>.dlq` with the error in its headers, and the loop moves on.
+    Apache Kafka keeps its data; the embedded broker keeps nothing across a restart, and then
+    answers as if nothing happened: no topics, no committed offsets, new records at old offsets.
+    Each process writes a marker record and checks every `interval` that the broker still has it
+    and every topic. When not, it recreates the topics, writes a new marker and calls its listeners
+    with the time of the loss (consumers rejoin from the beginning; intake re-drives in-flight leads).
     """
 
-    def __init__(
-        self,
-        *,
-        settings: ServiceSettings,
-        bus: KafkaBus,
-        sessions: SessionFactory,
-        handlers: HandlerMap,
-        metrics: ServiceMetrics,
-        on_commit: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._settings = settings
+    def __init__(self, bus: KafkaBus, *, interval: float) -> None:
         self._bus = bus
-        self._sessions = sessions
-        self._handlers = {data_type.event_type: handler for data_type, handler in handlers.items()}
-        self.topics = sorted({data_type.topic.value for data_type in handlers})
-        self._metrics = metrics
-        self._on_commit = on_commit
-        self._consumer: AIOKafkaConsumer | None = None
-        self._processed: dict[TopicPartition, int] = {}
-        self._stopping = asyncio.Event()
-        self.last_poll = time.monotonic()
-        self.connected = False
+        self._interval = interval
+        self._listeners: list[LossListener] = []
+        self._marker: tuple[int, str] | None = None
+        self._reader: AIOKafkaConsumer | None = None
+        self.recovering = False
+        self.losses = 0
+        self._check_now = asyncio.Event()
 
-    @property
-    def name(self) -> str:
-        """Consumer group, also the owner of processed-event records."""
-        return self._settings.consumer_group
+    def on_loss(self, listener: LossListener) -> None:
+        """Call `listener(lost_at)` after each recovery from a broker that lost its data."""
+        self._listeners.append(listener)
 
-    def is_stuck(self) -> bool:
-        """Whether the loop has not polled for longer than the configured threshold."""
-        return time.monotonic() - self.last_poll > self._settings.consumer_stuck_after_seconds
-
-    def stop(self) -> None:
-        """Ask the loop to finish the message in hand, commit and leave the group."""
-        self._stopping.set()
+    def check_soon(self) -> None:
+        """Check now rather than at the next interval (a consumer saw signs of a lost topic)."""
+        self._check_now.set()
 
     async def run(self) -> None:
-        """Consume until stopped, reconnecting with backoff when the broker is unreachable."""
-        backoff = 0.2
-        while not self._stopping.is_set():
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._settings.kafka_bootstrap_servers,
-                group_id=self.name,
-                client_id=f"leadrelay-{self._settings.service_name}",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                session_timeout_ms=self._settings.kafka_session_timeout_ms,
-                heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
-                max_poll_records=self._settings.consumer_batch_size,
-            )
-            try:
-                # Create topics first, so a subscription never auto-creates them with broker defaults.
-                await self._bus.ensure_topics()
-                consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
-                await consumer.start()
-            except (KafkaError, OSError) as exc:
-                await consumer.stop()
-                logger.warning("broker unreachable, consumer will retry", extra={"error": repr(exc)})
-                self.last_poll = time.monotonic()  # waiting for the broker is not being stuck
-                await self._wait(backoff)
-                backoff = min(backoff * 2, self._settings.kafka_connect_backoff_max_seconds)
-                continue
-            backoff = 0.2
-            self._consumer = consumer
-            self.connected = True
-            try:
-                await self._consume(consumer)
-            except KafkaError as exc:
-                logger.warning("consumer lost the broker, reconnecting", extra={"error": repr(exc)})
-            finally:
-                self.connected = False
+        """Check until cancelled; a broker that is down is simply checked again later."""
+        try:
+            while True:
                 try:
-                    await self.commit_processed()
-                finally:
-                    self._consumer = None
-                    await consumer.stop()
-
-    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        while not self._stopping.is_set():
-            self.last_poll = time.monotonic()
-            batch = await consumer.getmany(timeout_ms=500, max_records=self._settings.consumer_batch_size)
-            for tp, record in _in_order(batch):
-                if self._stopping.is_set() or not await self.handle_record(record):
-                    break  # stopping: unhandled records are redelivered after a restart
-                self._processed[tp] = record.offset + 1
-            await self.commit_processed()
-            await self._update_lag(consumer)
-
-    async def commit_processed(self) -> None:
-        """Commit offsets of records whose handling has committed."""
-        if self._consumer is None or not self._processed:
-            return
-        offsets, self._processed = self._processed, {}
-        try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:  # the records will be redelivered and deduplicated
-            logger.warning("offset commit failed", extra={"error": repr(exc)})
-
-    def forget_partition(self, tp: TopicPartition) -> None:
-        """Drop state for a partition this member no longer owns."""
-        self._processed.pop(tp, None)
-        with contextlib.suppress(KeyError):  # no lag was recorded for it yet
-            self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-
-    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> bool:
-        """Handle one record: parse, dispatch with retries, dead-letter when nothing else works.
-
-        Returns False when the record was left unhandled because the consumer is stopping.
-        """
-        raw = record.value or b""
-        try:
-            envelope = parse_envelope(raw)
-        except ValidationError as exc:
-            await self._dead_letter(record, exc, attempts=1)
-            return True
-        handler = self._handlers.get(envelope.type)
-        if handler is None:
-            self._metrics.events_consumed_total.labels(record.topic, "other", "ignored").inc()
-            return True
-        try:
-            event = parse_event(raw)
-        except ValidationError as exc:  # a type we handle with a payload we cannot read: retrying won't help
-            await self._dead_letter(record, exc, attempts=1)
-            return True
-        lead_token = lead_id_var.set(event.subject)
-        event_token = event_id_var.set(event.id)
-        try:
-            return await self._handle_with_retries(record, event, handler)
+                    await self.check()
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    logger.debug("broker check failed", extra={"error": repr(exc)})
+                    await self._close_reader()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._interval):
+                        await self._check_now.wait()
+                self._check_now.clear()
         finally:
-            lead_id_var.reset(lead_token)
-            event_id_var.reset(event_token)
+            await self._close_reader()
 
-    async def _handle_with_retries(
-        self, record: ConsumerRecord[bytes, bytes], event: CloudEvent[Any], handler: Handler
-    ) -> bool:
-        attempts = self._settings.consumer_max_retries + 1
-        failures = 0
-        while True:
-            try:
-                outcome = await self._handle_once(event, handler)
-            except Exception as exc:
-                self._metrics.events_failed_total.labels(record.topic, event.type).inc()
-                if is_unavailable(exc):
-                    # The database is unreachable or busy: not the event's fault, so it never counts
-                    # toward dead-lettering; the consumer waits (and stays in the group) until it is back.
-                    logger.warning("database unavailable, retrying event", extra={"error": type(exc).__name__})
-                    await self._wait(self._settings.kafka_connect_backoff_max_seconds)
-                else:
-                    failures += 1
-                    logger.warning(
-                        "event handler failed",
-                        extra={
-                            "attempt": failures,
-                            "event_type": event.type,
-                            "error": f"{type(exc).__name__}: {_describe(exc)}",
-                        },
-                    )
-                    if failures == attempts:
-                        await self._dead_letter(record, exc, attempts=failures)
-                        return True
-                    await self._wait(self._settings.consumer_retry_backoff_seconds * 2 ** (failures - 1))
-            else:
-                self._metrics.events_consumed_total.labels(record.topic, event.type, outcome).inc()
-                if outcome == "processed":
-                    self._on_commit()
-                return True
-            if self._stopping.is_set():
-                return False  # not dead-lettered on the way out: it is redelivered after the restart
-            self.last_poll = time.monotonic()  # retrying is progress, not a stuck loop
-
-    async def _handle_once(self, event: CloudEvent[Any], handler: Handler) -> str:
+    async def check(self) -> bool:
+        """Check once; returns True when a loss was found (and recovered from)."""
+        if self._marker is None:
+            await self._bus.ensure_topics()
+            self._marker = await self._write_marker()
+            return False
+        missing = await self._bus.missing_topics()
+        if not missing and await self._marker_present(*self._marker):
+            return False
+        self.recovering = True
         try:
-            async with self._sessions() as session, session.begin():
-                if not await idempotency.claim(session, consumer=self.name, event_id=event.id):
-                    return "duplicate"
-                await handler(event, session)
-        except IntegrityError:
-            async with self._sessions() as session:
-                if await session.get(idempotency.ProcessedEvent, (self.name, event.id)) is not None:
-                    return "duplicate"  # a concurrent member handled it first
-            raise
-        return "processed"
+            self.losses += 1
+            logger.warning(
+                "the broker lost its data: recreating topics; consumers start over and lost events are re-driven",
+                extra={"missing_topics": len(missing)},
+            )
+            await self._bus.ensure_topics()
+            self._marker = await self._write_marker()
+            await self._close_reader()
+            lost_at = utcnow()
+            for listener in self._listeners:
+                listener(lost_at)
+        finally:
+            self.recovering = False
+        return True
 
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: BaseException, *, attempts: int) -> None:
-        topic = dlq_topic(record.topic)
-        headers = {name: value.decode(errors="replace") for name, value in record.headers}
-        headers.update(
-            {
-                "dlq_original_topic": record.topic,
-                "dlq_original_partition": str(record.partition),
-                "dlq_original_offset": str(record.offset),
-                "dlq_consumer_group": self.name,
-                "dlq_error_type": type(error).__name__,
-                "dlq_error_message": _describe(error)[:2000],
-                "dlq_attempts": str(attempts),
-                "dlq_failed_at": utcnow().isoformat(),
-            }
-        )
-        key = (record.key or b"").decode(errors="replace")
-        await self._bus.publish_batch(
-            [OutgoingMessage(topic=topic, key=key, value=record.value or b"", headers=headers)]
-        )
-        self._metrics.events_dead_lettered_total.labels(record.topic).inc()
-        logger.error(
-            "event dead-lettered",
-            extra={"topic": record.topic, "offset": record.offset, "dlq_topic": topic, "error": type(error).__name__},
-        )
+    async def _write_marker(self) -> tuple[int, str]:
+        marker = str(uuid4())
+        (stored,) = await self._bus.publish_batch([OutgoingMessage(MARKER_TOPIC, key=marker, value=marker.encode())])
+        return stored.offset, marker
 
-    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue  # nothing fetched from this partition yet
-            lag = max(highwater - await consumer.position(tp), 0)
-            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+    async def _marker_present(self, offset: int, marker: str) -> bool:
+        if self._reader is None:
+            reader = AIOKafkaConsumer(
+                **self._bus.consumer_options(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+            )
+            await reader.start()
+            reader.assign([TopicPartition(MARKER_TOPIC, 0)])
+            self._reader = reader
+        tp = TopicPartition(MARKER_TOPIC, 0)
+        self._reader.seek(tp, offset)
+        async with asyncio.timeout(5):
+            while True:
+                batch = await self._reader.getmany(tp, timeout_ms=200)
+                for record in batch.get(tp, []):
+                    if record.offset == offset:
+                        return bool(record.value == marker.encode())
+                    if record.offset > offset:
+                        return False
+                highwater = self._reader.highwater(tp)
+                if highwater is not None and highwater <= offset:
+                    return False
 
-    async def _wait(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
-
-def _in_order(
-    batch: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-) -> Iterator[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]]:
-    for tp, records in batch.items():
-        for record in records:
-            yield tp, record
-
-
-def _describe(error: BaseException) -> str:
-    # Validation messages must not carry the offending input: it may be an email or a phone number.
-    if isinstance(error, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'event'}: {item['msg']}"
-            for item in error.errors(include_input=False, include_url=False)
-        )
-    return str(error)
+    async def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                await reader.stop()
 
 
 async def read_available(

@@ -3,12 +3,14 @@
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, delete, func, text
+from aiokafka.structs import RecordMetadata
+from sqlalchemy import BigInteger, Integer, LargeBinary, delete, event, func, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlmodel import Column, Field, SQLModel, col, select
+from sqlmodel import Column, Field, Session, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.db import SessionFactory, is_sqlite
@@ -39,18 +41,49 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+_STAGED = "leadrelay.outbox.staged"
+
+
 def add(session: AsyncSession, *events: CloudEvent[Any]) -> None:
     """Stage events in the caller's transaction; they are published only if it commits."""
-    for event in events:
+    for cloud_event in events:
         session.add(
             OutboxMessage(
-                topic=event.topic,
-                key=event.subject,
-                event_id=event.id,
-                event_type=event.type,
-                payload=event.to_bytes(),
+                topic=cloud_event.topic,
+                key=cloud_event.subject,
+                event_id=cloud_event.id,
+                event_type=cloud_event.type,
+                payload=cloud_event.to_bytes(),
             )
         )
+    session.info[_STAGED] = True
+
+
+def wake_on_commit(sessions: SessionFactory, wake: Callable[[], None]) -> None:
+    """Call `wake` after every commit of a session from `sessions` that staged outbox rows.
+
+    This is what makes hand-offs push, not poll: an HTTP write, a consumer's batch or a job commits,
+    and the relay publishes at once.
+    """
+    session_class: type[Session] = sessions.kw["sync_session_class"]
+
+    def after_commit(session: Session) -> None:
+        if session.info.pop(_STAGED, False):
+            wake()
+
+    def after_rollback(session: Session) -> None:
+        session.info.pop(_STAGED, None)
+
+    event.listen(session_class, "after_commit", after_commit)
+    event.listen(session_class, "after_soft_rollback", lambda session, _previous: after_rollback(session))
+
+
+PublishedHook = Callable[[AsyncSession, Sequence[OutboxMessage], Sequence[RecordMetadata]], Awaitable[None]]
+"""Runs in the relay's transaction after a batch was acknowledged, with where each row was stored."""
+
+
+async def _nothing(_session: AsyncSession, _rows: Sequence[OutboxMessage], _stored: Sequence[RecordMetadata]) -> None:
+    return None
 
 
 class OutboxRelay:
@@ -66,6 +99,7 @@ class OutboxRelay:
         batch_size: int,
         poll_interval: float,
         max_backoff: float = 5.0,
+        on_published: PublishedHook = _nothing,
     ) -> None:
         self._engine = engine
         self._sessions = sessions
@@ -74,6 +108,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._max_backoff = max(max_backoff, poll_interval)
+        self._on_published = on_published
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._lock_connection: AsyncConnection | None = None
@@ -134,7 +169,8 @@ class OutboxRelay:
                 )
                 for row in rows
             ]
-            await self._bus.publish_batch(messages)
+            stored = await self._bus.publish_batch(messages)
+            await self._on_published(session, rows, stored)
             await session.exec(delete(OutboxMessage).where(col(OutboxMessage.id).in_([r.id for r in rows])))
             await session.commit()
             # A short batch drained the table; only a full one needs counting what is left.

@@ -8,57 +8,70 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Generic, TypeVar
 
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from leadrelay import idempotency
+from leadrelay import idempotency, outbox
 from leadrelay.batching import GroupCommitter
+from leadrelay.consumer import EventConsumer, Handlers
 from leadrelay.db import SessionFactory, create_engine, create_session_factory, run_migrations
 from leadrelay.health import health_router
-from leadrelay.kafka import EventConsumer, HandlerMap, KafkaBus
+from leadrelay.kafka import BrokerWatch, KafkaBus
 from leadrelay.logs import configure_logging, logging_config
 from leadrelay.metrics import MetricsMiddleware, ServiceMetrics, metrics_router
-from leadrelay.outbox import OutboxRelay
+from leadrelay.outbox import OutboxRelay, PublishedHook
 from leadrelay.problems import install_problem_handlers
 from leadrelay.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
 
 @dataclass
-class ServiceRuntime:
-    """Long-lived parts of a running service, created once in the lifespan."""
+class ServiceRuntime(Generic[SettingsT]):
+    """Long-lived parts of a running service, created once in the lifespan, typed by its settings."""
 
-    settings: ServiceSettings
+    settings: SettingsT
     engine: AsyncEngine
     sessions: SessionFactory
     metrics: ServiceMetrics
     bus: KafkaBus
+    watch: BrokerWatch
     relay: OutboxRelay
     writer: GroupCommitter
     consumer: EventConsumer | None
 
 
-Job = Callable[[ServiceRuntime], Awaitable[None]]
+def get_runtime(request: Request) -> ServiceRuntime[Any]:
+    """The runtime of the app serving this request."""
+    runtime: ServiceRuntime[Any] = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[ServiceRuntime[Any], Depends(get_runtime)]
+
+Job = Callable[[ServiceRuntime[SettingsT]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
-class ServiceSpec:
+class ServiceSpec(Generic[SettingsT]):
     """What makes one service itself; everything else is the platform's."""
 
     title: str
     description: str
     migrations_dir: Path
     version: str = "0.1.0"
-    handlers: HandlerMap = field(default_factory=dict)
+    handlers: Handlers = field(default_factory=Handlers)
     routers: Sequence[APIRouter] = ()
-    on_startup: Sequence[Job] = ()
-    jobs: Sequence[Job] = ()
+    on_startup: Sequence[Job[SettingsT]] = ()
+    jobs: Sequence[Job[SettingsT]] = ()
     openapi_tags: Sequence[dict[str, Any]] = ()
+    on_published: PublishedHook | None = None
 
 
 async def _supervise(name: str, job: Callable[[], Awaitable[None]]) -> None:
@@ -75,7 +88,7 @@ async def _supervise(name: str, job: Callable[[], Awaitable[None]]) -> None:
 
 
 def create_service_app(
-    spec: ServiceSpec, settings: ServiceSettings, registry: CollectorRegistry | None = None
+    spec: ServiceSpec[SettingsT], settings: SettingsT, registry: CollectorRegistry | None = None
 ) -> FastAPI:
     """Build a service's FastAPI app; its lifespan starts and stops every long-lived client once."""
     metrics = ServiceMetrics(registry or CollectorRegistry())
@@ -86,6 +99,7 @@ def create_service_app(
         await run_migrations(engine, spec.migrations_dir)
         sessions = create_session_factory(engine)
         bus = KafkaBus(settings, metrics)
+        watch = BrokerWatch(bus, interval=settings.broker_check_interval_seconds)
         relay = OutboxRelay(
             engine=engine,
             sessions=sessions,
@@ -94,24 +108,22 @@ def create_service_app(
             batch_size=settings.outbox_batch_size,
             poll_interval=settings.outbox_poll_interval_seconds,
             max_backoff=settings.kafka_connect_backoff_max_seconds,
+            **({"on_published": spec.on_published} if spec.on_published else {}),
         )
+        outbox.wake_on_commit(sessions, relay.wake)
         consumer = (
             EventConsumer(
-                settings=settings,
-                bus=bus,
-                sessions=sessions,
-                handlers=spec.handlers,
-                metrics=metrics,
-                on_commit=relay.wake,
+                settings=settings, bus=bus, sessions=sessions, handlers=spec.handlers, metrics=metrics, watch=watch
             )
             if spec.handlers
             else None
         )
-        writer = GroupCommitter(sessions, max_batch=settings.group_commit_max_batch, on_commit=relay.wake)
-        runtime = ServiceRuntime(settings, engine, sessions, metrics, bus, relay, writer, consumer)
+        writer = GroupCommitter(sessions, max_batch=settings.group_commit_max_batch)
+        runtime = ServiceRuntime(settings, engine, sessions, metrics, bus, watch, relay, writer, consumer)
         app.state.runtime = runtime
         for startup in spec.on_startup:
             await startup(runtime)
+        watch_task = asyncio.create_task(_supervise("broker-watch", watch.run))
         relay_task = asyncio.create_task(_supervise("outbox-relay", relay.run))
         consumer_task = asyncio.create_task(_supervise("consumer", consumer.run)) if consumer else None
         job_tasks = [asyncio.create_task(_supervise(job.__name__, partial(job, runtime))) for job in spec.jobs]
@@ -130,9 +142,9 @@ def create_service_app(
                 except TimeoutError:
                     logger.warning("consumer did not stop in time")
             await writer.close()
-            for task in [*job_tasks, relay_task]:
+            for task in [*job_tasks, relay_task, watch_task]:
                 task.cancel()
-            await asyncio.gather(*job_tasks, relay_task, return_exceptions=True)
+            await asyncio.gather(*job_tasks, relay_task, watch_task, return_exceptions=True)
             await relay.stop()
             await bus.close()
             await engine.dispose()

@@ -27,6 +27,9 @@ class ServiceSettings(BaseSettings):
     kafka_topic_partitions: int = Field(default=3, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_connect_backoff_max_seconds: float = Field(default=5.0, gt=0)
+    kafka_fetch_max_wait_ms: int = Field(default=10, ge=0)
+    kafka_linger_ms: int = Field(default=1, ge=0)
+    broker_check_interval_seconds: float = Field(default=1.0, gt=0)
 
     consumer_max_retries: int = Field(default=3, ge=0)
     consumer_retry_backoff_seconds: float = Field(default=0.2, ge=0)

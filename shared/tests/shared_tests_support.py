@@ -17,8 +17,9 @@ from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
+from leadrelay.consumer import EventConsumer, Handlers
 from leadrelay.db import SessionFactory, create_engine, create_session_factory, run_migrations
-from leadrelay.kafka import EventConsumer, HandlerMap, KafkaBus
+from leadrelay.kafka import KafkaBus
 from leadrelay.metrics import ServiceMetrics
 from leadrelay.outbox import OutboxMessage
 from leadrelay.settings import ServiceSettings
@@ -214,12 +215,12 @@ class ConsumerRunner:
         self.running: list[RunningConsumer] = []
         self._primed: set[str] = set()
 
-    async def start(self, storage: Storage, handlers: HandlerMap, **overrides: Any) -> RunningConsumer:
+    async def start(self, storage: Storage, handlers: Handlers, **overrides: Any) -> RunningConsumer:
         """Run a consumer of `handlers` against `storage` (topics are created first)."""
         await self.kafka.ensure_topics()
         settings = self.kafka.settings(**overrides)
         if settings.consumer_group not in self._primed:
-            topic = next(iter(data_type.topic.value for data_type in handlers))
+            topic = handlers.topics[0]
             await self.kafka.prime_group(settings.consumer_group, topic)
             self._primed.add(settings.consumer_group)
         metrics = ServiceMetrics(CollectorRegistry())

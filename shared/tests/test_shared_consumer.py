@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
+from leadrelay.consumer import Handlers
 from leadrelay.events import (
     CloudEvent,
     LeadActivity,
@@ -89,7 +90,7 @@ async def test_handled_event_is_processed_once_and_committed(
 ) -> None:
     first = scored("lead-1")
     await kafka.produce(TOPIC, message(first))
-    run1 = await consumers.start(router_db, {LeadScored: record_effect})
+    run1 = await consumers.start(router_db, Handlers().on(LeadScored, record_effect))
     await wait_effects(router_db, first.id)
     await run1.stop()
     assert consumed(run1, "processed") == 1
@@ -97,7 +98,7 @@ async def test_handled_event_is_processed_once_and_committed(
     # The same group again: the committed offset means the first event is not delivered again.
     second = scored("lead-1", event_id="scored-lead-1-again")
     await kafka.produce(TOPIC, message(second))
-    run2 = await consumers.start(router_db, {LeadScored: record_effect})
+    run2 = await consumers.start(router_db, Handlers().on(LeadScored, record_effect))
     await wait_effects(router_db, second.id)
     await run2.stop()
 
@@ -111,7 +112,7 @@ async def test_same_event_twice_has_effect_once(
 ) -> None:
     event = scored("lead-dup")
     await kafka.produce(TOPIC, message(event), message(event))
-    running = await consumers.start(sqlite_router_db, {LeadScored: record_effect})
+    running = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, record_effect))
 
     async def both_seen() -> bool:
         return consumed(running, "processed") + consumed(running, "duplicate") >= 2
@@ -136,7 +137,7 @@ async def test_handler_failing_twice_then_succeeding_is_processed(
 
     event = scored("lead-flaky")
     await kafka.produce(TOPIC, message(event))
-    running = await consumers.start(sqlite_router_db, {LeadScored: flaky}, consumer_max_retries=3)
+    running = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, flaky), consumer_max_retries=3)
     await wait_effects(sqlite_router_db, event.id)
     await running.stop()
 
@@ -163,7 +164,7 @@ async def test_database_outage_is_waited_out_not_dead_lettered(
     await kafka.produce(TOPIC, message(event))
     running = await consumers.start(
         sqlite_router_db,
-        {LeadScored: database_down_for_a_while},
+        Handlers().on(LeadScored, database_down_for_a_while),
         consumer_max_retries=1,
         kafka_connect_backoff_max_seconds=0.05,
     )
@@ -190,7 +191,7 @@ async def test_handler_that_always_fails_is_dead_lettered_and_the_next_record_pr
     poison_meta, good_meta = await kafka.produce(TOPIC, message(poison), message(good))
     assert poison_meta.partition == good_meta.partition
 
-    running = await consumers.start(sqlite_router_db, {LeadScored: poisoned}, consumer_max_retries=2)
+    running = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, poisoned), consumer_max_retries=2)
     await wait_effects(sqlite_router_db, good.id)
     await running.stop()
 
@@ -232,7 +233,7 @@ async def test_unreadable_records_go_straight_to_the_dlq(
         ("lead-bad", json.dumps(bad_payload).encode()),
         message(sentinel),
     )
-    running = await consumers.start(sqlite_router_db, {LeadScored: handler}, consumer_max_retries=3)
+    running = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, handler), consumer_max_retries=3)
     await wait_effects(sqlite_router_db, sentinel.id)
     await running.stop()
 
@@ -257,7 +258,7 @@ async def test_event_of_a_type_not_handled_is_ignored(
     unknown["type"], unknown["id"] = "lead.teleported", "unknown-1"
     sentinel = scored("lead-i", event_id="sentinel")
     await kafka.produce(TOPIC, message(activity), ("lead-i", json.dumps(unknown).encode()), message(sentinel))
-    running = await consumers.start(sqlite_router_db, {LeadScored: record_effect})
+    running = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, record_effect))
     await wait_effects(sqlite_router_db, sentinel.id)
     await running.stop()
 
@@ -271,17 +272,17 @@ async def test_stop_mid_stream_then_restart_handles_each_event_exactly_once(
     sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
 ) -> None:
     events = [scored("lead-stream", event_id=f"stream-{n:02d}") for n in range(15)]
-    stop_at = 5
+    stop_at, batch_size = 5, 5
     reached, release = asyncio.Event(), asyncio.Event()
 
     async def handler(event: CloudEvent[Any], session: AsyncSession) -> None:
         await record_effect(event, session)
         if event.id == events[stop_at].id and not reached.is_set():
             reached.set()
-            await release.wait()  # stop() arrives while this event is in hand
+            await release.wait()  # stop() arrives while this event's batch is in hand
 
     await kafka.produce(TOPIC, *(message(event) for event in events))  # one key: one partition, in order
-    run1 = await consumers.start(sqlite_router_db, {LeadScored: handler})
+    run1 = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, handler), consumer_batch_size=batch_size)
 
     async def in_hand() -> bool:
         return reached.is_set()
@@ -291,17 +292,18 @@ async def test_stop_mid_stream_then_restart_handles_each_event_exactly_once(
     release.set()
     await run1.stop()
 
-    # The event in hand is finished and committed; nothing after it was handled.
-    assert consumed(run1, "processed") == stop_at + 1
-    assert set(await effects(sqlite_router_db)) == {event.id for event in events[: stop_at + 1]}
+    # The batch in hand is finished and committed as a whole; no batch after it was started.
+    handled = int(consumed(run1, "processed"))
+    assert stop_at < handled <= stop_at + batch_size
+    assert set(await effects(sqlite_router_db)) == {event.id for event in events[:handled]}
 
-    run2 = await consumers.start(sqlite_router_db, {LeadScored: record_effect})
+    run2 = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, record_effect))
     await wait_effects(sqlite_router_db, *(event.id for event in events))
     await run2.stop()
 
     assert await effects(sqlite_router_db) == {event.id: 1 for event in events}
     # Every handled record's offset was committed at stop: the restart saw no duplicates.
-    assert consumed(run2, "processed") == len(events) - stop_at - 1
+    assert consumed(run2, "processed") == len(events) - handled
     assert consumed(run2, "duplicate") == 0
 
 
@@ -318,7 +320,7 @@ async def test_stop_during_retry_backoff_leaves_the_event_for_redelivery(
     event = scored("lead-retry")
     await kafka.produce(TOPIC, message(event))
     run1 = await consumers.start(
-        sqlite_router_db, {LeadScored: handler}, consumer_max_retries=3, consumer_retry_backoff_seconds=30
+        sqlite_router_db, Handlers().on(LeadScored, handler), consumer_max_retries=3, consumer_retry_backoff_seconds=30
     )
 
     async def failed_once() -> bool:
@@ -331,7 +333,7 @@ async def test_stop_during_retry_backoff_leaves_the_event_for_redelivery(
     assert await kafka.size(DLQ) == 0
 
     outage["on"] = False
-    run2 = await consumers.start(sqlite_router_db, {LeadScored: handler})
+    run2 = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, handler))
     await wait_effects(sqlite_router_db, event.id)
     await run2.stop()
     assert await effects(sqlite_router_db) == {event.id: 1}

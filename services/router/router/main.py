@@ -15,7 +15,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 def create_app(settings: RouterSettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
     """Build the router app."""
     settings = settings or get_settings()
-    spec = ServiceSpec(
+    spec = ServiceSpec[RouterSettings](
         title="LeadRelay router",
         description="Assigns leads to reps and explains every assignment.",
         migrations_dir=MIGRATIONS_DIR,

@@ -15,7 +15,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 def create_app(settings: ScoringSettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
     """Build the scoring app."""
     settings = settings or get_settings()
-    spec = ServiceSpec(
+    spec = ServiceSpec[ScoringSettings](
         title="LeadRelay scoring",
         description="Scores leads against the Ideal Customer Profile and explains every score.",
         migrations_dir=MIGRATIONS_DIR,

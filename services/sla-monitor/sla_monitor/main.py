@@ -16,7 +16,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 def create_app(settings: SlaMonitorSettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
     """Build the sla-monitor app."""
     settings = settings or get_settings()
-    spec = ServiceSpec(
+    spec = ServiceSpec[SlaMonitorSettings](
         title="LeadRelay sla-monitor",
         description="Keeps a durable timer for every open SLA obligation and emits sla.* events.",
         migrations_dir=MIGRATIONS_DIR,

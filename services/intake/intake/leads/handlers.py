@@ -1,84 +1,105 @@
 """Events other services publish, folded into the lead read model."""
 
 import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from intake.config import IntakeSettings
 from intake.leads import service
 from intake.leads.models import Lead
-from leadrelay.events import CloudEvent, LeadAssigned, LeadScored, SlaBreached, SlaMet, SlaStarted, SlaWarning, utcnow
-from leadrelay.kafka import HandlerMap
+from leadrelay.consumer import Handlers
+from leadrelay.events import (
+    CloudEvent,
+    EventData,
+    LeadAssigned,
+    LeadScored,
+    SlaBreached,
+    SlaMet,
+    SlaStarted,
+    SlaWarning,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
 
-async def _lead_for(session: AsyncSession, lead_id: str) -> Lead | None:
-    lead = await session.get(Lead, lead_id)
-    if lead is None:
-        logger.warning("event for a lead intake does not know, ignored")
-    return lead
+E = TypeVar("E", bound=EventData)
+Details = dict[str, Any]
 
 
-async def on_lead_scored(event: CloudEvent[LeadScored], session: AsyncSession) -> None:
-    """Record score, ICP version and stage."""
-    lead = await _lead_for(session, event.data.lead_id)
-    if lead is None or (lead.score, lead.icp_version) == (event.data.score, event.data.icp_version):
-        return  # unknown lead, or the same score announced again after a re-drive
-    lead.score, lead.icp_version, lead.updated_at = event.data.score, event.data.icp_version, utcnow()
+async def _fold(
+    session: AsyncSession, events: Sequence[CloudEvent[E]], apply: Callable[[Lead, CloudEvent[E]], Details | None]
+) -> None:
+    """Apply a run of events to their leads, loaded in one query, and add a timeline entry per change.
+
+    `apply` changes the lead and returns the timeline details, or None when the event changes
+    nothing (the same decision announced again after a re-drive).
+    """
+    ids = list({event.subject for event in events})
+    leads = {lead.id: lead for lead in (await session.exec(select(Lead).where(col(Lead.id).in_(ids)))).all()}
+    if len(leads) < len(ids):
+        logger.warning("events for leads intake does not know, ignored", extra={"count": len(ids) - len(leads)})
+    for event in events:
+        lead = leads.get(event.subject)
+        details = apply(lead, event) if lead is not None else None
+        if lead is None or details is None:
+            continue
+        lead.updated_at = utcnow()
+        session.add(lead)
+        service.add_timeline(session, lead_id=lead.id, event=event, details=details)
+
+
+def _apply_score(lead: Lead, event: CloudEvent[LeadScored]) -> Details | None:
+    if (lead.score, lead.icp_version) == (event.data.score, event.data.icp_version):
+        return None
+    lead.score, lead.icp_version = event.data.score, event.data.icp_version
     service.advance_stage(lead, event.data.stage)
-    session.add(lead)
-    service.add_timeline(
-        session,
-        lead_id=lead.id,
-        event=event,
-        details={
-            "score": event.data.score,
-            "stage": event.data.stage,
-            "icp_version": event.data.icp_version,
-            "explanation": [criterion.model_dump() for criterion in event.data.explanation],
-        },
-    )
+    return {
+        "score": event.data.score,
+        "stage": event.data.stage,
+        "icp_version": event.data.icp_version,
+        "explanation": [criterion.model_dump() for criterion in event.data.explanation],
+    }
 
 
-async def on_lead_assigned(event: CloudEvent[LeadAssigned], session: AsyncSession) -> None:
-    """Record the owner; a re-announced assignment (after a re-drive) adds nothing."""
-    lead = await _lead_for(session, event.data.lead_id)
-    if lead is None or lead.assignment_id == event.data.assignment_id:
-        return
-    lead.owner_rep_id, lead.assignment_id, lead.updated_at = event.data.rep_id, event.data.assignment_id, utcnow()
-    session.add(lead)
-    service.add_timeline(
-        session,
-        lead_id=lead.id,
-        event=event,
-        details={"rep_id": event.data.rep_id, "rule_path": event.data.rule_path, "candidates": event.data.candidates},
-    )
+def _apply_assignment(lead: Lead, event: CloudEvent[LeadAssigned]) -> Details | None:
+    if lead.assignment_id == event.data.assignment_id:
+        return None
+    lead.owner_rep_id, lead.assignment_id = event.data.rep_id, event.data.assignment_id
+    return {"rep_id": event.data.rep_id, "rule_path": event.data.rule_path, "candidates": event.data.candidates}
 
 
-async def on_sla_started(event: CloudEvent[SlaStarted], session: AsyncSession) -> None:
+def _apply_deadline(lead: Lead, event: CloudEvent[SlaStarted]) -> Details | None:
+    if lead.sla_due_at == event.data.due_at:
+        return None
+    lead.sla_due_at, lead.sla_state = event.data.due_at, "running"
+    return {"obligation": event.data.obligation, "due_at": event.data.due_at.isoformat(), "rep_id": event.data.rep_id}
+
+
+async def on_lead_scored(events: Sequence[CloudEvent[LeadScored]], session: AsyncSession) -> None:
+    """Record score, ICP version and stage."""
+    await _fold(session, events, _apply_score)
+
+
+async def on_lead_assigned(events: Sequence[CloudEvent[LeadAssigned]], session: AsyncSession) -> None:
+    """Record the owner."""
+    await _fold(session, events, _apply_assignment)
+
+
+async def on_sla_started(events: Sequence[CloudEvent[SlaStarted]], session: AsyncSession) -> None:
     """Record the response deadline."""
-    lead = await _lead_for(session, event.data.lead_id)
-    if lead is None or lead.sla_due_at == event.data.due_at:
-        return  # unknown lead, or the same deadline announced again after a re-drive
-    lead.sla_due_at, lead.sla_state, lead.updated_at = event.data.due_at, "running", utcnow()
-    session.add(lead)
-    service.add_timeline(
-        session,
-        lead_id=lead.id,
-        event=event,
-        details={
-            "obligation": event.data.obligation,
-            "due_at": event.data.due_at.isoformat(),
-            "rep_id": event.data.rep_id,
-        },
-    )
+    await _fold(session, events, _apply_deadline)
 
 
 async def _on_sla_outcome(
     event: CloudEvent[SlaWarning] | CloudEvent[SlaBreached] | CloudEvent[SlaMet], session: AsyncSession, state: str
 ) -> None:
-    lead = await _lead_for(session, event.data.lead_id)
+    lead = await session.get(Lead, event.data.lead_id)
     if lead is None:
+        logger.warning("event for a lead intake does not know, ignored")
         return
     lead.sla_state, lead.updated_at = state, utcnow()
     session.add(lead)
@@ -105,11 +126,15 @@ async def on_sla_met(event: CloudEvent[SlaMet], session: AsyncSession) -> None:
     await _on_sla_outcome(event, session, "met")
 
 
-HANDLERS: HandlerMap = {
-    LeadScored: on_lead_scored,
-    LeadAssigned: on_lead_assigned,
-    SlaStarted: on_sla_started,
-    SlaWarning: on_sla_warning,
-    SlaBreached: on_sla_breached,
-    SlaMet: on_sla_met,
-}
+def handlers(settings: IntakeSettings) -> Handlers:
+    """Message type to handler; the hot path (scored, assigned, started) takes whole runs at once."""
+    del settings  # the read model needs no settings; every service declares its handlers the same way
+    return (
+        Handlers()
+        .on_batch(LeadScored, on_lead_scored)
+        .on_batch(LeadAssigned, on_lead_assigned)
+        .on_batch(SlaStarted, on_sla_started)
+        .on(SlaWarning, on_sla_warning)
+        .on(SlaBreached, on_sla_breached)
+        .on(SlaMet, on_sla_met)
+    )

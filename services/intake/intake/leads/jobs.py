@@ -1,32 +1,94 @@
-"""Scheduled job: re-drive leads that have not reached a routing decision."""
+"""Scheduled job: re-drive leads whose lead.received the broker lost."""
 
 import asyncio
+import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from aiokafka.errors import KafkaError
 
 from intake.config import IntakeSettings
 from intake.leads import service
+from intake.leads.models import Lead
 from leadrelay.events import utcnow
 from leadrelay.service import ServiceRuntime
 
 logger = logging.getLogger(__name__)
 
+BATCH = 500
 
-async def redrive_stuck_leads(runtime: ServiceRuntime) -> None:
-    """At start, re-drive every lead still in flight; then, those in flight for too long."""
+
+async def redrive_lost_leads(runtime: ServiceRuntime[IntakeSettings]) -> None:
+    """Re-publish lead.received for in-flight leads the broker lost, and only those.
+
+    Two ways to know a lead was lost: the broker lost its data while the lead was in flight (the
+    broker watch says when; any hop may have dropped it), or the broker no longer holds the lead's
+    lead.received where it said it stored it (checked for leads in flight longer than
+    REDRIVE_AFTER_SECONDS, and at start for everything in flight). A lead that is merely queued
+    behind a burst is still in the log, so it is never re-published.
+    """
     settings = runtime.settings
-    assert isinstance(settings, IntakeSettings)
-    cutoff = utcnow()  # at start: everything accepted before this process existed
+    losses: list[datetime] = []
+    woken = asyncio.Event()
+
+    def on_loss(lost_at: datetime) -> None:
+        losses.append(lost_at)
+        woken.set()
+
+    runtime.watch.on_loss(on_loss)
+    cutoff = utcnow()  # at start: everything published before this process existed
     while True:
-        while True:
-            async with runtime.sessions() as session:
-                count = await service.redrive_in_flight(
-                    session=session, published_before=cutoff, max_attempts=settings.redrive_max_attempts
-                )
-            if count:
-                logger.info("re-drove leads without a routing decision", extra={"count": count})
-                runtime.relay.wake()
-            if count < 500:
-                break
-        await asyncio.sleep(settings.redrive_check_interval_seconds)
+        while losses:
+            await _redrive_published_before(runtime, losses.pop(0), reason="the broker lost its data")
+        try:
+            await _redrive_missing(runtime, published_before=cutoff)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            logger.warning("could not check the broker for lost leads, will retry", extra={"error": repr(exc)})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.redrive_check_interval_seconds):
+                await woken.wait()
+        woken.clear()
         cutoff = utcnow() - timedelta(seconds=settings.redrive_after_seconds)
+
+
+async def _redrive_published_before(runtime: ServiceRuntime[IntakeSettings], lost_at: datetime, *, reason: str) -> None:
+    total = 0
+    while True:
+        async with runtime.sessions() as session:
+            leads = await service.published_in_flight(session=session, published_before=lost_at, limit=BATCH)
+            count = await service.redrive(
+                session=session,
+                lead_ids=[lead.id for lead in leads],
+                max_attempts=runtime.settings.redrive_max_attempts,
+            )
+        total += count
+        if len(leads) < BATCH or count == 0:
+            break
+    if total:
+        logger.warning("re-drove in-flight leads", extra={"count": total, "reason": reason})
+
+
+async def _redrive_missing(runtime: ServiceRuntime[IntakeSettings], *, published_before: datetime) -> None:
+    after: Lead | None = None
+    total = 0
+    while True:
+        async with runtime.sessions() as session:
+            leads = await service.published_in_flight(
+                session=session, published_before=published_before, after=after, limit=BATCH
+            )
+        if not leads:
+            break
+        positions = service.log_positions(leads)
+        still_there = await runtime.bus.still_stored(positions)
+        lost = [position.event_id for position in positions if position.event_id not in still_there]
+        if lost:
+            lost_ids = [lead.id for lead in leads if lead.received_event_id in set(lost)]
+            async with runtime.sessions() as session:
+                total += await service.redrive(
+                    session=session, lead_ids=lost_ids, max_attempts=runtime.settings.redrive_max_attempts
+                )
+        if len(leads) < BATCH:
+            break
+        after = leads[-1]
+    if total:
+        logger.warning("re-drove leads the broker no longer holds", extra={"count": total})

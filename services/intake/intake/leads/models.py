@@ -5,7 +5,7 @@ from typing import Any
 from uuid import uuid4
 
 from pydantic import EmailStr, field_validator
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
 from leadrelay.events import utcnow
@@ -58,6 +58,11 @@ class Lead(LeadBase, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     redriven_at: datetime | None = None
     redrive_count: int = 0
+    # Where the broker stored the latest lead.received: re-drive asks the broker whether it still has it.
+    received_event_id: str | None = Field(default=None, max_length=64)
+    published_partition: int | None = None
+    published_offset: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    published_at: datetime | None = None
 
 
 class TimelineEntry(SQLModel, table=True):

@@ -1,12 +1,15 @@
 """Lead logic: accept, read, update the read model from events, re-drive leads stuck in flight."""
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
 from uuid import UUID
 
-from sqlmodel import col, or_, select
+from aiokafka.structs import RecordMetadata
+from sqlalchemy import bindparam, update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from intake.leads.models import Lead, TimelineEntry
@@ -14,6 +17,8 @@ from intake.leads.schemas import LeadCreate
 from leadrelay import outbox
 from leadrelay.batching import GroupCommitter
 from leadrelay.events import CloudEvent, LeadReceived, new_event, utcnow
+from leadrelay.kafka import LogPosition
+from leadrelay.outbox import OutboxMessage
 from leadrelay.stages import LeadStage
 
 SOURCE = "leadrelay/intake"
@@ -60,6 +65,7 @@ async def create(*, writer: GroupCommitter, lead_in: LeadCreate) -> Lead:
 async def _stage_new_lead(session: AsyncSession, *, lead_in: LeadCreate) -> Lead:
     lead = Lead(**lead_in.model_dump())  # already validated: table models skip re-validation
     event = _received_event(lead)
+    lead.received_event_id = event.id
     session.add(lead)
     add_timeline(session, lead_id=lead.id, event=event, details={"source": lead.source, "campaign": lead.campaign})
     outbox.add(session, event)
@@ -85,33 +91,86 @@ async def get_timeline(*, session: AsyncSession, lead_id: str) -> list[TimelineE
     return list((await session.exec(statement)).all())
 
 
-async def redrive_in_flight(
-    *, session: AsyncSession, published_before: datetime, max_attempts: int, limit: int = 500
-) -> int:
-    """Publish lead.received again for leads that never got an SLA deadline, oldest first.
+def _in_flight() -> Any:
+    # No SLA deadline yet: the lead has not made it through scoring, routing and the sla-monitor.
+    return col(Lead.sla_due_at).is_(None)
 
-    The embedded broker keeps nothing across restarts and any broker can lose a consumer's
-    output before the next service reads it; every downstream handler is idempotent per lead,
-    so re-driving is always safe. A lead is re-driven at most `max_attempts` times.
-    """
-    last_published = or_(
-        col(Lead.redriven_at) < published_before,
-        (col(Lead.redriven_at).is_(None)) & (col(Lead.received_at) < published_before),
-    )
+
+async def record_published(
+    session: AsyncSession, rows: Sequence[OutboxMessage], stored: Sequence[RecordMetadata]
+) -> None:
+    """Remember where the broker stored each lead.received (runs in the relay's transaction)."""
+    positions = [
+        {"lead_id": row.key, "event_id": row.event_id, "partition": meta.partition, "offset": meta.offset}
+        for row, meta in zip(rows, stored, strict=True)
+        if row.event_type == LeadReceived.event_type
+    ]
+    if not positions:
+        return
+    now = utcnow()
     statement = (
-        select(Lead)
-        .where(col(Lead.sla_due_at).is_(None), col(Lead.redrive_count) < max_attempts, last_published)
-        .order_by(col(Lead.received_at))
-        .limit(limit)
+        update(Lead)
+        .where(col(Lead.id) == bindparam("lead_id"), col(Lead.received_event_id) == bindparam("event_id"))
+        .values(published_partition=bindparam("partition"), published_offset=bindparam("offset"), published_at=now)
     )
+    await (await session.connection()).execute(statement, positions)
+
+
+async def published_in_flight(
+    *, session: AsyncSession, published_before: datetime, after: Lead | None = None, limit: int
+) -> list[Lead]:
+    """In-flight leads whose lead.received the broker acknowledged before `published_before`, oldest first.
+
+    `after` pages on: the leads that come after that one in the same order.
+    """
+    window = col(Lead.published_at) < published_before
+    if after is not None:
+        window = window & (
+            (col(Lead.published_at) > after.published_at)
+            | ((col(Lead.published_at) == after.published_at) & (col(Lead.id) > after.id))
+        )
+    statement = select(Lead).where(_in_flight(), window).order_by(col(Lead.published_at), col(Lead.id)).limit(limit)
+    return list((await session.exec(statement)).all())
+
+
+def log_positions(leads: Sequence[Lead]) -> list[LogPosition]:
+    """Where the broker said it stored each lead's latest lead.received."""
+    return [
+        LogPosition(
+            topic=LeadReceived.topic.value,
+            partition=lead.published_partition,
+            offset=lead.published_offset,
+            event_id=lead.received_event_id,
+        )
+        for lead in leads
+        if lead.published_partition is not None and lead.published_offset is not None and lead.received_event_id
+    ]
+
+
+async def redrive(*, session: AsyncSession, lead_ids: Sequence[str], max_attempts: int) -> int:
+    """Publish lead.received again for these in-flight leads (at most `max_attempts` times each).
+
+    Only for leads whose event the broker lost: every downstream handler is idempotent per lead, so
+    a re-drive is safe, but re-publishing what is merely queued would only add load.
+    """
+    if not lead_ids:
+        return 0
+    statement = select(Lead).where(col(Lead.id).in_(lead_ids), _in_flight(), col(Lead.redrive_count) < max_attempts)
     leads = (await session.exec(statement)).all()
     now = utcnow()
     for lead in leads:
         lead.redriven_at, lead.redrive_count = now, lead.redrive_count + 1
         if lead.redrive_count == max_attempts:
             logger.warning("lead re-driven for the last time; check the dead-letter topics", extra={"lead_id": lead.id})
+        event = _received_event(lead, redrive=True)
+        lead.received_event_id, lead.published_partition, lead.published_offset, lead.published_at = (
+            event.id,
+            None,
+            None,
+            None,
+        )
         session.add(lead)
-        outbox.add(session, _received_event(lead, redrive=True))
+        outbox.add(session, event)
     await session.commit()
     return len(leads)
 

@@ -5,8 +5,8 @@ from functools import partial
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
+from leadrelay.consumer import Handlers
 from leadrelay.events import CloudEvent, LeadAssigned, LeadScored, new_event
-from leadrelay.kafka import HandlerMap
 from router.assignments import service
 from router.config import RouterSettings
 
@@ -28,6 +28,6 @@ async def on_lead_scored(event: CloudEvent[LeadScored], session: AsyncSession, *
     outbox.add(session, new_event(assigned, source=SOURCE))
 
 
-def handlers(settings: RouterSettings) -> HandlerMap:
+def handlers(settings: RouterSettings) -> Handlers:
     """Message type to handler, bound to this process's settings."""
-    return {LeadScored: partial(on_lead_scored, default_rep_id=settings.default_rep_id)}
+    return Handlers().on(LeadScored, partial(on_lead_scored, default_rep_id=settings.default_rep_id))

@@ -5,8 +5,8 @@ from functools import partial
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
+from leadrelay.consumer import Handlers
 from leadrelay.events import CloudEvent, LeadReceived, LeadScored, ScoreCriterion, new_event
-from leadrelay.kafka import HandlerMap
 from scoring.config import ScoringSettings
 from scoring.scores import service
 
@@ -28,6 +28,6 @@ async def on_lead_received(event: CloudEvent[LeadReceived], session: AsyncSessio
     outbox.add(session, new_event(scored, source=SOURCE))
 
 
-def handlers(settings: ScoringSettings) -> HandlerMap:
+def handlers(settings: ScoringSettings) -> Handlers:
     """Message type to handler, bound to this process's settings."""
-    return {LeadReceived: partial(on_lead_received, mql_threshold=settings.mql_threshold)}
+    return Handlers().on(LeadReceived, partial(on_lead_received, mql_threshold=settings.mql_threshold))

@@ -6,8 +6,8 @@ from functools import partial
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
+from leadrelay.consumer import Handlers
 from leadrelay.events import CloudEvent, LeadAssigned, SlaStarted, new_event
-from leadrelay.kafka import HandlerMap
 from sla_monitor.config import SlaMonitorSettings
 from sla_monitor.timers import service
 
@@ -27,6 +27,7 @@ async def on_lead_assigned(event: CloudEvent[LeadAssigned], session: AsyncSessio
     outbox.add(session, new_event(started, source=service.SOURCE))
 
 
-def handlers(settings: SlaMonitorSettings) -> HandlerMap:
+def handlers(settings: SlaMonitorSettings) -> Handlers:
     """Message type to handler, bound to this process's settings."""
-    return {LeadAssigned: partial(on_lead_assigned, response_time=timedelta(seconds=settings.first_response_seconds))}
+    response_time = timedelta(seconds=settings.first_response_seconds)
+    return Handlers().on(LeadAssigned, partial(on_lead_assigned, response_time=response_time))

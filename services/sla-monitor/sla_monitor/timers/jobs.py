@@ -8,15 +8,12 @@ from sla_monitor.config import SlaMonitorSettings
 from sla_monitor.timers import service
 
 
-async def breach_due_timers(runtime: ServiceRuntime) -> None:
+async def breach_due_timers(runtime: ServiceRuntime[SlaMonitorSettings]) -> None:
     """Every check interval, close due timers as breached and publish sla.breached."""
-    settings = runtime.settings
-    assert isinstance(settings, SlaMonitorSettings)
     while True:
         async with runtime.sessions() as session:
             breached = await service.breach_due(session=session, now=utcnow())
             await session.commit()
         if breached:
-            runtime.relay.wake()
             continue  # there may be more due right now
-        await asyncio.sleep(settings.timer_check_interval_seconds)
+        await asyncio.sleep(runtime.settings.timer_check_interval_seconds)

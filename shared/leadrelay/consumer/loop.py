@@ -1,0 +1,195 @@
+"""The fetch loop: join the group, fetch batches, hand them to the dispatcher, commit offsets after."""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+
+from leadrelay.consumer.deadletter import DeadLetterPublisher
+from leadrelay.consumer.dispatch import Dispatcher, Record
+from leadrelay.consumer.handlers import Handlers
+from leadrelay.consumer.retry import RetryPolicy
+from leadrelay.db import SessionFactory
+from leadrelay.kafka import BrokerWatch, KafkaBus
+from leadrelay.metrics import ServiceMetrics
+from leadrelay.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer_loop: "EventConsumer") -> None:
+        self._loop = consumer_loop
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._loop.commit_processed()
+        for tp in revoked:
+            self._loop.forget_partition(tp)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        logger.info("partitions assigned", extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in assigned]})
+
+
+class EventConsumer:
+    """Consumes the topics its handlers need; commits offsets only after the handlers' transaction.
+
+    Each fetch (up to `CONSUMER_BATCH_SIZE` records) is handled by the dispatcher in one database
+    transaction; offsets are committed once it has committed. When the broker lost its data, the
+    loop drops its offsets and rejoins, reading the recreated topics from the beginning.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: ServiceSettings,
+        bus: KafkaBus,
+        sessions: SessionFactory,
+        handlers: Handlers,
+        metrics: ServiceMetrics,
+        watch: BrokerWatch | None = None,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._metrics = metrics
+        self._watch = watch
+        self.topics = handlers.topics
+        self._stopping = asyncio.Event()
+        self._restart = asyncio.Event()
+        self._dispatcher = Dispatcher(
+            group=self.name,
+            sessions=sessions,
+            handlers=handlers,
+            retry=RetryPolicy(
+                max_retries=settings.consumer_max_retries,
+                backoff_seconds=settings.consumer_retry_backoff_seconds,
+                outage_wait_seconds=settings.kafka_connect_backoff_max_seconds,
+            ),
+            dead_letters=DeadLetterPublisher(bus=bus, group=self.name, metrics=metrics),
+            metrics=metrics,
+            stopping=self._stopping,
+            on_progress=on_commit,
+        )
+        self._consumer: AIOKafkaConsumer | None = None
+        self._processed: dict[TopicPartition, int] = {}
+        self._last_commit_warning = 0.0
+        self.last_poll = time.monotonic()
+        self.connected = False
+        if watch is not None:
+            watch.on_loss(self.start_over)
+
+    @property
+    def name(self) -> str:
+        """Consumer group, also the owner of processed-event records."""
+        return self._settings.consumer_group
+
+    def is_stuck(self) -> bool:
+        """Whether the loop has not polled for longer than the configured threshold."""
+        return time.monotonic() - self.last_poll > self._settings.consumer_stuck_after_seconds
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand, commit and leave the group."""
+        self._stopping.set()
+
+    def start_over(self, _lost_at: datetime | None = None) -> None:
+        """The broker lost its data: forget our offsets (they point into logs that are gone) and rejoin."""
+        self._processed = {}
+        self._restart.set()
+
+    async def run(self) -> None:
+        """Consume until stopped, reconnecting with backoff when the broker is unreachable."""
+        backoff = 0.2
+        while not self._stopping.is_set():
+            self._restart.clear()
+            consumer = AIOKafkaConsumer(
+                **self._bus.consumer_options(),
+                group_id=self.name,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=self._settings.kafka_session_timeout_ms,
+                heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
+                max_poll_records=self._settings.consumer_batch_size,
+            )
+            try:
+                # Create topics first, so a subscription never auto-creates them with broker defaults.
+                await self._bus.ensure_topics()
+                consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
+                await consumer.start()
+            except (KafkaError, OSError) as exc:
+                await consumer.stop()
+                logger.warning("broker unreachable, consumer will retry", extra={"error": repr(exc)})
+                self.last_poll = time.monotonic()  # waiting for the broker is not being stuck
+                await self._wait(backoff)
+                backoff = min(backoff * 2, self._settings.kafka_connect_backoff_max_seconds)
+                continue
+            backoff = 0.2
+            self._consumer = consumer
+            self.connected = True
+            try:
+                await self._consume(consumer)
+            except KafkaError as exc:
+                logger.warning("consumer lost the broker, reconnecting", extra={"error": repr(exc)})
+            finally:
+                self.connected = False
+                try:
+                    if not self._restart.is_set():
+                        await self.commit_processed()
+                finally:
+                    self._consumer = None
+                    self._processed = {}
+                    await consumer.stop()
+            if self._restart.is_set():
+                logger.warning("consumer starts over after the broker lost its data")
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while not self._stopping.is_set() and not self._restart.is_set():
+            self.last_poll = time.monotonic()
+            batch = await consumer.getmany(timeout_ms=200, max_records=self._settings.consumer_batch_size)
+            records: list[Record] = [record for partition_records in batch.values() for record in partition_records]
+            if not records:
+                continue
+            done = await self._dispatcher.dispatch(records)
+            if self._restart.is_set():
+                return  # what was handled is deduplicated when the recreated topics are read again
+            for record in records[:done]:
+                self._processed[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            await self.commit_processed()
+            await self._update_lag(consumer)
+
+    async def commit_processed(self) -> None:
+        """Commit offsets of records whose handling has committed."""
+        if self._consumer is None or not self._processed:
+            return
+        offsets, self._processed = self._processed, {}
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:  # the records will be redelivered and deduplicated
+            if isinstance(exc, UnknownTopicOrPartitionError) and self._watch is not None:
+                self._watch.check_soon()  # a topic we read is gone: the broker may have lost its data
+            if time.monotonic() - self._last_commit_warning > 10:  # once in a while, not once per batch
+                self._last_commit_warning = time.monotonic()
+                logger.warning("offset commit failed", extra={"error": repr(exc)})
+
+    def forget_partition(self, tp: TopicPartition) -> None:
+        """Drop state for a partition this member no longer owns."""
+        self._processed.pop(tp, None)
+        with contextlib.suppress(KeyError):  # no lag was recorded for it yet
+            self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue  # nothing fetched from this partition yet
+            lag = max(highwater - await consumer.position(tp), 0)
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
