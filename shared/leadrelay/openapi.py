@@ -34,7 +34,7 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
         "detail": "; ".join(f"{error['field']}: {error['message']}" for error in _EXAMPLE_FIELD_ERRORS),
         "errors": _EXAMPLE_FIELD_ERRORS,
     },
-    503: {"detail": "A dependency is unavailable; retry shortly."},
+    503: {"detail": "The database is unavailable; retry shortly."},
 }
 
 _DESCRIPTIONS = {

@@ -15,13 +15,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from leadrelay.db import is_unavailable
+from leadrelay.db import DatabaseUnavailable, is_unavailable, refusal
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 VALIDATION_PROBLEM = "urn:leadrelay:problem:validation-error"
 MALFORMED_JSON_PROBLEM = "urn:leadrelay:problem:malformed-json"
+CONFLICT_PROBLEM = "urn:leadrelay:problem:conflict"
 
 
 class FieldError(BaseModel):
@@ -133,13 +134,46 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
-    if not is_unavailable(exc):
-        return await _unexpected_handler(request, exc)
     # The database is down or overloaded: the client did nothing wrong and may retry; nothing was
     # committed, so a retry cannot duplicate anything.
-    logger.warning("dependency unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
-    problem = Problem(title="Service Unavailable", status=503, detail="A dependency is unavailable; retry shortly.")
+    logger.warning("database unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
+    problem = Problem(title="Service Unavailable", status=503, detail="The database is unavailable; retry shortly.")
     return problem_response(problem, request, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+async def _database_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    if is_unavailable(exc):
+        return await _unavailable_handler(request, exc)
+    refused = refusal(exc)
+    if refused is None:
+        return await _unexpected_handler(request, exc)
+    # A value the request carried that the database will never take: retrying cannot help. The
+    # driver's message may quote the value, so the answer names at most the column.
+    logger.info(
+        "database refused a value",
+        extra={"path": request.url.path, "error": type(exc).__name__, "column": refused.column},
+    )
+    errors = []
+    if refused.column is not None:
+        message = "already taken" if refused.conflict else "cannot be stored"
+        errors.append(FieldError(field=refused.column, pointer=f"/{refused.column}", message=message))
+    if refused.conflict:
+        problem = Problem(
+            type=CONFLICT_PROBLEM,
+            title="Conflict",
+            status=409,
+            detail="A value in the request is already taken.",
+            errors=errors,
+        )
+    else:
+        problem = Problem(
+            type=VALIDATION_PROBLEM,
+            title="Invalid request",
+            status=422,
+            detail="The database refused a value in the request.",
+            errors=errors,
+        )
+    return problem_response(problem, request)
 
 
 RETRY_AFTER_SECONDS = 5
@@ -148,8 +182,9 @@ RETRY_AFTER_SECONDS = 5
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error answer application/problem+json, and the OpenAPI document say so."""
     app.add_exception_handler(RequestValidationError, _validation_handler)
-    for error in (DBAPIError, SQLAlchemyTimeoutError, OSError):
-        app.add_exception_handler(error, _unavailable_handler)
+    for unavailable in (DatabaseUnavailable, SQLAlchemyTimeoutError):
+        app.add_exception_handler(unavailable, _unavailable_handler)
+    app.add_exception_handler(DBAPIError, _database_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(ProblemException, _problem_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
