@@ -8,6 +8,7 @@ from intake.leads import service
 from intake.leads.models import Lead
 from leadrelay.events import CloudEvent, LeadAssigned, LeadScored, SlaBreached, SlaMet, SlaStarted, SlaWarning, utcnow
 from leadrelay.kafka import HandlerMap
+from leadrelay.stages import SlaState
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ async def on_sla_started(event: CloudEvent[SlaStarted], session: AsyncSession) -
     lead = await _lead_for(session, event.data.lead_id)
     if lead is None or lead.sla_due_at == event.data.due_at:
         return  # unknown lead, or the same deadline announced again after a re-drive
-    lead.sla_due_at, lead.sla_state, lead.updated_at = event.data.due_at, "running", utcnow()
+    lead.sla_due_at, lead.sla_state, lead.updated_at = event.data.due_at, SlaState.RUNNING, utcnow()
     session.add(lead)
     service.add_timeline(
         session,
@@ -92,17 +93,17 @@ async def _on_sla_outcome(
 
 async def on_sla_warning(event: CloudEvent[SlaWarning], session: AsyncSession) -> None:
     """Mark the SLA as close to breach."""
-    await _on_sla_outcome(event, session, "warning")
+    await _on_sla_outcome(event, session, SlaState.WARNING)
 
 
 async def on_sla_breached(event: CloudEvent[SlaBreached], session: AsyncSession) -> None:
     """Mark the SLA as breached."""
-    await _on_sla_outcome(event, session, "breached")
+    await _on_sla_outcome(event, session, SlaState.BREACHED)
 
 
 async def on_sla_met(event: CloudEvent[SlaMet], session: AsyncSession) -> None:
     """Mark the SLA as met."""
-    await _on_sla_outcome(event, session, "met")
+    await _on_sla_outcome(event, session, SlaState.MET)
 
 
 HANDLERS: HandlerMap = {
