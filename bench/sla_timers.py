@@ -18,6 +18,7 @@ from sqlalchemy import insert
 
 from leadrelay.db import create_engine, create_session_factory, run_migrations
 from leadrelay.events import utcnow
+from leadrelay.stages import SlaState
 from sla_monitor.main import MIGRATIONS_DIR
 from sla_monitor.timers import service
 from sla_monitor.timers.models import SlaTimer
@@ -39,7 +40,7 @@ async def measure(url: str, timers: int, due: int) -> tuple[float, float]:
                 "policy_version": "bench",
                 "started_at": now,
                 "due_at": now - timedelta(seconds=1) if i < due else now + timedelta(seconds=60 + i % 3600),
-                "status": "running",
+                "status": SlaState.RUNNING,
             }
             for i in range(timers)
         ]

@@ -1,16 +1,20 @@
 """Async database access (SQLModel on SQLAlchemy's async engine) and Alembic migrations at start."""
 
 import asyncio
-from collections.abc import AsyncIterator
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from fastapi import Depends, Request
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.engine import Connection, Dialect, ExceptionContext, make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import Session
@@ -19,15 +23,119 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
-def is_unavailable(error: BaseException) -> bool:
-    """Whether an error means the database is unreachable or overloaded, rather than a bad statement.
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or is overloaded: nothing was stored; the same request may succeed later.
 
-    Plain DBAPIError is what SQLAlchemy raises for driver errors it cannot classify, such as
-    asyncpg refusing a connection to a database that does not accept any.
+    Raised in place of the driver's error by the engines `create_engine` makes, and only for real
+    outages: a refused or dropped connection, a server shutting down or out of connection slots,
+    a SQLite database locked past the busy timeout. A statement the database refuses (a value
+    too long, a broken constraint) keeps SQLAlchemy's own error.
     """
-    return isinstance(error, OperationalError | InterfaceError | SQLAlchemyTimeoutError | OSError | TimeoutError) or (
-        type(error) is DBAPIError
-    )
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether an error means "the database is unavailable, retry later" rather than "this statement is wrong"."""
+    if isinstance(error, DatabaseUnavailable | SQLAlchemyTimeoutError):  # the pool's: every connection is busy
+        return True
+    # A driver error wrapped outside an engine (engines raise DatabaseUnavailable themselves).
+    return isinstance(error, DBAPIError) and (error.connection_invalidated or _is_outage(error.orig))
+
+
+# Driver errors meaning "cannot talk to the server now", whatever the statement: asyncpg's connection
+# failures (SQLSTATE class 08), operator intervention such as a shutdown (57P01-57P03), and the
+# server out of connection slots (53300).
+_OUTAGES = (
+    OSError,  # a refused or reset socket; TimeoutError is one too
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+_SQLITE_BUSY = ("database is locked",)  # SQLITE_BUSY after the busy timeout: another writer holds the lock
+
+
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+    # The error, then what it wraps: SQLAlchemy's `orig`, an adapted driver error's cause.
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = getattr(error, "orig", None) or error.__cause__
+
+
+def _is_outage(error: BaseException | None) -> bool:
+    for cause in _causes(error):
+        if isinstance(cause, _OUTAGES):
+            return True
+        if isinstance(cause, sqlite3.OperationalError) and str(cause).lower().startswith(_SQLITE_BUSY):
+            return True
+    return False
+
+
+def _raise_unavailable_on_outage(context: ExceptionContext) -> None:
+    # SQLAlchemy's handle_error hook: a listener that raises replaces the error SQLAlchemy would
+    # raise; the disconnected connection is still invalidated.
+    error = context.original_exception
+    if context.is_pre_ping or not isinstance(error, Exception):
+        # The pool reconnects by itself after a failed pre-ping; and a cancelled task (which
+        # SQLAlchemy also counts as a disconnect) must stay cancelled.
+        return
+    if context.is_disconnect or _is_outage(error):
+        raise DatabaseUnavailable(f"database unavailable: {type(error).__name__}: {error}")
+
+
+def _connect_or_unavailable(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+    # Connecting goes through handle_error only for the driver's own errors, not for a refused
+    # socket (OSError); and any failure to connect, whatever the cause, means the database cannot
+    # serve this request now.
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except Exception as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {type(exc).__name__}: {exc}") from exc
+
+
+def _report_outages(engine: AsyncEngine) -> AsyncEngine:
+    event.listen(engine.sync_engine, "handle_error", _raise_unavailable_on_outage)
+    event.listen(engine.sync_engine, "do_connect", _connect_or_unavailable)
+    return engine
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The database refused a value a statement carried: the statement is at fault, and retrying cannot help."""
+
+    conflict: bool
+    """Whether the value clashes with a stored one (a unique key), rather than being invalid in itself."""
+    column: str | None
+    """The refused column, when the database names it."""
+
+
+_SQLITE_CONFLICTS = {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
+_SQLITE_COLUMN = re.compile(r"constraint failed: \w+\.(\w+)")
+_POSTGRES_KEY_COLUMN = re.compile(r"^Key \((\w+)")
+
+
+def refusal(error: BaseException) -> Refusal | None:
+    """What the database refused, if `error` is a data or integrity error (SQLSTATE classes 22 and 23)."""
+    if not isinstance(error, DBAPIError) or is_unavailable(error):
+        return None
+    # asyncpg's adapted errors arrive as plain DBAPIError; their SQLSTATE tells what they are.
+    sqlstate = next((str(code) for cause in _causes(error) if (code := getattr(cause, "sqlstate", None))), "")
+    if not (isinstance(error, IntegrityError | DataError) or sqlstate[:2] in {"22", "23"}):
+        return None
+    conflict = sqlstate == "23505"
+    column = None
+    for cause in _causes(error.orig):
+        if isinstance(cause, sqlite3.Error):
+            conflict = conflict or getattr(cause, "sqlite_errorname", "") in _SQLITE_CONFLICTS
+            if match := _SQLITE_COLUMN.search(str(cause)):
+                column = match[1]
+        elif name := getattr(cause, "column_name", None):
+            column = str(name)
+        elif match := _POSTGRES_KEY_COLUMN.match(str(getattr(cause, "detail", None) or "")):
+            column = match[1]
+    return Refusal(conflict=conflict, column=column)
 
 
 def is_sqlite(url: str) -> bool:
@@ -54,9 +162,11 @@ def create_engine(url: str) -> AsyncEngine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
+        return _report_outages(engine)
     # hide_parameters: SQL errors end up in logs, and bound values may be personal data.
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
+    return _report_outages(
+        create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
+    )
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

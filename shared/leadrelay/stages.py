@@ -1,4 +1,7 @@
-"""The one lead lifecycle vocabulary shared by API, events and metrics."""
+"""The vocabulary services share about a lead: its lifecycle stage and the state of its SLA.
+
+API, events, metrics and every service use these words; none spells them out itself.
+"""
 
 from enum import StrEnum
 
@@ -18,6 +21,24 @@ class LeadStage(StrEnum):
     REJECTED = "rejected"
     RECYCLED = "recycled"
     NURTURE = "nurture"
+
+    @property
+    def set_by_scoring(self) -> bool:
+        """Whether scoring decides this stage; every other stage comes from a rep's activity."""
+        return self in SCORING_STAGES
+
+
+SCORING_STAGES = frozenset({LeadStage.LEAD, LeadStage.MQL, LeadStage.NURTURE})
+"""Stages scoring may put a lead in, and move it between; once a rep moves it on, scoring no longer does."""
+
+
+class SlaState(StrEnum):
+    """Where an SLA obligation stands: an sla-monitor timer's status, and a lead's `sla_state` in intake."""
+
+    RUNNING = "running"
+    WARNING = "warning"
+    BREACHED = "breached"
+    MET = "met"
 
 
 def stage_column() -> sa.Column[LeadStage]:

@@ -1,5 +1,6 @@
 """RFC 9457 problem+json answers from a tiny app with the shared handlers installed."""
 
+import sqlite3
 from collections.abc import AsyncIterator
 
 import httpx
@@ -8,6 +9,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 
+from leadrelay.db import DatabaseUnavailable
 from leadrelay.problems import (
     MALFORMED_JSON_PROBLEM,
     PROBLEM_JSON,
@@ -48,7 +50,15 @@ def make_app() -> FastAPI:
 
     @app.get("/database-down")
     async def database_down() -> None:
-        raise OperationalError("SELECT 1", {}, ConnectionRefusedError(f"cannot connect to {SECRET}"))
+        raise DatabaseUnavailable(f"cannot connect to {SECRET}")
+
+    @app.get("/bad-statement")
+    async def bad_statement() -> None:
+        raise OperationalError("SELECT nope", {}, sqlite3.OperationalError(f"no such column: nope ({SECRET})"))
+
+    @app.get("/no-file")
+    async def no_file() -> None:
+        raise FileNotFoundError(f"/etc/{SECRET}")
 
     @app.get("/teapot")
     async def teapot() -> None:
@@ -134,8 +144,17 @@ async def test_unavailable_database_is_a_503_problem_with_retry_after(client: ht
     assert response.headers["content-type"] == PROBLEM_JSON
     assert response.headers["retry-after"] == "5"
     assert response.json()["title"] == "Service Unavailable"
-    for leak in ("hunter2", "OperationalError", "db.internal"):
+    for leak in ("hunter2", "DatabaseUnavailable", "db.internal"):
         assert leak not in response.text
+
+
+@pytest.mark.parametrize("path", ["/bad-statement", "/no-file"])
+async def test_server_bugs_are_500_not_503(client: httpx.AsyncClient, path: str) -> None:
+    # Neither a broken statement nor a local OSError is a database outage: retrying cannot help.
+    response = await client.get(path)
+    assert response.status_code == 500
+    assert "retry-after" not in response.headers
+    assert "hunter2" not in response.text
 
 
 async def test_unknown_route_is_a_404_problem(client: httpx.AsyncClient) -> None:

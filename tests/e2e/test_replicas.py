@@ -2,9 +2,13 @@
 
 from pathlib import Path
 
+import pytest
+
 from leadrelay.broker import EmbeddedBroker
 from leadrelay.testing import DEV_API_KEY, ServiceProcess, count_rows, free_port
 from tests.e2e.conftest import StackFactory
+
+pytestmark = pytest.mark.postgres
 
 
 async def test_two_router_replicas_assign_each_lead_once(

@@ -174,6 +174,7 @@ async def test_restarted_stack_keeps_leads_and_finishes_in_flight_ones(
     assert kept["owner_rep_id"] == "rep-default"
 
 
+@pytest.mark.postgres
 async def test_database_outage_answers_503_then_recovers(
     broker: EmbeddedBroker, make_stack: StackFactory, postgres_admin_dsn: str
 ) -> None:

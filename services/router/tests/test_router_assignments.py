@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
@@ -26,6 +27,7 @@ async def _someone_waits_on_a_lock(engine: AsyncEngine) -> bool:
         return bool((await connection.execute(BLOCKED_SESSIONS)).scalar())
 
 
+@pytest.mark.postgres
 async def test_racing_replicas_agree_on_one_assignment(make_database: DatabaseFactory) -> None:
     engine = create_engine(await make_database("postgres", "router"))
     try:

@@ -22,6 +22,7 @@ from leadrelay.events import (
     SlaWarning,
     utcnow,
 )
+from leadrelay.stages import SlaState
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def _apply_assignment(lead: Lead, event: CloudEvent[LeadAssigned]) -> Details | 
 def _apply_deadline(lead: Lead, event: CloudEvent[SlaStarted]) -> Details | None:
     if lead.sla_due_at == event.data.due_at:
         return None
-    lead.sla_due_at, lead.sla_state = event.data.due_at, "running"
+    lead.sla_due_at, lead.sla_state = event.data.due_at, SlaState.RUNNING
     return {"obligation": event.data.obligation, "due_at": event.data.due_at.isoformat(), "rep_id": event.data.rep_id}
 
 
@@ -95,7 +96,7 @@ async def on_sla_started(events: Sequence[CloudEvent[SlaStarted]], session: Asyn
 
 
 async def _on_sla_outcome(
-    event: CloudEvent[SlaWarning] | CloudEvent[SlaBreached] | CloudEvent[SlaMet], session: AsyncSession, state: str
+    event: CloudEvent[SlaWarning] | CloudEvent[SlaBreached] | CloudEvent[SlaMet], session: AsyncSession, state: SlaState
 ) -> None:
     lead = await session.get(Lead, event.data.lead_id)
     if lead is None:
@@ -113,17 +114,17 @@ async def _on_sla_outcome(
 
 async def on_sla_warning(event: CloudEvent[SlaWarning], session: AsyncSession) -> None:
     """Mark the SLA as close to breach."""
-    await _on_sla_outcome(event, session, "warning")
+    await _on_sla_outcome(event, session, SlaState.WARNING)
 
 
 async def on_sla_breached(event: CloudEvent[SlaBreached], session: AsyncSession) -> None:
     """Mark the SLA as breached."""
-    await _on_sla_outcome(event, session, "breached")
+    await _on_sla_outcome(event, session, SlaState.BREACHED)
 
 
 async def on_sla_met(event: CloudEvent[SlaMet], session: AsyncSession) -> None:
     """Mark the SLA as met."""
-    await _on_sla_outcome(event, session, "met")
+    await _on_sla_outcome(event, session, SlaState.MET)
 
 
 def handlers(settings: IntakeSettings) -> Handlers:

@@ -39,7 +39,13 @@ class LeadBase(SQLModel):
     @field_validator("country")
     @classmethod
     def _uppercase_country(cls, value: str | None) -> str | None:
-        return value.upper() if value else value
+        if not value:
+            return value
+        # Checked after upper-casing, which can lengthen text: "ß".upper() == "SS".
+        code = value.upper()
+        if not (len(code) == 2 and code.isascii() and code.isalpha()):
+            raise ValueError("must be two letters A-Z (ISO 3166-1 alpha-2)")
+        return code
 
 
 class Lead(LeadBase, table=True):

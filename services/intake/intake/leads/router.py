@@ -9,7 +9,8 @@ from intake.leads.schemas import EXAMPLE_LEAD_ID, LeadAccepted, LeadCreate, Lead
 from leadrelay.apikeys import ApiKey, require_scopes
 from leadrelay.batching import WriterDep
 from leadrelay.db import SessionDep
-from leadrelay.problems import ProblemException, problem_responses
+from leadrelay.openapi import problem_responses
+from leadrelay.problems import ProblemException
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"])
 

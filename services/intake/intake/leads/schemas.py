@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel._compat import SQLModelConfig
 
 from intake.leads.models import LeadBase
-from leadrelay.stages import LeadStage
+from leadrelay.stages import LeadStage, SlaState
 
 MAX_ATTRIBUTES_BYTES = 16_384
 
@@ -142,7 +142,7 @@ class LeadPublic(LeadBase):
     icp_version: str | None
     owner_rep_id: str | None
     sla_due_at: datetime | None
-    sla_state: str | None
+    sla_state: SlaState | None
     received_at: datetime
     updated_at: datetime
     timeline: list[TimelineEntryPublic] = Field(default_factory=list)

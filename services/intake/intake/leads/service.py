@@ -25,9 +25,6 @@ SOURCE = "leadrelay/intake"
 
 logger = logging.getLogger(__name__)
 
-# Stages the placeholder scoring may move a lead between; later stages belong to reps' activity.
-_SCORING_STAGES = {LeadStage.LEAD, LeadStage.MQL, LeadStage.NURTURE}
-
 
 def _received_event(lead: Lead, *, redrive: bool = False) -> CloudEvent[LeadReceived]:
     return new_event(
@@ -177,5 +174,5 @@ async def redrive(*, session: AsyncSession, lead_ids: Sequence[str], max_attempt
 
 def advance_stage(lead: Lead, stage: LeadStage) -> None:
     """Apply a scoring stage unless a rep has already moved the lead further."""
-    if lead.stage in _SCORING_STAGES:
+    if lead.stage.set_by_scoring:
         lead.stage = stage

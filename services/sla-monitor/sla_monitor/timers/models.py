@@ -7,6 +7,7 @@ from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from leadrelay.events import utcnow
+from leadrelay.stages import SlaState
 
 
 class SlaTimer(SQLModel, table=True):
@@ -26,5 +27,5 @@ class SlaTimer(SQLModel, table=True):
     policy_version: str = Field(max_length=50)
     started_at: datetime = Field(default_factory=utcnow)
     due_at: datetime
-    status: str = Field(default="running", max_length=20)
+    status: str = Field(default=SlaState.RUNNING, max_length=20)  # a SlaState, stored as VARCHAR
     closed_at: datetime | None = None

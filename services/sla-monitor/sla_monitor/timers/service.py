@@ -8,6 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
 from leadrelay.events import LeadAssigned, SlaBreached, new_event
+from leadrelay.stages import SlaState
 from sla_monitor.timers.models import SlaTimer
 
 SOURCE = "leadrelay/sla-monitor"
@@ -53,7 +54,7 @@ async def claim_due(*, session: AsyncSession, now: datetime, limit: int = 500) -
     """Running timers past their deadline, locked so two replicas never breach the same one."""
     statement = (
         select(SlaTimer)
-        .where(SlaTimer.status == "running", col(SlaTimer.due_at) <= now)
+        .where(SlaTimer.status == SlaState.RUNNING, col(SlaTimer.due_at) <= now)
         .order_by(col(SlaTimer.due_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -65,7 +66,7 @@ async def breach_due(*, session: AsyncSession, now: datetime, limit: int = 500) 
     """Close up to `limit` due timers as breached and stage sla.breached for each; returns how many."""
     timers = await claim_due(session=session, now=now, limit=limit)
     for timer in timers:
-        timer.status, timer.closed_at = "breached", now
+        timer.status, timer.closed_at = SlaState.BREACHED, now
         session.add(timer)
         breached = SlaBreached(
             lead_id=timer.lead_id,
