@@ -61,6 +61,14 @@ class EmbeddedBroker:
                 raise TimeoutError(f"broker did not listen on {self.bootstrap_servers} within {timeout}s")
             time.sleep(0.02)
 
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would (its data is gone)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+        self.stop()
+
     def stop(self) -> None:
         """Stop the broker (its data is gone)."""
         if self._process is not None:

@@ -46,6 +46,23 @@ class LogPosition:
     event_id: str
 
 
+async def stop_quietly(client: AIOKafkaConsumer | AIOKafkaProducer, timeout: float = 5.0) -> None:
+    """Stop an aiokafka client whose broker may be gone, without letting its internals end our task.
+
+    A consumer stopped while its broker is down cancels its pending fetches, and aiokafka lets that
+    CancelledError escape from `stop()`; taken at face value it would silently end the calling task.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled ourselves
+    except Exception as exc:
+        logger.debug("kafka client stopped with an error", extra={"error": repr(exc)})
+
+
 def all_topics() -> list[str]:
     """Every topic LeadRelay uses: event topics, their dead-letter topics and the marker topic."""
     return [*(name for topic in Topic for name in (topic.value, dlq_topic(topic.value))), MARKER_TOPIC]
@@ -195,7 +212,7 @@ class KafkaBus:
                     if highwater is not None and (position >= highwater or position > max(wanted[tp])):
                         pending.discard(tp)
         finally:
-            await consumer.stop()
+            await stop_quietly(consumer)
         return found
 
     async def close(self) -> None:
@@ -242,7 +259,8 @@ class BrokerWatch:
         try:
             while True:
                 try:
-                    await self.check()
+                    async with asyncio.timeout(max(self._interval * 4, 5.0)):  # a broker that hangs is a failed check
+                        await self.check()
                 except (KafkaError, OSError, TimeoutError) as exc:
                     logger.debug("broker check failed", extra={"error": repr(exc)})
                     await self._close_reader()
@@ -309,8 +327,7 @@ class BrokerWatch:
     async def _close_reader(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
-            with contextlib.suppress(Exception):
-                await reader.stop()
+            await stop_quietly(reader)
 
 
 async def read_available(

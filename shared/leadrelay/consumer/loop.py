@@ -16,7 +16,7 @@ from leadrelay.consumer.dispatch import Dispatcher, Record
 from leadrelay.consumer.handlers import Handlers
 from leadrelay.consumer.retry import RetryPolicy
 from leadrelay.db import SessionFactory
-from leadrelay.kafka import BrokerWatch, KafkaBus
+from leadrelay.kafka import BrokerWatch, KafkaBus, stop_quietly
 from leadrelay.metrics import ServiceMetrics
 from leadrelay.settings import ServiceSettings
 
@@ -41,7 +41,7 @@ class EventConsumer:
 
     Each fetch (up to `CONSUMER_BATCH_SIZE` records) is handled by the dispatcher in one database
     transaction; offsets are committed once it has committed. When the broker lost its data, the
-    loop drops its offsets and rejoins, reading the recreated topics from the beginning.
+    loop drops its offsets and reads the recreated topics from the beginning.
     """
 
     def __init__(
@@ -98,7 +98,7 @@ class EventConsumer:
         self._stopping.set()
 
     def start_over(self, _lost_at: datetime | None = None) -> None:
-        """The broker lost its data: forget our offsets (they point into logs that are gone) and rejoin."""
+        """The broker lost its data: forget our offsets (they point into logs that are gone), read from the start."""
         self._processed = {}
         self._restart.set()
 
@@ -106,7 +106,6 @@ class EventConsumer:
         """Consume until stopped, reconnecting with backoff when the broker is unreachable."""
         backoff = 0.2
         while not self._stopping.is_set():
-            self._restart.clear()
             consumer = AIOKafkaConsumer(
                 **self._bus.consumer_options(),
                 group_id=self.name,
@@ -122,7 +121,7 @@ class EventConsumer:
                 consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
                 await consumer.start()
             except (KafkaError, OSError) as exc:
-                await consumer.stop()
+                await stop_quietly(consumer)
                 logger.warning("broker unreachable, consumer will retry", extra={"error": repr(exc)})
                 self.last_poll = time.monotonic()  # waiting for the broker is not being stuck
                 await self._wait(backoff)
@@ -143,12 +142,12 @@ class EventConsumer:
                 finally:
                     self._consumer = None
                     self._processed = {}
-                    await consumer.stop()
-            if self._restart.is_set():
-                logger.warning("consumer starts over after the broker lost its data")
+                    await stop_quietly(consumer, timeout=self._settings.kafka_session_timeout_ms / 1000)
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        while not self._stopping.is_set() and not self._restart.is_set():
+        while not self._stopping.is_set():
+            if self._restart.is_set():
+                await self._read_from_the_start(consumer)
             self.last_poll = time.monotonic()
             batch = await consumer.getmany(timeout_ms=200, max_records=self._settings.consumer_batch_size)
             records: list[Record] = [record for partition_records in batch.values() for record in partition_records]
@@ -156,11 +155,24 @@ class EventConsumer:
                 continue
             done = await self._dispatcher.dispatch(records)
             if self._restart.is_set():
-                return  # what was handled is deduplicated when the recreated topics are read again
+                continue  # these came from the lost logs; what was handled is deduplicated when read again
             for record in records[:done]:
                 self._processed[TopicPartition(record.topic, record.partition)] = record.offset + 1
             await self.commit_processed()
             await self._update_lag(consumer)
+
+    async def _read_from_the_start(self, consumer: AIOKafkaConsumer) -> None:
+        # Staying in the group is faster than rejoining (the embedded broker makes a new member wait
+        # out the old one's session). Positions and any offset committed into the recreated topics
+        # are from the old logs: go back to the start, and say so to the group.
+        self._restart.clear()
+        self._processed = {}
+        assignment = consumer.assignment()
+        if assignment:
+            await consumer.seek_to_beginning(*assignment)
+            with contextlib.suppress(KafkaError):
+                await consumer.commit({tp: 0 for tp in assignment})
+        logger.warning("consumer reads its topics from the start after the broker lost its data")
 
     async def commit_processed(self) -> None:
         """Commit offsets of records whose handling has committed."""

@@ -1,0 +1,86 @@
+"""A broker that loses its data (the embedded one keeps nothing across a restart) is survived in place."""
+
+import asyncio
+
+import httpx
+from sqlalchemy import text
+
+from leadrelay.broker import EmbeddedBroker
+from leadrelay.db import create_engine
+from leadrelay.testing import Stack, wait_until
+from tests.e2e.conftest import StackFactory
+
+FAST_RECOVERY = {"BROKER_CHECK_INTERVAL_SECONDS": "0.5", "REDRIVE_CHECK_INTERVAL_SECONDS": "1"}
+
+
+async def _readiness(stack: Stack) -> dict[str, int]:
+    async with httpx.AsyncClient(timeout=3.0) as client:
+        answers = await asyncio.gather(
+            *(client.get(f"{process.url}/readyz") for process in stack.services.values()), return_exceptions=True
+        )
+    return {
+        name: answer.status_code if isinstance(answer, httpx.Response) else 0
+        for name, answer in zip(stack.services, answers, strict=True)
+    }
+
+
+async def _send(stack: Stack, count: int, sent: list[str]) -> None:
+    for number in range(count):
+        sent.append(await stack.post_lead(email=f"loss{number}@analytical.example"))
+        await asyncio.sleep(0.02)  # a steady stream, so the crash lands mid-stream
+
+
+async def test_broker_killed_mid_stream_loses_no_lead_and_no_service_restarts(
+    broker: EmbeddedBroker, make_stack: StackFactory
+) -> None:
+    stack = await make_stack(broker, env=FAST_RECOVERY)
+    await stack.start()
+    processes = {name: process.pid for name, process in stack.services.items()}
+    first = await stack.post_lead(email="before@analytical.example")
+    await stack.wait_routed(first, timeout=30)
+
+    sent: list[str] = [first]
+    sender = asyncio.create_task(_send(stack, 150, sent))
+    await wait_until(lambda: _at_least(sent, 40), timeout=30, what="leads flowing before the crash")
+    broker.kill()
+
+    async def none_ready() -> bool:
+        return all(status != 200 for status in (await _readiness(stack)).values())
+
+    await wait_until(none_ready, timeout=15, what="every service to report not ready without its broker")
+    await asyncio.sleep(3)  # the broker stays down a while; intake keeps accepting meanwhile
+    broker.start()
+    await sender
+
+    async def every_lead_routed() -> bool:
+        for lead_id in sent:
+            lead = await stack.lead(lead_id)
+            if not (lead["owner_rep_id"] and lead["sla_due_at"]):
+                return False
+        return True
+
+    await wait_until(every_lead_routed, timeout=90, interval=0.5, what="every accepted lead to be routed")
+
+    async def all_ready() -> bool:
+        return all(status == 200 for status in (await _readiness(stack)).values())
+
+    await wait_until(all_ready, timeout=30, what="every service to be ready again")
+    assert {name: process.pid for name, process in stack.services.items()} == processes, "a service restarted"
+    assert all(process.running for process in stack.services.values())
+    assert "service stopped" not in stack.logs()
+
+    # One loss, at most one re-drive per lead: no storm of re-publications.
+    assert await _most_redrives(stack.database_urls["intake"]) <= 1
+
+
+async def _most_redrives(database_url: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            return int((await connection.execute(text("SELECT max(redrive_count) FROM lead"))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def _at_least(items: list[str], count: int) -> bool:
+    return len(items) >= count
