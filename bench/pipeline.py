@@ -346,6 +346,7 @@ class BackendResult:
     sustained_per_s: float | None = None
     wrk: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    load_average: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
 
 
 def request_counts(run: LoadRun) -> dict[str, Any]:
@@ -414,6 +415,7 @@ def service_env(bootstrap_servers: str, database_url: str) -> dict[str, str]:
 async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> BackendResult:
     """Start a broker and the stack on `backend`, measure everything, stop everything."""
     result = BackendResult(backend)
+    load_at_start = os.getloadavg()
     async with AsyncExitStack() as cleanup:
         if backend == "postgres":
             urls = await cleanup.enter_async_context(scratch_postgres(args.postgres_url, list(SERVICES)))
@@ -452,8 +454,10 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
         pool = HttpPool("127.0.0.1", intake.port, max_connections=args.max_connections)
         cleanup.push_async_callback(pool.close)
 
+        sent: list[str] = []  # every accepted lead so far
+
         async def load(rate: float, duration: float, label: str) -> LoadRun:
-            return await open_loop(
+            run = await open_loop(
                 pool,
                 rate=rate,
                 duration=duration,
@@ -461,11 +465,21 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
                 api_key=DEV_API_KEY,
                 clock=clock,
             )
+            sent.extend(lead.lead_id for lead in run.accepted if lead.lead_id)
+            return run
 
         async def drain(run: LoadRun, timeout: float) -> set[str]:
             return await observer.wait_all(
                 [lead.lead_id for lead in run.accepted if lead.lead_id], "sla.started", timeout
             )
+
+        async def settle(phase: str) -> int:
+            """Wait (up to --drain-timeout) until every lead sent so far is done; returns the leads that are not."""
+            backlog = len(await observer.wait_all(sent, "sla.started", args.drain_timeout))
+            if backlog:
+                result.notes.append(f"{phase} started with {backlog} earlier leads not yet at sla.started")
+                out(f"[{backend}] {phase}: {backlog} earlier leads still in the pipeline after {args.drain_timeout:g}s")
+            return backlog
 
         # Warm-up: consumer groups joined, connections open, caches filled.
         warm = await load(20, 2, "warm")
@@ -477,9 +491,10 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
         out(f"[{backend}] kafka round trip {fmt_summary(result.kafka_round_trip)}")
 
         for rate in args.rates:
+            backlog = await settle(f"speed-to-lead at {rate:g}/s")
             run = await load(rate, args.duration, f"speed{rate}")
             missing = await drain(run, args.drain_timeout)
-            figures = speed_figures(run, observer, missing)
+            figures = {**speed_figures(run, observer, missing), "backlog_at_start": backlog}
             result.speed_to_lead.append(figures)
             if figures["error_samples"]:
                 out(f"[{backend}] {rate:g}/s: not accepted: {figures['error_samples']}")
@@ -490,7 +505,11 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
             )
 
         previous: float | None = None
-        for rate in args.steps:
+        steps = args.steps
+        if await settle("sustained-rate steps"):
+            result.notes.append("sustained rate not measured: the pipeline never caught up with the earlier leads")
+            steps = []
+        for rate in steps:
             run = await load(rate, args.step_duration, f"step{rate}")
             step_end = run.leads[-1].scheduled if run.leads else clock.now()
             missing = await drain(run, step_end + args.step_bound - clock.now())
@@ -505,19 +524,18 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
                 f" accepted {figures['accepted']}/{figures['sent']}, late {len(missing)})"
             )
             if not held:
-                late = await drain(run, args.drain_timeout)
-                if late:
-                    result.notes.append(f"{len(late)} leads of the {rate}/s step not done {args.drain_timeout}s later")
                 break
             previous = rate
         else:
-            result.notes.append("every step held: raise --steps to find the limit")
+            if steps:
+                result.notes.append("every step held: raise --steps to find the limit")
         result.sustained_per_s = previous
 
         bare = ServiceProcess("bare_intake", port=free_port(), workdir=workdir, env={"PYTHONPATH": str(BENCH_DIR)})
         bare.start()
         cleanup.push_async_callback(bare.stop)
         await bare.wait_healthy()
+        backlog = await settle("wrk")
         wrk_runs: dict[str, list[dict[str, Any]]] = {"bare": [], "intake": []}
         for url in (bare.url, intake.url):  # warm-up
             await run_wrk(url, seconds=1, connections=args.wrk_connections, threads=args.wrk_threads, workdir=workdir)
@@ -539,6 +557,7 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
                 (target, sorted(runs, key=lambda run: run["accepted_per_s"])) for target, runs in wrk_runs.items()
             )
         }
+        result.wrk["backlog_at_start"] = backlog
         out(
             f"[{backend}] wrk: intake {result.wrk['intake']['accepted_per_s']:.0f}/s,"
             f" bare FastAPI {result.wrk['bare']['accepted_per_s']:.0f}/s"
@@ -546,6 +565,7 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
         for name, process in services.items():
             if not process.running:
                 result.notes.append(f"{name} exited during the run")
+        result.load_average = (load_at_start, os.getloadavg())
     return result
 
 
@@ -714,6 +734,9 @@ async def main() -> int:
     for result in results:
         for note in result.notes:
             out(f"note ({result.backend}): {note}")
+        if result.load_average:
+            start, end = (f"{one:.1f}" for one, _five, _fifteen in result.load_average)
+            out(f"note ({result.backend}): 1-minute load average {start} at start, {end} at end ({host['nproc']} CPUs)")
     for note in skipped:
         out(f"note: {note}")
     if args.json:
