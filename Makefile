@@ -7,7 +7,7 @@ SERVICES := intake scoring router sla-monitor
 INSTALL_STAMP := $(VENV)/.installed
 SOURCES := shared/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements-dev.txt constraints.txt
 
-.PHONY: help install run test lint format clean
+.PHONY: help install run test lint format bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,6 +35,12 @@ lint: install ## ruff (lint and format check) and mypy
 format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+bench: install ## pipeline benchmark on SQLite and PostgreSQL (needs wrk; BENCH_ARGS="--backend sqlite ..." passes flags)
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get install -y -qq wrk >/dev/null; \
+	  else echo "make bench needs wrk: sudo apt-get install -y wrk (Debian/Ubuntu) or brew install wrk (macOS)"; exit 1; fi; }
+	$(PY) bench/pipeline.py $(BENCH_ARGS)
 
 clean: ## remove the venv and local databases
 	rm -rf $(VENV) var
