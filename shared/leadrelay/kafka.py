@@ -179,11 +179,10 @@ class KafkaBus:
         broker's ListOffsets undercounts, so the fetch's high watermark decides). An event missing
         there was lost: the partition now ends below it, or was recreated and holds another record.
         """
-        wanted: dict[TopicPartition, dict[int, str]] = {}
+        wanted: dict[TopicPartition, dict[int, set[str]]] = {}
         for position in positions:
-            wanted.setdefault(TopicPartition(position.topic, position.partition), {})[position.offset] = (
-                position.event_id
-            )
+            offsets = wanted.setdefault(TopicPartition(position.topic, position.partition), {})
+            offsets.setdefault(position.offset, set()).add(position.event_id)
         if not wanted:
             return set()
         consumer = AIOKafkaConsumer(
@@ -203,9 +202,9 @@ class KafkaBus:
                 batch = await consumer.getmany(*pending, timeout_ms=200)
                 for tp, records in batch.items():
                     for record in records:
-                        expected = wanted[tp].get(record.offset)
-                        if expected is not None and dict(record.headers).get("ce_id") == expected.encode():
-                            found.add(expected)
+                        event_id = dict(record.headers).get("ce_id", b"").decode(errors="replace")
+                        if event_id in wanted[tp].get(record.offset, ()):
+                            found.add(event_id)
                 for tp in list(pending):
                     highwater = consumer.highwater(tp)
                     position = await consumer.position(tp)
@@ -236,8 +235,9 @@ class BrokerWatch:
     with the time of the loss (consumers rejoin from the beginning; intake re-drives in-flight leads).
     """
 
-    def __init__(self, bus: KafkaBus, *, interval: float) -> None:
+    def __init__(self, bus: KafkaBus, *, interval: float, metrics: ServiceMetrics) -> None:
         self._bus = bus
+        self._metrics = metrics
         self._interval = interval
         self._listeners: list[LossListener] = []
         self._marker: tuple[int, str] | None = None
@@ -280,27 +280,36 @@ class BrokerWatch:
         missing = await self._bus.missing_topics()
         if not missing and await self._marker_present(*self._marker):
             return False
+        # Not ready until recovered; a recovery that fails halfway is tried again at the next check,
+        # and the loss is counted and announced once, when it succeeded.
         self.recovering = True
-        try:
-            self.losses += 1
-            logger.warning(
-                "the broker lost its data: recreating topics; consumers start over and lost events are re-driven",
-                extra={"missing_topics": len(missing)},
-            )
-            await self._bus.ensure_topics()
-            self._marker = await self._write_marker()
-            await self._close_reader()
-            lost_at = utcnow()
-            for listener in self._listeners:
-                listener(lost_at)
-        finally:
-            self.recovering = False
+        logger.warning(
+            "the broker lost its data: recreating topics; consumers start over and lost events are re-driven",
+            extra={"missing_topics": len(missing)},
+        )
+        await self._bus.ensure_topics()
+        self._marker = await self._write_marker()
+        self.recovering = False
+        self.losses += 1
+        self._metrics.broker_losses_total.inc()
+        lost_at = utcnow()
+        for listener in self._listeners:
+            listener(lost_at)
         return True
 
     async def _write_marker(self) -> tuple[int, str]:
-        marker = str(uuid4())
-        (stored,) = await self._bus.publish_batch([OutgoingMessage(MARKER_TOPIC, key=marker, value=marker.encode())])
-        return stored.offset, marker
+        # Read it back before trusting it: right after creating topics, the embedded broker may still
+        # drop what was written into them.
+        for _ in range(10):
+            marker = str(uuid4())
+            (stored,) = await self._bus.publish_batch(
+                [OutgoingMessage(MARKER_TOPIC, key=marker, value=marker.encode())]
+            )
+            await self._close_reader()
+            if await self._marker_present(stored.offset, marker):
+                return stored.offset, marker
+            await asyncio.sleep(0.1)
+        raise TimeoutError("the broker does not keep the marker record")
 
     async def _marker_present(self, offset: int, marker: str) -> bool:
         if self._reader is None:

@@ -54,6 +54,22 @@ class ServiceMetrics:
             "Outbox rows committed but not yet published.",
             registry=registry,
         )
+        self.leads_checked_in_broker_total = Counter(
+            "leadrelay_leads_checked_in_broker_total",
+            "In-flight leads whose lead.received was looked up in the broker's log (intake's re-drive).",
+            registry=registry,
+        )
+        self.leads_redriven_total = Counter(
+            "leadrelay_leads_redriven_total",
+            "Leads whose lead.received was published again because the broker lost it, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.broker_losses_total = Counter(
+            "leadrelay_broker_losses_total",
+            "Times this process found the broker had lost its data (and recreated the topics).",
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "leadrelay_consumer_lag",
             "Messages behind the partition's high watermark.",

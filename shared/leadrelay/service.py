@@ -99,7 +99,7 @@ def create_service_app(
         await run_migrations(engine, spec.migrations_dir)
         sessions = create_session_factory(engine)
         bus = KafkaBus(settings, metrics)
-        watch = BrokerWatch(bus, interval=settings.broker_check_interval_seconds)
+        watch = BrokerWatch(bus, interval=settings.broker_check_interval_seconds, metrics=metrics)
         relay = OutboxRelay(
             engine=engine,
             sessions=sessions,

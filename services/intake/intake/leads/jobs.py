@@ -65,6 +65,7 @@ async def _redrive_published_before(runtime: ServiceRuntime[IntakeSettings], los
         if len(leads) < BATCH or count == 0:
             break
     if total:
+        runtime.metrics.leads_redriven_total.labels("broker_lost_data").inc(total)
         logger.warning("re-drove in-flight leads", extra={"count": total, "reason": reason})
 
 
@@ -80,6 +81,7 @@ async def _redrive_missing(runtime: ServiceRuntime[IntakeSettings], *, published
             break
         positions = service.log_positions(leads)
         still_there = await runtime.bus.still_stored(positions)
+        runtime.metrics.leads_checked_in_broker_total.inc(len(positions))
         lost = [position.event_id for position in positions if position.event_id not in still_there]
         if lost:
             lost_ids = [lead.id for lead in leads if lead.received_event_id in set(lost)]
@@ -91,4 +93,5 @@ async def _redrive_missing(runtime: ServiceRuntime[IntakeSettings], *, published
             break
         after = leads[-1]
     if total:
+        runtime.metrics.leads_redriven_total.labels("not_in_broker").inc(total)
         logger.warning("re-drove leads the broker no longer holds", extra={"count": total})
