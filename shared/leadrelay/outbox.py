@@ -6,20 +6,18 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, delete, func, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import BigInteger, Integer, LargeBinary, delete, func
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Column, Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import SessionFactory, is_sqlite
+from leadrelay.db import SessionFactory
 from leadrelay.events import CloudEvent, utcnow
 from leadrelay.kafka import KafkaBus, OutgoingMessage
+from leadrelay.leader import LeaderLock
 from leadrelay.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
-
-# Any constant works; it only has to be the same for every replica of a service sharing a database.
-_RELAY_LOCK_KEY = 0x1EAD_4E1A
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -76,7 +74,9 @@ class OutboxRelay:
         self._max_backoff = max(max_backoff, poll_interval)
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._lock_connection: AsyncConnection | None = None
+        # Processes sharing a database elect one relay, so two relays never interleave one lead's events.
+        # A standby tries at most once per poll interval, however often commits wake it.
+        self.leader = LeaderLock(engine, "outbox-relay", retry_interval=poll_interval)
 
     def wake(self) -> None:
         """Ask the relay to look for new rows now instead of at its next poll."""
@@ -92,7 +92,7 @@ class OutboxRelay:
                 raise
             except Exception as exc:
                 logger.warning("outbox relay failed, will retry", extra={"error": repr(exc), "retry_in": backoff})
-                await self._release_lock()
+                await self.leader.release()
                 await self._refresh_backlog()
                 # A plain sleep: new rows must not cut the backoff short while the broker is down.
                 await asyncio.sleep(backoff)
@@ -112,11 +112,11 @@ class OutboxRelay:
                     pass
         except Exception as exc:  # broker gone at shutdown: rows stay and go out at next start
             logger.info("outbox left rows for the next start", extra={"error": repr(exc)})
-        await self._release_lock()
+        await self.leader.release()
 
     async def relay_pending(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
-        if not await self._hold_lock():
+        if not await self.leader.try_acquire():
             return 0
         async with self._sessions() as session:
             rows = (
@@ -159,39 +159,3 @@ class OutboxRelay:
         except TimeoutError:
             pass
         self._wakeup.clear()
-
-    async def _hold_lock(self) -> bool:
-        # Replicas sharing a PostgreSQL database elect one relay through a session advisory lock,
-        # so two relays never interleave one lead's events. SQLite has a single writer anyway.
-        if is_sqlite(str(self._engine.url)):
-            return True
-        if self._lock_connection is not None:
-            try:  # the lock lives only as long as its connection; make sure it still does
-                await self._lock_connection.execute(text("SELECT 1"))
-                return True
-            except Exception:
-                await self._release_lock()
-        # Autocommit: the lock connection must never sit idle inside a transaction.
-        connection = await (await self._engine.connect()).execution_options(isolation_level="AUTOCOMMIT")
-        acquired = (
-            await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": _RELAY_LOCK_KEY})
-        ).scalar()
-        if acquired:
-            self._lock_connection = connection
-            return True
-        await connection.close()
-        return False
-
-    async def _release_lock(self) -> None:
-        connection, self._lock_connection = self._lock_connection, None
-        if connection is None:
-            return
-        try:
-            # A pooled connection keeps session locks: unlock explicitly before handing it back.
-            await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _RELAY_LOCK_KEY})
-            await connection.close()
-        except Exception:
-            # The connection is broken, so the server has dropped its lock; keep it out of the pool.
-            with contextlib.suppress(Exception):
-                await connection.invalidate()
-                await connection.close()
