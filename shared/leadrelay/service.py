@@ -20,6 +20,7 @@ from leadrelay.batching import GroupCommitter
 from leadrelay.db import SessionFactory, create_engine, create_session_factory, run_migrations
 from leadrelay.health import health_router
 from leadrelay.kafka import EventConsumer, HandlerMap, KafkaBus
+from leadrelay.leader import LeaderLock, run_as_leader
 from leadrelay.logs import configure_logging, logging_config
 from leadrelay.metrics import MetricsMiddleware, ServiceMetrics, metrics_router
 from leadrelay.outbox import OutboxRelay
@@ -74,6 +75,14 @@ async def _supervise(name: str, job: Callable[[], Awaitable[None]]) -> None:
             await asyncio.sleep(1.0)
 
 
+def _as_leader(
+    engine: AsyncEngine, name: str, job: Callable[[], Awaitable[None]], settings: ServiceSettings
+) -> Callable[[], Awaitable[None]]:
+    # Jobs run on one leader among the processes sharing the database; each job elects its own.
+    lock = LeaderLock(engine, f"job:{name}")
+    return partial(run_as_leader, lock, job, retry_interval=settings.leader_retry_interval_seconds)
+
+
 def create_service_app(
     spec: ServiceSpec, settings: ServiceSettings, registry: CollectorRegistry | None = None
 ) -> FastAPI:
@@ -114,11 +123,13 @@ def create_service_app(
             await startup(runtime)
         relay_task = asyncio.create_task(_supervise("outbox-relay", relay.run))
         consumer_task = asyncio.create_task(_supervise("consumer", consumer.run)) if consumer else None
-        job_tasks = [asyncio.create_task(_supervise(job.__name__, partial(job, runtime))) for job in spec.jobs]
+        jobs: dict[str, Callable[[], Awaitable[None]]] = {job.__name__: partial(job, runtime) for job in spec.jobs}
         if consumer:
             retention = timedelta(hours=settings.processed_event_retention_hours)
-            prune = partial(idempotency.prune_periodically, sessions, retention=retention)
-            job_tasks.append(asyncio.create_task(_supervise("prune-processed-events", prune)))
+            jobs["prune-processed-events"] = partial(idempotency.prune_periodically, sessions, retention=retention)
+        job_tasks = [
+            asyncio.create_task(_supervise(name, _as_leader(engine, name, job, settings))) for name, job in jobs.items()
+        ]
         logger.info("service started", extra={"port": settings.port, "topics": consumer.topics if consumer else []})
         try:
             yield

@@ -5,15 +5,20 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
+from fastapi import FastAPI
+from shared_tests_support import ROUTER_MIGRATIONS
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadrelay.db import create_engine
 from leadrelay.leader import LeaderLock, lock_file_path, run_as_leader
-from leadrelay.testing import wait_until
+from leadrelay.service import ServiceRuntime, ServiceSpec, create_service_app
+from leadrelay.settings import ServiceSettings
+from leadrelay.testing import free_port, wait_until
 
 EngineFactory = Callable[[], AsyncEngine]
 Attempts = Callable[[str], list[int]]
@@ -263,6 +268,54 @@ async def test_a_job_that_returns_or_raises_releases_the_lock(engines: EngineFac
         assert await other.try_acquire()
     finally:
         await other.release()
+
+
+@asynccontextmanager
+async def running_service(app: FastAPI) -> AsyncIterator[None]:
+    async with app.router.lifespan_context(app):
+        yield
+
+
+async def test_service_jobs_run_on_one_process_and_move_when_it_stops(database_url: str, attempts: Attempts) -> None:
+    # Two processes of one service sharing a database: each job runs on one, until that one stops.
+    running: list[ServiceRuntime] = []
+
+    async def scan(runtime: ServiceRuntime) -> None:
+        running.append(runtime)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            running.remove(runtime)
+
+    spec = ServiceSpec(title="test", description="test", migrations_dir=ROUTER_MIGRATIONS, jobs=[scan])
+    settings = ServiceSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=database_url,
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",  # nothing to publish, nothing to consume
+        leader_retry_interval_seconds=0.05,
+    )
+    apps = [create_service_app(spec, settings), create_service_app(spec, settings)]
+    stacks = [AsyncExitStack(), AsyncExitStack()]
+    try:
+        for app, stack in zip(apps, stacks, strict=True):
+            await stack.enter_async_context(running_service(app))
+
+        async def both_tried_thrice() -> bool:
+            counts = attempts("job:scan")
+            return len(counts) == 2 and min(counts) >= 3 and len(running) == 1
+
+        await wait_until(both_tried_thrice, timeout=10, what="both processes to try the lock three times")
+        assert len(running) == 1
+        leader = [app.state.runtime for app in apps].index(running[0])
+        await stacks[leader].aclose()  # the leader stops; its job is cancelled and its locks released
+
+        async def moved() -> bool:
+            return [r is apps[1 - leader].state.runtime for r in running] == [True]
+
+        await wait_until(moved, timeout=10, what="the job to move to the other process")
+    finally:
+        for stack in stacks:
+            await stack.aclose()
 
 
 def test_lock_files_sit_beside_the_database() -> None:
