@@ -4,12 +4,12 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 from fastapi import FastAPI
-from shared_tests_support import ROUTER_MIGRATIONS
+from shared_tests_support import INTAKE_MIGRATIONS, ROUTER_MIGRATIONS
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -323,3 +323,55 @@ def test_lock_files_sit_beside_the_database() -> None:
         "/var/lib/intake.db.job-redrive_stuck_leads.lock"
     )
     assert os.path.dirname(lock_file_path("./var/intake.db", "outbox-relay")) == "./var"
+
+
+MIGRATOR = """
+import asyncio, os, sys
+from pathlib import Path
+from leadrelay.db import create_engine, run_migrations
+
+async def migrate(url):
+    engine = create_engine(url)
+    await run_migrations(engine, Path(sys.argv[2]))
+    await engine.dispose()
+
+async def main():
+    await migrate(f"{sys.argv[1]}.warm-{os.getpid()}.db")  # imports and migration scripts loaded beforehand
+    print("ready", flush=True)
+    sys.stdin.readline()
+    await migrate(sys.argv[1])
+
+asyncio.run(main())
+"""
+
+
+async def test_processes_starting_together_on_one_sqlite_file_take_turns_migrating(
+    make_database: Callable[[str, str], Awaitable[str]],
+) -> None:
+    # Several intake workers on a fresh file: without turns, all but one fail with "table ... already exists".
+    url = await make_database("sqlite", "fresh")
+    migrators = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            MIGRATOR,
+            url,
+            str(INTAKE_MIGRATIONS),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    try:
+        for migrator in migrators:
+            assert migrator.stdout is not None
+            assert await asyncio.wait_for(migrator.stdout.readline(), 60) == b"ready\n"
+        results = await asyncio.gather(*(migrator.communicate(b"go\n") for migrator in migrators))
+        errors = [err.decode()[-300:] for _, err in results]
+        assert [migrator.returncode for migrator in migrators] == [0, 0, 0, 0], errors
+    finally:
+        for migrator in migrators:
+            if migrator.returncode is None:
+                migrator.kill()
+                await migrator.wait()
