@@ -11,12 +11,16 @@ from leadrelay.service import ServiceRuntime
 
 logger = logging.getLogger(__name__)
 
+# The job runs on one leader, which may take over long after it started: the leads accepted since
+# then (by any process) are not suspect, only those from before it existed.
+_PROCESS_STARTED = utcnow()
+
 
 async def redrive_stuck_leads(runtime: ServiceRuntime) -> None:
     """At start, re-drive every lead still in flight; then, those in flight for too long."""
     settings = runtime.settings
     assert isinstance(settings, IntakeSettings)
-    cutoff = utcnow()  # at start: everything accepted before this process existed
+    cutoff = _PROCESS_STARTED  # at start: everything accepted before this process existed
     while True:
         while True:
             async with runtime.sessions() as session:
