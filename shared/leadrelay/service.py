@@ -2,6 +2,9 @@
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -83,6 +86,30 @@ def _as_leader(
     return partial(run_as_leader, lock, job, retry_interval=settings.leader_retry_interval_seconds)
 
 
+def _stop_with_supervisor() -> Callable[[], None]:
+    """In a worker process of serve(workers > 1), stop as on SIGTERM once the supervisor dies.
+
+    Otherwise a supervisor killed with SIGKILL leaves its workers running, holding the port and
+    their leader locks. Returns the function that stops watching.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    sentinel = parent.sentinel  # readable (end of file) once the supervisor is gone
+
+    def supervisor_gone() -> None:
+        loop.remove_reader(sentinel)
+        logger.warning("supervisor process gone, stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop_watching() -> None:
+        loop.remove_reader(sentinel)
+
+    loop.add_reader(sentinel, supervisor_gone)
+    return stop_watching
+
+
 def create_service_app(
     spec: ServiceSpec, settings: ServiceSettings, registry: CollectorRegistry | None = None
 ) -> FastAPI:
@@ -130,10 +157,12 @@ def create_service_app(
         job_tasks = [
             asyncio.create_task(_supervise(name, _as_leader(engine, name, job, settings))) for name, job in jobs.items()
         ]
+        stop_watching_supervisor = _stop_with_supervisor()
         logger.info("service started", extra={"port": settings.port, "topics": consumer.topics if consumer else []})
         try:
             yield
         finally:
+            stop_watching_supervisor()
             if consumer and consumer_task:
                 consumer.stop()
                 try:
@@ -165,11 +194,17 @@ def create_service_app(
     return app
 
 
-def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    """Run a service under uvicorn with JSON logs; SIGINT/SIGTERM shut it down gracefully."""
+def serve(app: FastAPI | str, settings: ServiceSettings, *, workers: int = 1) -> None:
+    """Run a service under uvicorn with JSON logs; SIGINT/SIGTERM shut it down gracefully.
+
+    With `workers` > 1, `app` is the import string of the app factory ("intake.main:create_app"):
+    each worker process builds its own app with its own lifespan, behind one listening socket.
+    """
     configure_logging(settings.service_name, settings.log_level)
     uvicorn.run(
         app,
+        factory=isinstance(app, str),
+        workers=workers,
         host=settings.host,
         port=settings.port,
         log_config=logging_config(settings.service_name, settings.log_level),
