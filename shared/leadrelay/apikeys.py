@@ -11,6 +11,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import JSON, Column
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -51,15 +53,22 @@ def generate_key() -> str:
 
 
 async def upsert(session: AsyncSession, *, name: str, secret: str, scopes: list[str]) -> ApiKey:
-    """Store (or replace the secret and scopes of) the key with this name."""
-    key = (await session.exec(select(ApiKey).where(ApiKey.name == name))).first()
-    if key is None:
-        key = ApiKey(name=name, key_hash=hash_key(secret), scopes=scopes)
-    else:
-        key.key_hash, key.scopes, key.revoked_at = hash_key(secret), scopes, None
-    session.add(key)
+    """Store (or replace the secret and scopes of) the key with this name, and commit.
+
+    One statement (INSERT ... ON CONFLICT DO UPDATE), so processes upserting the same name at once
+    (intake's workers seeding the development key) all succeed and leave one key.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(ApiKey).values(name=name, key_hash=hash_key(secret), scopes=scopes, created_at=utcnow())
+    statement = statement.on_conflict_do_update(
+        index_elements=["name"],
+        set_={"key_hash": statement.excluded.key_hash, "scopes": statement.excluded.scopes, "revoked_at": None},
+    )
+    await session.exec(statement)
     await session.commit()
-    return key
+    stored = select(ApiKey).where(ApiKey.name == name).execution_options(populate_existing=True)
+    return (await session.exec(stored)).one()
 
 
 async def authenticate(session: AsyncSession, *, secret: str) -> ApiKey | None:

@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from leadrelay.leader import LeaderLock
+
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
@@ -192,10 +194,18 @@ async def run_migrations(engine: AsyncEngine, migrations_dir: Path) -> None:
     """Bring the database to the latest revision of a service's Alembic migrations."""
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
-    async with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-        await connection.run_sync(_upgrade, config)
+    # On SQLite, processes starting together on one file (intake's workers) take turns through a file lock.
+    turn = LeaderLock(engine, "migrations") if is_sqlite(str(engine.url)) else None
+    while turn and not await turn.try_acquire():  # noqa: ASYNC110  (a lock held by another process: nothing to await)
+        await asyncio.sleep(0.05)
+    try:
+        async with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            await connection.run_sync(_upgrade, config)
+    finally:
+        if turn:
+            await turn.release()
 
 
 async def ping(engine: AsyncEngine, timeout: float = 2.0) -> bool:

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -249,6 +249,15 @@ class BrokerWatch:
     def on_loss(self, listener: LossListener) -> None:
         """Call `listener(lost_at)` after each recovery from a broker that lost its data."""
         self._listeners.append(listener)
+
+    @contextlib.contextmanager
+    def listening(self, listener: LossListener) -> Iterator[None]:
+        """`on_loss` for as long as the block runs (a job that may be stopped and started again)."""
+        self._listeners.append(listener)
+        try:
+            yield
+        finally:
+            self._listeners.remove(listener)
 
     def check_soon(self) -> None:
         """Check now rather than at the next interval (a consumer saw signs of a lost topic)."""

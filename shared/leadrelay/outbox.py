@@ -5,23 +5,23 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
+import asyncpg
 from aiokafka.structs import RecordMetadata
 from sqlalchemy import BigInteger, Integer, LargeBinary, delete, event, func, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import SessionFactory, is_sqlite
+from leadrelay.db import SessionFactory
 from leadrelay.events import CloudEvent, utcnow
 from leadrelay.kafka import KafkaBus, OutgoingMessage
+from leadrelay.leader import LeaderLock
 from leadrelay.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
-
-# Any constant works; it only has to be the same for every replica of a service sharing a database.
-_RELAY_LOCK_KEY = 0x1EAD_4E1A
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -59,13 +59,23 @@ def add(session: AsyncSession, *events: CloudEvent[Any]) -> None:
     session.info[_STAGED] = True
 
 
+# Commits that staged outbox rows notify this channel on PostgreSQL, so the relay of whichever
+# process leads (intake runs several workers) hears of rows committed by the others.
+NOTIFY_CHANNEL = "leadrelay_outbox"
+
+
 def wake_on_commit(sessions: SessionFactory, wake: Callable[[], None]) -> None:
     """Call `wake` after every commit of a session from `sessions` that staged outbox rows.
 
     This is what makes hand-offs push, not poll: an HTTP write, a consumer's batch or a job commits,
-    and the relay publishes at once.
+    and the relay publishes at once. On PostgreSQL the commit also sends a NOTIFY for the relays of
+    other processes (see `listen_for_commits`).
     """
     session_class: type[Session] = sessions.kw["sync_session_class"]
+
+    def before_commit(session: Session) -> None:
+        if session.info.get(_STAGED) and session.get_bind().dialect.name == "postgresql":
+            session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
     def after_commit(session: Session) -> None:
         if session.info.pop(_STAGED, False):
@@ -74,8 +84,41 @@ def wake_on_commit(sessions: SessionFactory, wake: Callable[[], None]) -> None:
     def after_rollback(session: Session) -> None:
         session.info.pop(_STAGED, None)
 
+    event.listen(session_class, "before_commit", before_commit)
     event.listen(session_class, "after_commit", after_commit)
     event.listen(session_class, "after_soft_rollback", lambda session, _previous: after_rollback(session))
+
+
+async def listen_for_commits(engine: AsyncEngine, wake: Callable[[], None], *, retry_interval: float = 1.0) -> None:
+    """On PostgreSQL, call `wake` whenever any process commits outbox rows (LISTEN); elsewhere return.
+
+    SQLite has no such channel: rows committed by another process are found at the relay's next
+    poll (`OUTBOX_POLL_INTERVAL_SECONDS`).
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    while True:
+        try:
+            connection = await asyncpg.connect(dsn, timeout=5)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            logger.warning("cannot listen for outbox commits, will retry", extra={"error": type(exc).__name__})
+            await asyncio.sleep(retry_interval)
+            continue
+        closed = asyncio.Event()
+        try:
+            connection.add_termination_listener(partial(_set_on_close, closed))
+            await connection.add_listener(NOTIFY_CHANNEL, lambda *_notification: wake())
+            wake()  # whatever was committed while nobody listened
+            await closed.wait()
+            logger.warning("lost the outbox notification connection, reconnecting")
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=2)
+
+
+def _set_on_close(closed: asyncio.Event, _connection: object) -> None:
+    closed.set()
 
 
 PublishedHook = Callable[[AsyncSession, Sequence[OutboxMessage], Sequence[RecordMetadata]], Awaitable[None]]
@@ -111,7 +154,9 @@ class OutboxRelay:
         self._on_published = on_published
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._lock_connection: AsyncConnection | None = None
+        # Processes sharing a database elect one relay, so two relays never interleave one lead's events.
+        # A standby tries at most once per poll interval, however often commits wake it.
+        self.leader = LeaderLock(engine, "outbox-relay", retry_interval=poll_interval)
 
     def wake(self) -> None:
         """Ask the relay to look for new rows now instead of at its next poll."""
@@ -127,7 +172,7 @@ class OutboxRelay:
                 raise
             except Exception as exc:
                 logger.warning("outbox relay failed, will retry", extra={"error": repr(exc), "retry_in": backoff})
-                await self._release_lock()
+                await self.leader.release()
                 await self._refresh_backlog()
                 # A plain sleep: new rows must not cut the backoff short while the broker is down.
                 await asyncio.sleep(backoff)
@@ -147,11 +192,11 @@ class OutboxRelay:
                     pass
         except Exception as exc:  # broker gone at shutdown: rows stay and go out at next start
             logger.info("outbox left rows for the next start", extra={"error": repr(exc)})
-        await self._release_lock()
+        await self.leader.release()
 
     async def relay_pending(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
-        if not await self._hold_lock():
+        if not await self.leader.try_acquire():
             return 0
         async with self._sessions() as session:
             rows = (
@@ -195,39 +240,3 @@ class OutboxRelay:
         except TimeoutError:
             pass
         self._wakeup.clear()
-
-    async def _hold_lock(self) -> bool:
-        # Replicas sharing a PostgreSQL database elect one relay through a session advisory lock,
-        # so two relays never interleave one lead's events. SQLite has a single writer anyway.
-        if is_sqlite(str(self._engine.url)):
-            return True
-        if self._lock_connection is not None:
-            try:  # the lock lives only as long as its connection; make sure it still does
-                await self._lock_connection.execute(text("SELECT 1"))
-                return True
-            except Exception:
-                await self._release_lock()
-        # Autocommit: the lock connection must never sit idle inside a transaction.
-        connection = await (await self._engine.connect()).execution_options(isolation_level="AUTOCOMMIT")
-        acquired = (
-            await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": _RELAY_LOCK_KEY})
-        ).scalar()
-        if acquired:
-            self._lock_connection = connection
-            return True
-        await connection.close()
-        return False
-
-    async def _release_lock(self) -> None:
-        connection, self._lock_connection = self._lock_connection, None
-        if connection is None:
-            return
-        try:
-            # A pooled connection keeps session locks: unlock explicitly before handing it back.
-            await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _RELAY_LOCK_KEY})
-            await connection.close()
-        except Exception:
-            # The connection is broken, so the server has dropped its lock; keep it out of the pool.
-            with contextlib.suppress(Exception):
-                await connection.invalidate()
-                await connection.close()

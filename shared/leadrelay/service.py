@@ -2,6 +2,9 @@
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from leadrelay.consumer import EventConsumer, Handlers
 from leadrelay.db import SessionFactory, create_engine, create_session_factory, run_migrations
 from leadrelay.health import health_router
 from leadrelay.kafka import BrokerWatch, KafkaBus
+from leadrelay.leader import LeaderLock, run_as_leader
 from leadrelay.logs import configure_logging, logging_config
 from leadrelay.metrics import MetricsMiddleware, ServiceMetrics, metrics_router
 from leadrelay.outbox import OutboxRelay, PublishedHook
@@ -87,6 +91,38 @@ async def _supervise(name: str, job: Callable[[], Awaitable[None]]) -> None:
             await asyncio.sleep(1.0)
 
 
+def _as_leader(
+    engine: AsyncEngine, name: str, job: Callable[[], Awaitable[None]], settings: ServiceSettings
+) -> Callable[[], Awaitable[None]]:
+    # Jobs run on one leader among the processes sharing the database; each job elects its own.
+    lock = LeaderLock(engine, f"job:{name}")
+    return partial(run_as_leader, lock, job, retry_interval=settings.leader_retry_interval_seconds)
+
+
+def _stop_with_supervisor() -> Callable[[], None]:
+    """In a worker process of serve(workers > 1), stop as on SIGTERM once the supervisor dies.
+
+    Otherwise a supervisor killed with SIGKILL leaves its workers running, holding the port and
+    their leader locks. Returns the function that stops watching.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    sentinel = parent.sentinel  # readable (end of file) once the supervisor is gone
+
+    def supervisor_gone() -> None:
+        loop.remove_reader(sentinel)
+        logger.warning("supervisor process gone, stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop_watching() -> None:
+        loop.remove_reader(sentinel)
+
+    loop.add_reader(sentinel, supervisor_gone)
+    return stop_watching
+
+
 def create_service_app(
     spec: ServiceSpec[SettingsT], settings: SettingsT, registry: CollectorRegistry | None = None
 ) -> FastAPI:
@@ -125,16 +161,23 @@ def create_service_app(
             await startup(runtime)
         watch_task = asyncio.create_task(_supervise("broker-watch", watch.run))
         relay_task = asyncio.create_task(_supervise("outbox-relay", relay.run))
+        listen_task = asyncio.create_task(
+            _supervise("outbox-notifications", partial(outbox.listen_for_commits, engine, relay.wake))
+        )
         consumer_task = asyncio.create_task(_supervise("consumer", consumer.run)) if consumer else None
-        job_tasks = [asyncio.create_task(_supervise(job.__name__, partial(job, runtime))) for job in spec.jobs]
+        jobs: dict[str, Callable[[], Awaitable[None]]] = {job.__name__: partial(job, runtime) for job in spec.jobs}
         if consumer:
             retention = timedelta(hours=settings.processed_event_retention_hours)
-            prune = partial(idempotency.prune_periodically, sessions, retention=retention)
-            job_tasks.append(asyncio.create_task(_supervise("prune-processed-events", prune)))
+            jobs["prune-processed-events"] = partial(idempotency.prune_periodically, sessions, retention=retention)
+        job_tasks = [
+            asyncio.create_task(_supervise(name, _as_leader(engine, name, job, settings))) for name, job in jobs.items()
+        ]
+        stop_watching_supervisor = _stop_with_supervisor()
         logger.info("service started", extra={"port": settings.port, "topics": consumer.topics if consumer else []})
         try:
             yield
         finally:
+            stop_watching_supervisor()
             if consumer and consumer_task:
                 consumer.stop()
                 try:
@@ -142,9 +185,10 @@ def create_service_app(
                 except TimeoutError:
                     logger.warning("consumer did not stop in time")
             await writer.close()
-            for task in [*job_tasks, relay_task, watch_task]:
+            background = [*job_tasks, relay_task, watch_task, listen_task]
+            for task in background:
                 task.cancel()
-            await asyncio.gather(*job_tasks, relay_task, watch_task, return_exceptions=True)
+            await asyncio.gather(*background, return_exceptions=True)
             await relay.stop()
             await bus.close()
             await engine.dispose()
@@ -166,11 +210,17 @@ def create_service_app(
     return app
 
 
-def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    """Run a service under uvicorn with JSON logs; SIGINT/SIGTERM shut it down gracefully."""
+def serve(app: FastAPI | str, settings: ServiceSettings, *, workers: int = 1) -> None:
+    """Run a service under uvicorn with JSON logs; SIGINT/SIGTERM shut it down gracefully.
+
+    With `workers` > 1, `app` is the import string of the app factory ("intake.main:create_app"):
+    each worker process builds its own app with its own lifespan, behind one listening socket.
+    """
     configure_logging(settings.service_name, settings.log_level)
     uvicorn.run(
         app,
+        factory=isinstance(app, str),
+        workers=workers,
         host=settings.host,
         port=settings.port,
         log_config=logging_config(settings.service_name, settings.log_level),

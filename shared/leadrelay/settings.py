@@ -40,6 +40,7 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_seconds: float = Field(default=0.5, gt=0)
     outbox_batch_size: int = Field(default=500, ge=1)
     group_commit_max_batch: int = Field(default=256, ge=1)
+    leader_retry_interval_seconds: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _heartbeat_below_session_timeout(self) -> "ServiceSettings":

@@ -30,6 +30,7 @@ FAST_SERVICE_ENV = {
     "CONSUMER_RETRY_BACKOFF_SECONDS": "0.05",
     "KAFKA_CONNECT_BACKOFF_MAX_SECONDS": "0.5",
     "LOG_LEVEL": "INFO",
+    "INTAKE_WORKERS": "1",  # one process, whatever the cores; tests of several workers ask for them
 }
 
 
@@ -79,7 +80,7 @@ class ServiceProcess:
 
     @property
     def pid(self) -> int | None:
-        """Process id while started."""
+        """The process id while started."""
         return self._process.pid if self._process is not None else None
 
     @property

@@ -1,15 +1,18 @@
 """API keys on SQLite and PostgreSQL (intake's schema holds the api_key table)."""
 
+import asyncio
 from types import SimpleNamespace
 from typing import Annotated
 
 import httpx
 from fastapi import Depends, FastAPI
 from shared_tests_support import Storage
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
 from leadrelay import apikeys
 from leadrelay.apikeys import ApiKey, authenticate, generate_key, hash_key, require_scopes, upsert
+from leadrelay.db import create_engine, create_session_factory
 from leadrelay.events import utcnow
 from leadrelay.problems import PROBLEM_JSON, install_problem_handlers
 
@@ -106,3 +109,23 @@ async def test_require_scopes_answers_401_403_and_admits(intake_db: Storage) -> 
     assert "leads:write" in forbidden.json()["detail"]
     assert admitted.status_code == 200
     assert admitted.json() == {"key": "writer"}
+
+
+async def test_concurrent_upserts_of_one_name_leave_one_key_that_authenticates(intake_db: Storage) -> None:
+    # Several intake workers starting at once each seed the development key.
+    secret = generate_key()
+    engines = [create_engine(intake_db.url) for _ in range(8)]
+    try:
+
+        async def seed(engine: AsyncEngine) -> None:
+            async with create_session_factory(engine)() as session:
+                await upsert(session, name="development", secret=secret, scopes=["leads:read"])
+
+        await asyncio.gather(*(seed(engine) for engine in engines))
+    finally:
+        await asyncio.gather(*(engine.dispose() for engine in engines))
+    async with intake_db.sessions() as session:
+        assert len((await session.exec(select(ApiKey))).all()) == 1
+        key = await authenticate(session, secret=secret)
+    assert key is not None
+    assert (key.name, key.scopes) == ("development", ["leads:read"])

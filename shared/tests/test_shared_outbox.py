@@ -3,13 +3,11 @@
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 
 import pytest
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from shared_tests_support import ROUTER_MIGRATIONS, Kafka, Storage, metric, migrated
-from sqlalchemy import text
 from sqlmodel import select
 
 from leadrelay import outbox
@@ -17,13 +15,12 @@ from leadrelay.broker import EmbeddedBroker
 from leadrelay.db import create_engine
 from leadrelay.events import AccountChanged, CloudEvent, EventData, LeadActivity, Topic, new_event, utcnow
 from leadrelay.kafka import KafkaBus
+from leadrelay.leader import LeaderLock
 from leadrelay.metrics import ServiceMetrics
-from leadrelay.outbox import _RELAY_LOCK_KEY, OutboxRelay
+from leadrelay.outbox import OutboxRelay
 from leadrelay.testing import free_port, wait_until
 
 BACKLOG = "leadrelay_outbox_backlog"
-
-DatabaseFactory = Callable[[str, str], Awaitable[str]]
 
 
 def activity(lead_id: str, n: int) -> CloudEvent[EventData]:
@@ -216,33 +213,25 @@ async def test_backlog_gauge_counts_rows_waiting_during_a_broker_outage(
         await close(relay)
 
 
-# pg_locks spans the cluster: count only this database's holders of the relay's lock.
-ADVISORY_LOCKS = text(
-    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key"
-    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-)
-
-
-async def advisory_locks(url: str) -> int:
-    """Sessions holding the relay's advisory lock, seen from a connection of its own."""
+async def relay_lock_free(url: str) -> bool:
+    """Whether another process could take the relay's lock right now."""
     engine = create_engine(url)
+    lock = LeaderLock(engine, "outbox-relay")
     try:
-        async with engine.connect() as connection:
-            return int((await connection.execute(ADVISORY_LOCKS, {"key": _RELAY_LOCK_KEY})).scalar_one())
+        return await lock.try_acquire()
     finally:
+        await lock.release()
         await engine.dispose()
 
 
-@pytest.mark.postgres
-async def test_one_relay_per_postgresql_database_publishes(make_database: DatabaseFactory, kafka: Kafka) -> None:
-    # Replicas sharing a database elect one relay (advisory lock), so one lead's events never interleave.
-    url = await make_database("postgres", "relay")
-    async with migrated(url, ROUTER_MIGRATIONS) as storage:
+async def test_one_relay_per_database_publishes(database_url: str, kafka: Kafka) -> None:
+    # Processes sharing a database elect one relay, so one lead's events never interleave.
+    async with migrated(database_url, ROUTER_MIGRATIONS) as storage:
         first, second = make_relay(storage, kafka), make_relay(storage, kafka)
         try:
             await write(storage, activity("lead-1", 1))
             assert await first.relay_pending() == 1
-            assert await advisory_locks(url) == 1
+            assert not await relay_lock_free(database_url)
             await write(storage, activity("lead-1", 2))
             assert await second.relay_pending() == 0  # the first relay holds the lock
             assert await storage.outbox_event_ids() == ["lead-1-2"]
@@ -254,17 +243,15 @@ async def test_one_relay_per_postgresql_database_publishes(make_database: Databa
     assert [dict(record.headers)["ce_id"].decode() for record in records] == ["lead-1-1", "lead-1-2"]
 
 
-@pytest.mark.postgres
-async def test_stopped_relay_hands_the_lock_to_another(make_database: DatabaseFactory, kafka: Kafka) -> None:
-    url = await make_database("postgres", "relay")
-    async with migrated(url, ROUTER_MIGRATIONS) as storage:
-        first, second = make_relay(storage, kafka), make_relay(storage, kafka)
+async def test_stopped_relay_hands_the_lock_to_another(database_url: str, kafka: Kafka) -> None:
+    async with migrated(database_url, ROUTER_MIGRATIONS) as storage:
+        first, second = make_relay(storage, kafka, poll_interval=0.01), make_relay(storage, kafka, poll_interval=0.01)
         try:
             await write(storage, activity("lead-1", 1))
             assert await first.relay_pending() == 1
             await first.stop()  # a replica shutting down, or a relay giving up after a failure
 
-            assert await advisory_locks(url) == 0
+            assert await relay_lock_free(database_url)
             await write(storage, activity("lead-1", 2))
             assert await second.relay_pending() == 1
         finally:

@@ -1,8 +1,9 @@
 """`python -m intake` runs the service."""
 
 from intake.config import get_settings
-from intake.main import create_app
 from leadrelay.service import serve
 
 if __name__ == "__main__":
-    serve(create_app(), get_settings())
+    settings = get_settings()
+    # Each worker process imports the factory and builds its own app (INTAKE_WORKERS).
+    serve("intake.main:create_app", settings, workers=settings.workers)

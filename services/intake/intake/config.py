@@ -1,5 +1,6 @@
 """Intake settings, created once."""
 
+import os
 from functools import lru_cache
 
 from pydantic import Field, model_validator
@@ -18,6 +19,7 @@ class IntakeSettings(ServiceSettings):
     redrive_after_seconds: float = Field(default=120.0, gt=0)
     redrive_check_interval_seconds: float = Field(default=30.0, gt=0)
     redrive_max_attempts: int = Field(default=10, ge=1)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, validation_alias="INTAKE_WORKERS", ge=1)
 
     @model_validator(mode="after")
     def _no_default_key_in_production(self) -> "IntakeSettings":

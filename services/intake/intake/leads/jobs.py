@@ -35,20 +35,22 @@ async def redrive_lost_leads(runtime: ServiceRuntime[IntakeSettings]) -> None:
         losses.append(lost_at)
         woken.set()
 
-    runtime.watch.on_loss(on_loss)
-    cutoff = utcnow()  # at start: everything published before this process existed
-    while True:
-        while losses:
-            await _redrive_published_before(runtime, losses.pop(0), reason="the broker lost its data")
-        try:
-            await _redrive_missing(runtime, published_before=cutoff)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            logger.warning("could not check the broker for lost leads, will retry", extra={"error": repr(exc)})
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(settings.redrive_check_interval_seconds):
-                await woken.wait()
-        woken.clear()
-        cutoff = utcnow() - timedelta(seconds=settings.redrive_after_seconds)
+    # At start (or on taking over as leader), everything in flight is checked: checking never
+    # re-publishes what the broker still holds, so a takeover cannot cause a storm.
+    cutoff = utcnow()
+    with runtime.watch.listening(on_loss):
+        while True:
+            while losses:
+                await _redrive_published_before(runtime, losses.pop(0), reason="the broker lost its data")
+            try:
+                await _redrive_missing(runtime, published_before=cutoff)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                logger.warning("could not check the broker for lost leads, will retry", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.redrive_check_interval_seconds):
+                    await woken.wait()
+            woken.clear()
+            cutoff = utcnow() - timedelta(seconds=settings.redrive_after_seconds)
 
 
 async def _redrive_published_before(runtime: ServiceRuntime[IntakeSettings], lost_at: datetime, *, reason: str) -> None:
