@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -747,3 +748,35 @@ async def test_the_same_event_twice_in_one_fetch_has_one_effect(
     assert consumed(running, "duplicate") == 1
     assert await effects(sqlite_router_db) == {twice.id: 1, after.id: 1}
     assert await processed_rows(sqlite_router_db) == 2
+
+
+async def takes_activity(event: CloudEvent[LeadActivity], session: AsyncSession) -> None:
+    """A handler for lead.activity."""
+
+
+async def takes_activity_with_option(event: CloudEvent[LeadActivity], session: AsyncSession, *, option: int) -> None:
+    """A handler for lead.activity with a setting bound by functools.partial, as services do."""
+
+
+async def takes_activities(events: Sequence[CloudEvent[LeadActivity]], session: AsyncSession) -> None:
+    """A batch handler for lead.activity."""
+
+
+def test_a_handler_registered_for_another_payload_type_fails_at_registration() -> None:
+    with pytest.raises(TypeError, match=r"takes CloudEvent\[LeadActivity\] but is registered for LeadScored"):
+        Handlers().on(LeadScored, takes_activity)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"takes CloudEvent\[LeadActivity\] but is registered for LeadScored"):
+        Handlers().on(LeadScored, partial(takes_activity_with_option, option=1))
+
+    handlers = Handlers().on(LeadActivity, takes_activity)
+    assert list(handlers) == ["lead.activity"]
+    assert handlers.topics == [Topic.LEADS_ACTIVITY.value]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Handlers.on_batch does not check the handler's annotation (shared/leadrelay/consumer/handlers.py)",
+)
+def test_a_batch_handler_registered_for_another_payload_type_fails_at_registration() -> None:
+    with pytest.raises(TypeError, match="LeadActivity"):
+        Handlers().on_batch(LeadScored, takes_activities)  # type: ignore[arg-type]
