@@ -7,25 +7,39 @@ what a handler committed is visible in the database.
 import asyncio
 import json
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
+import pytest
 from shared_tests_support import ConsumerRunner, Kafka, RunningConsumer, Storage
+from sqlalchemy import event as sqlalchemy_event
+from sqlalchemy import func
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.dml import Insert
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
 from leadrelay.consumer import Handlers
+from leadrelay.db import DatabaseUnavailable
 from leadrelay.events import (
     CloudEvent,
     LeadActivity,
     LeadAssigned,
     LeadReceived,
     LeadScored,
+    SlaBreached,
+    SlaStarted,
     Topic,
     dlq_topic,
     new_event,
     utcnow,
 )
+from leadrelay.idempotency import ProcessedEvent
 from leadrelay.stages import LeadStage
 from leadrelay.testing import wait_until
 
@@ -81,8 +95,73 @@ async def wait_effects(storage: Storage, *event_ids: str, timeout: float = 20.0)
     return await wait_until(present, timeout=timeout, what=f"effects of {event_ids}")
 
 
-def consumed(running: RunningConsumer, outcome: str, event_type: str = "lead.scored") -> float:
-    return running.value(CONSUMED, topic=TOPIC, type=event_type, outcome=outcome)
+def consumed(running: RunningConsumer, outcome: str, event_type: str = "lead.scored", topic: str = TOPIC) -> float:
+    return running.value(CONSUMED, topic=topic, type=event_type, outcome=outcome)
+
+
+async def processed_rows(storage: Storage) -> int:
+    """Processed-event claims committed (the test consumers all share one group)."""
+    async with storage.sessions() as session:
+        count: int = (await session.exec(select(func.count()).select_from(ProcessedEvent))).one()
+        return count
+
+
+async def dead_lettered(running: RunningConsumer, count: int, topic: str = TOPIC) -> None:
+    async def done() -> bool:
+        return running.value(DEAD, topic=topic) >= count
+
+    await wait_until(done, timeout=20, what=f"{count} dead letter(s) from {topic}")
+
+
+class Calls:
+    """Every handler call: the event ids it got and the session (so the transaction) it ran in."""
+
+    def __init__(self) -> None:
+        # The sessions are kept alive, so two distinct sessions can never share an identity.
+        self.calls: list[tuple[list[str], AsyncSession]] = []
+
+    def add(self, events: Sequence[CloudEvent[Any]], session: AsyncSession) -> None:
+        self.calls.append(([event.id for event in events], session))
+
+    def count(self) -> Counter[str]:
+        """How many calls each event was passed to."""
+        return Counter(event_id for event_ids, _ in self.calls for event_id in event_ids)
+
+    def transactions(self) -> list[list[str]]:
+        """Event ids handed to handlers, one list per session, sessions in the order they were first used."""
+        sessions: list[AsyncSession] = []
+        handled: list[list[str]] = []
+        for event_ids, session in self.calls:
+            index = next((n for n, seen in enumerate(sessions) if seen is session), None)
+            if index is None:
+                sessions.append(session)
+                handled.append([])
+                index = len(sessions) - 1
+            handled[index].extend(event_ids)
+        return handled
+
+
+@contextmanager
+def claims_made(storage: Storage) -> Iterator[list[list[str]]]:
+    """Every INSERT into processed_event while inside, as the list of event ids each one claimed."""
+    claims: list[list[str]] = []
+
+    def before_execute(
+        _connection: Connection,
+        clause: Any,
+        multiparams: list[dict[str, Any]],
+        params: dict[str, Any],
+        _options: Any,
+    ) -> None:
+        if isinstance(clause, Insert) and clause.table.name == ProcessedEvent.__tablename__:
+            rows = multiparams or [params]  # SQLAlchemy passes a single row as `params`
+            claims.append([row["event_id"] for row in rows])
+
+    sqlalchemy_event.listen(storage.engine.sync_engine, "before_execute", before_execute)
+    try:
+        yield claims
+    finally:
+        sqlalchemy_event.remove(storage.engine.sync_engine, "before_execute", before_execute)
 
 
 async def test_handled_event_is_processed_once_and_committed(
@@ -310,10 +389,13 @@ async def test_stop_mid_stream_then_restart_handles_each_event_exactly_once(
 async def test_stop_during_retry_backoff_leaves_the_event_for_redelivery(
     sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
 ) -> None:
-    outage = {"on": True}
+    poisoned = {"on": True}
+    attempts: Counter[str] = Counter()
 
     async def handler(event: CloudEvent[Any], session: AsyncSession) -> None:
-        if outage["on"]:
+        attempts[event.id] += 1
+        if poisoned["on"]:
+            # Not a database outage (only DatabaseUnavailable is): this counts toward dead-lettering.
             raise ConnectionError("dependency restarting")
         await record_effect(event, session)
 
@@ -327,13 +409,374 @@ async def test_stop_during_retry_backoff_leaves_the_event_for_redelivery(
         return run1.value(FAILED, topic=TOPIC, type="lead.scored") >= 1
 
     await wait_until(failed_once, timeout=20, what="the first failed attempt")
-    await run1.stop()  # arrives during the 30 s backoff before the second attempt
+    await run1.stop(timeout=10)  # arrives during the 30 s backoff before the second attempt
 
+    assert attempts[event.id] == 1  # the poison path: one failed attempt, then the backoff
+    assert run1.value(FAILED, topic=TOPIC, type="lead.scored") == 1
     assert run1.value(DEAD, topic=TOPIC) == 0
+    assert consumed(run1, "processed") == 0
     assert await kafka.size(DLQ) == 0
+    assert await processed_rows(sqlite_router_db) == 0
 
-    outage["on"] = False
+    poisoned["on"] = False
     run2 = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, handler))
     await wait_effects(sqlite_router_db, event.id)
     await run2.stop()
+    assert consumed(run2, "processed") == 1  # redelivered: its offset was not committed
+    assert attempts[event.id] == 2
     assert await effects(sqlite_router_db) == {event.id: 1}
+    assert await kafka.size(DLQ) == 0
+
+
+SLA = Topic.SLA_EVENTS.value
+
+
+def sla_started(lead_id: str, event_id: str) -> CloudEvent[SlaStarted]:
+    now = utcnow()
+    data = SlaStarted(
+        lead_id=lead_id,
+        obligation="first_response",
+        assignment_id=f"assignment-{lead_id}",
+        rep_id="rep-1",
+        policy_version="sla-1",
+        started_at=now,
+        due_at=now + timedelta(minutes=5),
+    )
+    return new_event(data, source="sla-monitor", event_id=event_id)
+
+
+def sla_breached(lead_id: str, event_id: str) -> CloudEvent[SlaBreached]:
+    now = utcnow()
+    data = SlaBreached(
+        lead_id=lead_id,
+        obligation="first_response",
+        assignment_id=f"assignment-{lead_id}",
+        rep_id="rep-1",
+        due_at=now,
+        breached_at=now,
+    )
+    return new_event(data, source="sla-monitor", event_id=event_id)
+
+
+# Keys the default partitioner puts on partitions 1, 2 and 0 of a three-partition topic.
+THREE_PARTITIONS = ("lead-a", "lead-b", "lead-x")
+
+
+async def test_a_fetch_is_handled_in_one_transaction_with_bulk_claims(
+    router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    events = [scored(THREE_PARTITIONS[n % 3], event_id=f"bulk-{n:02d}") for n in range(21)]
+    sent = await kafka.produce(TOPIC, *(message(event) for event in events))
+    assert len({meta.partition for meta in sent}) == 3
+    calls = Calls()
+
+    async def handler(event: CloudEvent[LeadScored], session: AsyncSession) -> None:
+        calls.add([event], session)
+        await record_effect(event, session)
+
+    with claims_made(router_db) as claims:
+        running = await consumers.start(router_db, Handlers().on(LeadScored, handler))
+        await wait_effects(router_db, *(event.id for event in events))
+        await running.stop()
+
+    # All 21 records were in the broker before the consumer joined: one fetch, one transaction.
+    transactions = calls.transactions()
+    assert len(transactions) == 1
+    assert sorted(transactions[0]) == sorted(event.id for event in events)
+    # One multi-row claim per transaction, of exactly the events that transaction handled, in order.
+    assert claims == transactions
+    assert await processed_rows(router_db) == len(events)
+    assert consumed(running, "processed") == len(events)
+    assert await effects(router_db) == {event.id: 1 for event in events}
+
+
+@pytest.mark.parametrize("keys", [("lead-a",) * 3, THREE_PARTITIONS], ids=["one-partition", "three-partitions"])
+async def test_a_poison_record_in_a_fetch_does_not_fail_its_neighbours(
+    keys: tuple[str, str, str], sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    before, poison, after = (
+        scored(key, event_id=f"{role}-{key}") for role, key in zip(("a", "b", "c"), keys, strict=True)
+    )
+    calls = Calls()
+
+    async def handler(event: CloudEvent[LeadScored], session: AsyncSession) -> None:
+        calls.add([event], session)
+        await record_effect(event, session)  # rolled back with the batch, and with each failed attempt
+        if event.id == poison.id:
+            raise ValueError("cannot route this lead")
+
+    sent = await kafka.produce(TOPIC, message(before), message(poison), message(after))
+    assert len({meta.partition for meta in sent}) == len(set(keys))
+    retries = 2
+    with claims_made(sqlite_router_db) as claims:
+        run1 = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, handler), consumer_max_retries=retries)
+        await wait_effects(sqlite_router_db, before.id, after.id)
+        await dead_lettered(run1, 1)
+        await run1.stop()
+
+    # First the whole fetch in one transaction, with one claim of all three; it failed and was rolled back.
+    batch_order = claims[0]
+    assert sorted(batch_order) == sorted([before.id, poison.id, after.id])
+    in_batch = batch_order[: batch_order.index(poison.id) + 1]  # the handler ran up to the poison
+    assert calls.transactions()[0] == in_batch
+    # Then each record alone: the neighbours once, the poison until its attempts ran out.
+    assert all(len(claim) == 1 for claim in claims[1:])
+    alone = Counter({before.id: 1, after.id: 1, poison.id: retries + 1})
+    assert Counter(event_id for (event_id,) in claims[1:]) == alone
+    assert calls.count() == Counter(in_batch) + alone
+
+    (dead,) = await kafka.read(DLQ, 1)
+    headers = {name: value.decode() for name, value in dead.headers}
+    assert dead.value == poison.to_bytes()
+    assert headers["dlq_attempts"] == str(retries + 1)
+    assert headers["dlq_error_type"] == "ValueError"
+    assert run1.value(FAILED, topic=TOPIC, type="lead.scored") == retries + 1
+    assert run1.value(DEAD, topic=TOPIC) == 1
+    assert consumed(run1, "processed") == 2
+    assert await effects(sqlite_router_db) == {before.id: 1, after.id: 1}
+    assert await processed_rows(sqlite_router_db) == 2
+
+    # Offsets were committed: the same group, restarted, handles only what came after.
+    sentinels = [scored(key, event_id=f"sentinel-{n}") for n, key in enumerate(keys)]  # behind each record
+    await kafka.produce(TOPIC, *(message(sentinel) for sentinel in sentinels))
+    handled_before_restart = len(calls.calls)
+    run2 = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, handler), consumer_max_retries=retries)
+    await wait_effects(sqlite_router_db, *(sentinel.id for sentinel in sentinels))
+    await run2.stop()
+
+    assert sorted(event_id for ids, _ in calls.calls[handled_before_restart:] for event_id in ids) == sorted(
+        sentinel.id for sentinel in sentinels
+    )
+    assert consumed(run2, "processed") == len(sentinels)
+    assert consumed(run2, "duplicate") == 0
+    assert run2.value(FAILED, topic=TOPIC, type="lead.scored") == 0
+    assert await kafka.size(DLQ) == 1
+
+
+async def test_each_keys_events_are_handled_in_produce_order_also_when_isolated(
+    sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    keys = THREE_PARTITIONS[:2]
+    events = [scored(keys[n % 2], event_id=f"order-{keys[n % 2]}-{n // 2:02d}") for n in range(30)]
+    flaky, poison = events[10], events[17]  # one of each key
+    assert flaky.subject != poison.subject
+    calls = Calls()
+
+    async def handler(event: CloudEvent[LeadScored], session: AsyncSession) -> None:
+        calls.add([event], session)
+        await record_effect(event, session)
+        if event.id == poison.id or (event.id == flaky.id and calls.count()[flaky.id] == 1):
+            raise ValueError("cannot route this lead")
+
+    await kafka.produce(TOPIC, *(message(event) for event in events))
+    running = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, handler), consumer_max_retries=1)
+    await wait_effects(sqlite_router_db, *(event.id for event in events if event is not poison))
+    await dead_lettered(running, 1)
+    await running.stop()
+
+    # The fetch was tried as one transaction, which failed; then every record was handled alone.
+    first_transaction = calls.transactions()[0]
+    assert len(first_transaction) > 1
+    assert calls.count()[flaky.id] == 2
+    committed = [event_id.removeprefix("effect-") for event_id in await sqlite_router_db.outbox_event_ids()]
+    for key in keys:
+        produced = [event.id for event in events if event.subject == key]
+        assert [event_id for event_id in committed if event_id in produced] == [
+            event_id for event_id in produced if event_id != poison.id
+        ], key
+        # The handler saw the key's events in produce order in the batch, and again when isolated.
+        attempts = [ids[0] for ids, _ in calls.calls if ids[0] in produced]
+        in_batch = [event_id for event_id in first_transaction if event_id in produced]
+        assert attempts[: len(in_batch)] == in_batch == produced[: len(in_batch)], key
+        isolated = attempts[len(in_batch) :]
+        assert [event_id for n, event_id in enumerate(isolated) if n == 0 or isolated[n - 1] != event_id] == produced
+    assert Counter(committed) == {event.id: 1 for event in events if event is not poison}
+    assert running.value(DEAD, topic=TOPIC) == 1
+
+
+async def test_a_batch_handler_gets_consecutive_events_of_its_type_in_runs(
+    sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    s1, s2, s3 = (sla_started("lead-a", f"started-{n}") for n in (1, 2, 3))
+    breach = sla_breached("lead-a", "breached-1")
+    s4, s5 = (sla_started("lead-a", f"started-{n}") for n in (4, 5))
+    runs: list[list[str]] = []
+    calls = Calls()
+
+    async def on_started(events: Sequence[CloudEvent[SlaStarted]], session: AsyncSession) -> None:
+        runs.append([event.id for event in events])
+        calls.add(events, session)
+        for event in events:
+            await record_effect(event, session)
+
+    async def on_breached(event: CloudEvent[SlaBreached], session: AsyncSession) -> None:
+        calls.add([event], session)
+        await record_effect(event, session)
+
+    records: list[CloudEvent[Any]] = [s1, s2, s3, breach, s4, s5]
+    await kafka.produce(SLA, *(message(event) for event in records))  # one key: one partition, in order
+    handlers = Handlers().on_batch(SlaStarted, on_started).on(SlaBreached, on_breached)
+    running = await consumers.start(sqlite_router_db, handlers)
+    await wait_effects(sqlite_router_db, *(event.id for event in records))
+    await running.stop()
+
+    # One fetch, one transaction; the run of started events is cut by the breach between them.
+    assert calls.transactions() == [[event.id for event in records]]
+    assert runs == [[s1.id, s2.id, s3.id], [s4.id, s5.id]]
+    assert consumed(running, "processed", "sla.started", SLA) == 5
+    assert consumed(running, "processed", "sla.breached", SLA) == 1
+    assert await effects(sqlite_router_db) == {event.id: 1 for event in records}
+
+
+async def test_a_failing_batch_handler_falls_back_to_one_record_at_a_time(
+    sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    s1, s2, poison = (sla_started("lead-a", f"started-{n}") for n in (1, 2, 3))
+    breach = sla_breached("lead-a", "breached-1")
+    s4, s5 = (sla_started("lead-a", f"started-{n}") for n in (4, 5))
+    runs: list[list[str]] = []
+    breaches: list[str] = []
+
+    async def on_started(events: Sequence[CloudEvent[SlaStarted]], session: AsyncSession) -> None:
+        runs.append([event.id for event in events])
+        for event in events:
+            await record_effect(event, session)
+        if poison.id in {event.id for event in events}:
+            raise ValueError("no timer for this assignment")
+
+    async def on_breached(event: CloudEvent[SlaBreached], session: AsyncSession) -> None:
+        breaches.append(event.id)
+        await record_effect(event, session)
+
+    records: list[CloudEvent[Any]] = [s1, s2, poison, breach, s4, s5]
+    await kafka.produce(SLA, *(message(event) for event in records))
+    retries = 2
+    handlers = Handlers().on_batch(SlaStarted, on_started).on(SlaBreached, on_breached)
+    running = await consumers.start(sqlite_router_db, handlers, consumer_max_retries=retries)
+    await wait_effects(sqlite_router_db, s1.id, s2.id, breach.id, s4.id, s5.id)
+    await dead_lettered(running, 1, SLA)
+    await running.stop()
+
+    # The first run failed the whole fetch; then every record went alone, the poison until it ran out.
+    assert runs == [[s1.id, s2.id, poison.id], [s1.id], [s2.id], *[[poison.id]] * (retries + 1), [s4.id], [s5.id]]
+    assert breaches == [breach.id]  # never reached in the failed batch
+    (dead,) = await kafka.read(dlq_topic(SLA), 1)
+    assert dead.value == poison.to_bytes()
+    assert dict(dead.headers)["dlq_attempts"] == str(retries + 1).encode()
+    assert running.value(FAILED, topic=SLA, type="sla.started") == retries + 1
+    assert await effects(sqlite_router_db) == {event.id: 1 for event in (s1, s2, breach, s4, s5)}
+
+
+@pytest.mark.parametrize("count", [1, 3], ids=["alone", "in-a-batch"])
+async def test_stop_during_a_database_outage_leaves_the_events_for_redelivery(
+    count: int, sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    down = {"on": True}
+    attempts: Counter[str] = Counter()
+
+    async def handler(event: CloudEvent[LeadScored], session: AsyncSession) -> None:
+        attempts[event.id] += 1
+        if down["on"]:
+            raise DatabaseUnavailable("database restarting")
+        await record_effect(event, session)
+
+    events = [scored("lead-outage", event_id=f"outage-{n}") for n in range(count)]
+    await kafka.produce(TOPIC, *(message(event) for event in events))
+    run1 = await consumers.start(
+        sqlite_router_db,
+        Handlers().on(LeadScored, handler),
+        consumer_max_retries=0,  # were the outage counted as a failure, the first one would dead-letter
+        kafka_connect_backoff_max_seconds=30,  # the wait between tries while the database is down
+    )
+
+    async def tried() -> bool:
+        return sum(attempts.values()) >= 1
+
+    await wait_until(tried, timeout=20, what="the first attempt")
+    await run1.stop(timeout=10)  # arrives during the 30 s wait for the database
+
+    assert sum(attempts.values()) == 1
+    assert run1.value(DEAD, topic=TOPIC) == 0
+    assert consumed(run1, "processed") == 0
+    assert await kafka.size(DLQ) == 0
+    assert await processed_rows(sqlite_router_db) == 0
+
+    down["on"] = False
+    run2 = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, handler))
+    await wait_effects(sqlite_router_db, *(event.id for event in events))
+    await run2.stop()
+    assert consumed(run2, "processed") == count  # none was committed before the stop
+    assert consumed(run2, "duplicate") == 0
+    assert await effects(sqlite_router_db) == {event.id: 1 for event in events}
+    assert await kafka.size(DLQ) == 0
+
+
+@pytest.mark.parametrize("with_poison", [False, True], ids=["clean-fetch", "fetch-with-poison"])
+async def test_the_same_event_twice_in_one_fetch_has_one_effect(
+    with_poison: bool, sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    twice, after = scored("lead-twice", event_id="twice"), scored("lead-twice", event_id="after-twice")
+    poison = scored("lead-twice", event_id="poison")
+    records = [twice, twice, after, *([poison] if with_poison else [])]
+    calls = Calls()
+
+    async def handler(event: CloudEvent[LeadScored], session: AsyncSession) -> None:
+        calls.add([event], session)
+        await record_effect(event, session)
+        if event.id == poison.id:
+            raise ValueError("cannot route this lead")
+
+    await kafka.produce(TOPIC, *(message(event) for event in records))
+    with claims_made(sqlite_router_db) as claims:
+        running = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, handler), consumer_max_retries=0)
+        await wait_effects(sqlite_router_db, twice.id, after.id)
+        if with_poison:
+            await dead_lettered(running, 1)
+        await running.stop()
+
+    # Both copies were in the one fetch (the first and the last record shared a transaction),
+    # and the batch claimed the event once.
+    assert calls.transactions()[0] == [twice.id, after.id, *([poison.id] if with_poison else [])]
+    assert claims[0] == [twice.id, after.id, *([poison.id] if with_poison else [])]
+    if with_poison:  # one record at a time after the batch failed: the second copy claims nothing
+        assert claims[1:] == [[twice.id], [after.id], [poison.id]]
+        assert calls.count() == {twice.id: 2, after.id: 2, poison.id: 2}
+    else:
+        assert claims[1:] == []
+        assert calls.count() == {twice.id: 1, after.id: 1}
+    assert consumed(running, "processed") == 2
+    assert consumed(running, "duplicate") == 1
+    assert await effects(sqlite_router_db) == {twice.id: 1, after.id: 1}
+    assert await processed_rows(sqlite_router_db) == 2
+
+
+async def takes_activity(event: CloudEvent[LeadActivity], session: AsyncSession) -> None:
+    """A handler for lead.activity."""
+
+
+async def takes_activity_with_option(event: CloudEvent[LeadActivity], session: AsyncSession, *, option: int) -> None:
+    """A handler for lead.activity with a setting bound by functools.partial, as services do."""
+
+
+async def takes_activities(events: Sequence[CloudEvent[LeadActivity]], session: AsyncSession) -> None:
+    """A batch handler for lead.activity."""
+
+
+def test_a_handler_registered_for_another_payload_type_fails_at_registration() -> None:
+    with pytest.raises(TypeError, match=r"takes CloudEvent\[LeadActivity\] but is registered for LeadScored"):
+        Handlers().on(LeadScored, takes_activity)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"takes CloudEvent\[LeadActivity\] but is registered for LeadScored"):
+        Handlers().on(LeadScored, partial(takes_activity_with_option, option=1))
+
+    handlers = Handlers().on(LeadActivity, takes_activity)
+    assert list(handlers) == ["lead.activity"]
+    assert handlers.topics == [Topic.LEADS_ACTIVITY.value]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Handlers.on_batch does not check the handler's annotation (shared/leadrelay/consumer/handlers.py)",
+)
+def test_a_batch_handler_registered_for_another_payload_type_fails_at_registration() -> None:
+    with pytest.raises(TypeError, match="LeadActivity"):
+        Handlers().on_batch(LeadScored, takes_activities)  # type: ignore[arg-type]
