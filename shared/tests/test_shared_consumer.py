@@ -773,10 +773,6 @@ def test_a_handler_registered_for_another_payload_type_fails_at_registration() -
     assert handlers.topics == [Topic.LEADS_ACTIVITY.value]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Handlers.on_batch does not check the handler's annotation (shared/leadrelay/consumer/handlers.py)",
-)
 def test_a_batch_handler_registered_for_another_payload_type_fails_at_registration() -> None:
     with pytest.raises(TypeError, match="LeadActivity"):
         Handlers().on_batch(LeadScored, takes_activities)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations  # Handler[D] is a type-checking alias: CloudEvent[D] is no typing generic
 
 import inspect
+import typing
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -51,6 +52,7 @@ class Handlers:
 
     def on_batch(self, data_type: type[D], handler: BatchHandler[D]) -> Handlers:
         """Handle runs of consecutive `data_type` events with one call of `handler`."""
+        _check_event_type(data_type, handler, batch=True)
         return self._add(Route(data_type, batch=handler))
 
     def _add(self, route: Route[Any]) -> Handlers:
@@ -75,7 +77,7 @@ class Handlers:
         return len(self._routes)
 
 
-def _check_event_type(data_type: type[EventData], handler: Callable[..., Any]) -> None:
+def _check_event_type(data_type: type[EventData], handler: Callable[..., Any], *, batch: bool = False) -> None:
     # A handler annotated for another payload is a wiring mistake: fail when the service starts.
     try:
         parameters = list(inspect.signature(handler, eval_str=True).parameters.values())
@@ -84,6 +86,9 @@ def _check_event_type(data_type: type[EventData], handler: Callable[..., Any]) -
     if not parameters:
         raise TypeError(f"handler {handler!r} takes no event")
     annotation = parameters[0].annotation
+    if batch:  # Sequence[CloudEvent[X]]
+        arguments = typing.get_args(annotation)
+        annotation = arguments[0] if len(arguments) == 1 else None
     metadata = getattr(annotation, "__pydantic_generic_metadata__", None)
     if metadata and metadata.get("origin") is CloudEvent:
         (declared,) = metadata["args"]
