@@ -13,8 +13,8 @@ PostgreSQL databases created on --postgres-url and dropped afterwards), then mea
   and a group-less consumer in this process sees each lead's lead.assigned arrive; latency runs from
   the scheduled send. The router's CloudEvent `time` is a second view, and the `time` fields of
   lead.received, lead.scored, lead.assigned and sla.started give each hop. Baseline: a raw
-  produce-to-consume round trip on the same broker (acks=all, linger 5 ms, as the services
-  publish) times the three hops to lead.assigned.
+  produce-to-consume round trip on the same broker (acks=all, fetching and lingering as the
+  services do) times the three hops to lead.assigned.
 - sustained leads/s: rising rates, a short step each; a step holds when every lead sent in it
   reached sla.started within --step-bound seconds of the step's end. Baseline: intake alone (wrk).
 - intake's accepted leads/s under wrk (64 connections) while the rest of the stack runs, beside a
@@ -57,6 +57,10 @@ from leadrelay.broker import EmbeddedBroker
 from leadrelay.testing import DEV_API_KEY, ServiceProcess, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
+# The observer and the round-trip baseline fetch and produce as the services do (their defaults of
+# KAFKA_FETCH_MAX_WAIT_MS and KAFKA_LINGER_MS), so the baseline is the broker's own cost per hop.
+FETCH_MAX_WAIT_MS = int(os.environ.get("KAFKA_FETCH_MAX_WAIT_MS", "10"))
+LINGER_MS = int(os.environ.get("KAFKA_LINGER_MS", "1"))
 SERVICES = {"intake": "intake", "scoring": "scoring", "router": "router", "sla-monitor": "sla_monitor"}
 EVENT_TOPICS = {
     "lead.received": "leads.received",
@@ -111,6 +115,7 @@ class Observer:
             bootstrap_servers=bootstrap_servers,
             group_id=None,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -190,8 +195,13 @@ async def kafka_round_trip(bootstrap_servers: str, samples: int) -> list[float]:
         await admin.create_topics([NewTopic(topic, 1, 1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=LINGER_MS)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
     arrived: dict[bytes | None, float] = {}
     everything = asyncio.Event()
     total = samples + 20  # the first 20 warm up the connections

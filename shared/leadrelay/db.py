@@ -162,7 +162,12 @@ def create_engine(url: str) -> AsyncEngine:
     if is_sqlite(url):
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        # One connection: SQLite has one writer, and writers of one process waiting on each other
+        # through its busy handler sleep in steps of up to 100 ms; queueing for the connection in
+        # asyncio instead hands it over at once.
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, hide_parameters=True, pool_size=1, max_overflow=0, pool_timeout=60
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return _report_outages(engine)
     # hide_parameters: SQL errors end up in logs, and bound values may be personal data.

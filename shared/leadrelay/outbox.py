@@ -20,6 +20,7 @@ from leadrelay.events import CloudEvent, utcnow
 from leadrelay.kafka import KafkaBus, OutgoingMessage
 from leadrelay.leader import LeaderLock
 from leadrelay.metrics import ServiceMetrics
+from leadrelay.wakeups import ProcessWakeups
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +65,12 @@ def add(session: AsyncSession, *events: CloudEvent[Any]) -> None:
 NOTIFY_CHANNEL = "leadrelay_outbox"
 
 
-def wake_on_commit(sessions: SessionFactory, wake: Callable[[], None]) -> None:
+def wake_on_commit(sessions: SessionFactory, wake: Callable[[], None], *, others: ProcessWakeups | None = None) -> None:
     """Call `wake` after every commit of a session from `sessions` that staged outbox rows.
 
     This is what makes hand-offs push, not poll: an HTTP write, a consumer's batch or a job commits,
-    and the relay publishes at once. On PostgreSQL the commit also sends a NOTIFY for the relays of
-    other processes (see `listen_for_commits`).
+    and the relay publishes at once. The relays of other processes sharing the database hear of it
+    too: on PostgreSQL through NOTIFY (see `listen_for_commits`), on SQLite through `others`.
     """
     session_class: type[Session] = sessions.kw["sync_session_class"]
 
@@ -80,6 +81,8 @@ def wake_on_commit(sessions: SessionFactory, wake: Callable[[], None]) -> None:
     def after_commit(session: Session) -> None:
         if session.info.pop(_STAGED, False):
             wake()
+            if others is not None:
+                others.notify_others()
 
     def after_rollback(session: Session) -> None:
         session.info.pop(_STAGED, None)
@@ -198,29 +201,32 @@ class OutboxRelay:
         """Publish one batch of pending rows; returns how many were published."""
         if not await self.leader.try_acquire():
             return 0
+        # The database connection is not held while the broker acknowledges: on SQLite (one
+        # connection) that would stall every other write of the process for the round trip.
         async with self._sessions() as session:
             rows = (
                 await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id)).limit(self._batch_size))
             ).all()
-            if not rows:
-                self._metrics.outbox_backlog.set(0)
-                return 0
-            messages = [
-                OutgoingMessage(
-                    topic=row.topic,
-                    key=row.key,
-                    value=row.payload,
-                    headers={"ce_id": row.event_id, "ce_type": row.event_type},
-                )
-                for row in rows
-            ]
-            stored = await self._bus.publish_batch(messages)
+        if not rows:
+            self._metrics.outbox_backlog.set(0)
+            return 0
+        messages = [
+            OutgoingMessage(
+                topic=row.topic,
+                key=row.key,
+                value=row.payload,
+                headers={"ce_id": row.event_id, "ce_type": row.event_type},
+            )
+            for row in rows
+        ]
+        stored = await self._bus.publish_batch(messages)
+        async with self._sessions() as session:
             await self._on_published(session, rows, stored)
             await session.exec(delete(OutboxMessage).where(col(OutboxMessage.id).in_([r.id for r in rows])))
             await session.commit()
-            # A short batch drained the table; only a full one needs counting what is left.
-            self._metrics.outbox_backlog.set(0 if len(rows) < self._batch_size else await self.backlog())
-            return len(rows)
+        # A short batch drained the table; only a full one needs counting what is left.
+        self._metrics.outbox_backlog.set(0 if len(rows) < self._batch_size else await self.backlog())
+        return len(rows)
 
     async def backlog(self) -> int:
         """Rows waiting to be published."""

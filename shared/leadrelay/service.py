@@ -16,6 +16,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadrelay import idempotency, outbox
@@ -30,6 +31,7 @@ from leadrelay.metrics import MetricsMiddleware, ServiceMetrics, metrics_router
 from leadrelay.outbox import OutboxRelay, PublishedHook
 from leadrelay.problems import install_problem_handlers
 from leadrelay.settings import ServiceSettings
+from leadrelay.wakeups import ProcessWakeups
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +125,14 @@ def _stop_with_supervisor() -> Callable[[], None]:
     return stop_watching
 
 
+def _sqlite_wakeups(database_url: str) -> ProcessWakeups | None:
+    # Processes sharing a SQLite file (intake's workers) wake each other's relay through sockets.
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return ProcessWakeups(url.database)
+
+
 def create_service_app(
     spec: ServiceSpec[SettingsT], settings: SettingsT, registry: CollectorRegistry | None = None
 ) -> FastAPI:
@@ -146,7 +156,8 @@ def create_service_app(
             max_backoff=settings.kafka_connect_backoff_max_seconds,
             **({"on_published": spec.on_published} if spec.on_published else {}),
         )
-        outbox.wake_on_commit(sessions, relay.wake)
+        wakeups = _sqlite_wakeups(settings.database_url)
+        outbox.wake_on_commit(sessions, relay.wake, others=wakeups)
         consumer = (
             EventConsumer(
                 settings=settings, bus=bus, sessions=sessions, handlers=spec.handlers, metrics=metrics, watch=watch
@@ -161,9 +172,10 @@ def create_service_app(
             await startup(runtime)
         watch_task = asyncio.create_task(_supervise("broker-watch", watch.run))
         relay_task = asyncio.create_task(_supervise("outbox-relay", relay.run))
-        listen_task = asyncio.create_task(
-            _supervise("outbox-notifications", partial(outbox.listen_for_commits, engine, relay.wake))
+        listen = (
+            partial(wakeups.listen, relay.wake) if wakeups else partial(outbox.listen_for_commits, engine, relay.wake)
         )
+        listen_task = asyncio.create_task(_supervise("outbox-notifications", listen))
         consumer_task = asyncio.create_task(_supervise("consumer", consumer.run)) if consumer else None
         jobs: dict[str, Callable[[], Awaitable[None]]] = {job.__name__: partial(job, runtime) for job in spec.jobs}
         if consumer:
@@ -190,6 +202,8 @@ def create_service_app(
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await relay.stop()
+            if wakeups:
+                wakeups.close()
             await bus.close()
             await engine.dispose()
             logger.info("service stopped")

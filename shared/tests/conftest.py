@@ -3,9 +3,12 @@
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from shared_tests_support import INTAKE_MIGRATIONS, ROUTER_MIGRATIONS, ConsumerRunner, Kafka, Storage, migrated
 
 from leadrelay.broker import EmbeddedBroker
+from leadrelay.testing import ConsumerRunner, Kafka, Storage, migrated, migrations_of
+
+INTAKE_MIGRATIONS = migrations_of("intake")
+ROUTER_MIGRATIONS = migrations_of("router")
 
 DatabaseFactory = Callable[[str, str], Awaitable[str]]
 

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import httpx
 from fastapi import Depends, FastAPI
-from shared_tests_support import Storage
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
@@ -15,6 +14,7 @@ from leadrelay.apikeys import ApiKey, authenticate, generate_key, hash_key, requ
 from leadrelay.db import create_engine, create_session_factory
 from leadrelay.events import utcnow
 from leadrelay.problems import PROBLEM_JSON, install_problem_handlers
+from leadrelay.testing import Storage
 
 
 def test_hash_is_not_the_secret_and_is_stable() -> None:

@@ -3,12 +3,11 @@
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry
-from shared_tests_support import Kafka
 
 from leadrelay.broker import EmbeddedBroker
 from leadrelay.kafka import MARKER_TOPIC, BrokerWatch, KafkaBus, LogPosition, all_topics
 from leadrelay.metrics import ServiceMetrics
-from leadrelay.testing import wait_until
+from leadrelay.testing import Kafka, wait_until
 
 TOPIC = "leads.received"
 

@@ -14,7 +14,6 @@ from functools import partial
 from typing import Any
 
 import pytest
-from shared_tests_support import ConsumerRunner, Kafka, RunningConsumer, Storage
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import func
 from sqlalchemy.engine import Connection
@@ -41,7 +40,7 @@ from leadrelay.events import (
 )
 from leadrelay.idempotency import ProcessedEvent
 from leadrelay.stages import LeadStage
-from leadrelay.testing import wait_until
+from leadrelay.testing import ConsumerRunner, Kafka, RunningConsumer, Storage, wait_until
 
 TOPIC = Topic.LEADS_SCORED.value
 DLQ = dlq_topic(TOPIC)

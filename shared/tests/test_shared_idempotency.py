@@ -2,12 +2,12 @@
 
 from datetime import timedelta
 
-from shared_tests_support import Storage
 from sqlmodel import select
 
 from leadrelay import idempotency
 from leadrelay.events import utcnow
 from leadrelay.idempotency import ProcessedEvent
+from leadrelay.testing import Storage
 
 
 async def claim(storage: Storage, consumer: str, event_id: str) -> bool:

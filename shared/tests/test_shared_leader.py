@@ -9,7 +9,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 from fastapi import FastAPI
-from shared_tests_support import INTAKE_MIGRATIONS, ROUTER_MIGRATIONS
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,7 +17,10 @@ from leadrelay.db import create_engine
 from leadrelay.leader import LeaderLock, lock_file_path, run_as_leader
 from leadrelay.service import ServiceRuntime, ServiceSpec, create_service_app
 from leadrelay.settings import ServiceSettings
-from leadrelay.testing import free_port, wait_until
+from leadrelay.testing import free_port, migrations_of, wait_until
+
+INTAKE_MIGRATIONS = migrations_of("intake")
+ROUTER_MIGRATIONS = migrations_of("router")
 
 EngineFactory = Callable[[], AsyncEngine]
 Attempts = Callable[[str], list[int]]

@@ -7,7 +7,6 @@ from collections import defaultdict
 import pytest
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
-from shared_tests_support import ROUTER_MIGRATIONS, Kafka, Storage, metric, migrated
 from sqlmodel import select
 
 from leadrelay import outbox
@@ -18,7 +17,9 @@ from leadrelay.kafka import KafkaBus
 from leadrelay.leader import LeaderLock
 from leadrelay.metrics import ServiceMetrics
 from leadrelay.outbox import OutboxRelay
-from leadrelay.testing import free_port, wait_until
+from leadrelay.testing import Kafka, Storage, free_port, metric, migrated, migrations_of, wait_until
+
+ROUTER_MIGRATIONS = migrations_of("router")
 
 BACKLOG = "leadrelay_outbox_backlog"
 

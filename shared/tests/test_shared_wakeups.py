@@ -5,12 +5,13 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 import pytest
-from shared_tests_support import ROUTER_MIGRATIONS, Storage, migrated
 
 from leadrelay import outbox
 from leadrelay.db import create_session_factory
 from leadrelay.events import CloudEvent, LeadActivity, new_event, utcnow
-from leadrelay.testing import wait_until
+from leadrelay.testing import Storage, migrated, migrations_of, wait_until
+
+ROUTER_MIGRATIONS = migrations_of("router")
 
 
 def _event() -> CloudEvent[LeadActivity]:

@@ -1,5 +1,6 @@
 """Events the router consumes."""
 
+from collections.abc import Sequence
 from functools import partial
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -13,21 +14,24 @@ from router.config import RouterSettings
 SOURCE = "leadrelay/router"
 
 
-async def on_lead_scored(event: CloudEvent[LeadScored], session: AsyncSession, *, default_rep_id: str) -> None:
-    """Assign the lead (or re-announce its assignment, if a re-drive brought it back)."""
-    assignment = await service.assign(session=session, lead_id=event.data.lead_id, default_rep_id=default_rep_id)
-    assigned = LeadAssigned(
-        lead_id=assignment.lead_id,
-        assignment_id=assignment.id,
-        rep_id=assignment.rep_id,
-        rule_path=assignment.rule_path,
-        candidates=assignment.candidates,
-        routing_version=assignment.routing_version,
-        assigned_at=assignment.assigned_at,
-    )
-    outbox.add(session, new_event(assigned, source=SOURCE))
+async def on_lead_scored(
+    events: Sequence[CloudEvent[LeadScored]], session: AsyncSession, *, default_rep_id: str
+) -> None:
+    """Assign the leads (or re-announce their assignments, if a re-drive brought them back)."""
+    lead_ids = [event.data.lead_id for event in events]
+    for assignment in await service.assign_many(session=session, lead_ids=lead_ids, default_rep_id=default_rep_id):
+        assigned = LeadAssigned(
+            lead_id=assignment.lead_id,
+            assignment_id=assignment.id,
+            rep_id=assignment.rep_id,
+            rule_path=assignment.rule_path,
+            candidates=assignment.candidates,
+            routing_version=assignment.routing_version,
+            assigned_at=assignment.assigned_at,
+        )
+        outbox.add(session, new_event(assigned, source=SOURCE))
 
 
 def handlers(settings: RouterSettings) -> Handlers:
-    """Message type to handler, bound to this process's settings."""
-    return Handlers().on(LeadScored, partial(on_lead_scored, default_rep_id=settings.default_rep_id))
+    """Message type to handler, bound to this process's settings; a run of leads is assigned at once."""
+    return Handlers().on_batch(LeadScored, partial(on_lead_scored, default_rep_id=settings.default_rep_id))

@@ -1,7 +1,9 @@
 """Placeholder routing: every scored lead goes to the default rep; the routing issue replaces `choose`."""
 
+from collections.abc import Sequence
+
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from router.assignments.models import Assignment
@@ -19,19 +21,47 @@ async def get_by_lead(*, session: AsyncSession, lead_id: str) -> Assignment | No
     return (await session.exec(select(Assignment).where(Assignment.lead_id == lead_id))).first()
 
 
-async def assign(*, session: AsyncSession, lead_id: str, default_rep_id: str) -> Assignment:
-    """The lead's assignment: the existing one, or a new one (safe when two replicas race)."""
-    existing = await get_by_lead(session=session, lead_id=lead_id)
-    if existing is not None:
-        return existing
+async def assign_many(*, session: AsyncSession, lead_ids: Sequence[str], default_rep_id: str) -> list[Assignment]:
+    """The leads' assignments, existing ones read in one query and new ones inserted together.
+
+    If another replica assigned one of these leads meanwhile, the insert fails and each lead is
+    assigned on its own, where the other replica's assignment stands.
+    """
+    wanted = list(dict.fromkeys(lead_ids))
+    existing = {
+        assignment.lead_id: assignment
+        for assignment in (await session.exec(select(Assignment).where(col(Assignment.lead_id).in_(wanted)))).all()
+    }
+    new = {lead_id: _new_assignment(lead_id, default_rep_id) for lead_id in wanted if lead_id not in existing}
+    if new:
+        try:
+            async with session.begin_nested():
+                session.add_all(new.values())
+        except IntegrityError:
+            return [
+                await assign(session=session, lead_id=lead_id, default_rep_id=default_rep_id) for lead_id in lead_ids
+            ]
+    chosen = existing | new
+    return [chosen[lead_id] for lead_id in lead_ids]
+
+
+def _new_assignment(lead_id: str, default_rep_id: str) -> Assignment:
     rep_id, rule_path, candidates = choose(default_rep_id=default_rep_id)
-    assignment = Assignment(
+    return Assignment(
         lead_id=lead_id,
         rep_id=rep_id,
         rule_path=rule_path,
         candidates=candidates,
         routing_version=PLACEHOLDER_ROUTING_VERSION,
     )
+
+
+async def assign(*, session: AsyncSession, lead_id: str, default_rep_id: str) -> Assignment:
+    """The lead's assignment: the existing one, or a new one (safe when two replicas race)."""
+    existing = await get_by_lead(session=session, lead_id=lead_id)
+    if existing is not None:
+        return existing
+    assignment = _new_assignment(lead_id, default_rep_id)
     try:
         async with session.begin_nested():
             session.add(assignment)

@@ -1,5 +1,8 @@
 """Placeholder ICP scoring; the ICP-agreement issue replaces `evaluate` with versioned, signed criteria."""
 
+from collections.abc import Sequence
+
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.events import LeadReceived, ScoreCriterion, utcnow
@@ -42,14 +45,29 @@ def evaluate(lead: LeadReceived) -> list[ScoreCriterion]:
 
 async def score(*, session: AsyncSession, lead: LeadReceived, mql_threshold: int) -> LeadScore:
     """Score a lead and store the result (a re-driven lead is simply scored again)."""
-    explanation = evaluate(lead)
-    total = min(sum(criterion.points for criterion in explanation), 100)
-    stage = LeadStage.MQL if total >= mql_threshold else LeadStage.LEAD
-    record = await session.get(LeadScore, lead.lead_id) or LeadScore(
-        lead_id=lead.lead_id, score=total, stage=stage, icp_version=PLACEHOLDER_ICP_VERSION
-    )
-    record.score, record.stage, record.icp_version = total, stage, PLACEHOLDER_ICP_VERSION
-    record.explanation = [criterion.model_dump() for criterion in explanation]
-    record.scored_at = utcnow()
-    session.add(record)
+    (record,) = await score_many(session=session, leads=[lead], mql_threshold=mql_threshold)
     return record
+
+
+async def score_many(*, session: AsyncSession, leads: Sequence[LeadReceived], mql_threshold: int) -> list[LeadScore]:
+    """Score leads and store the results, reading the stored scores in one query; one result per lead, in order."""
+    ids = list({lead.lead_id for lead in leads})
+    stored = {
+        record.lead_id: record
+        for record in (await session.exec(select(LeadScore).where(col(LeadScore.lead_id).in_(ids)))).all()
+    }
+    records = []
+    for lead in leads:
+        explanation = evaluate(lead)
+        total = min(sum(criterion.points for criterion in explanation), 100)
+        stage = LeadStage.MQL if total >= mql_threshold else LeadStage.LEAD
+        record = stored.get(lead.lead_id) or LeadScore(
+            lead_id=lead.lead_id, score=total, stage=stage, icp_version=PLACEHOLDER_ICP_VERSION
+        )
+        stored[lead.lead_id] = record  # the same lead twice in a run: one row
+        record.score, record.stage, record.icp_version = total, stage, PLACEHOLDER_ICP_VERSION
+        record.explanation = [criterion.model_dump() for criterion in explanation]
+        record.scored_at = utcnow()
+        session.add(record)
+        records.append(record)
+    return records

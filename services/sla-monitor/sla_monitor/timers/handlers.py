@@ -1,5 +1,6 @@
 """Events the sla-monitor consumes."""
 
+from collections.abc import Sequence
 from datetime import timedelta
 from functools import partial
 
@@ -12,22 +13,25 @@ from sla_monitor.config import SlaMonitorSettings
 from sla_monitor.timers import service
 
 
-async def on_lead_assigned(event: CloudEvent[LeadAssigned], session: AsyncSession, *, response_time: timedelta) -> None:
-    """Start the first-response timer (or re-announce it) and publish sla.started."""
-    timer = await service.start(session=session, assignment=event.data, response_time=response_time)
-    started = SlaStarted(
-        lead_id=timer.lead_id,
-        obligation=timer.obligation,
-        assignment_id=timer.assignment_id,
-        rep_id=timer.rep_id,
-        policy_version=timer.policy_version,
-        started_at=timer.started_at,
-        due_at=timer.due_at,
-    )
-    outbox.add(session, new_event(started, source=service.SOURCE))
+async def on_lead_assigned(
+    events: Sequence[CloudEvent[LeadAssigned]], session: AsyncSession, *, response_time: timedelta
+) -> None:
+    """Start the first-response timers (or re-announce them) and publish sla.started for each."""
+    assignments = [event.data for event in events]
+    for timer in await service.start_many(session=session, assignments=assignments, response_time=response_time):
+        started = SlaStarted(
+            lead_id=timer.lead_id,
+            obligation=timer.obligation,
+            assignment_id=timer.assignment_id,
+            rep_id=timer.rep_id,
+            policy_version=timer.policy_version,
+            started_at=timer.started_at,
+            due_at=timer.due_at,
+        )
+        outbox.add(session, new_event(started, source=service.SOURCE))
 
 
 def handlers(settings: SlaMonitorSettings) -> Handlers:
-    """Message type to handler, bound to this process's settings."""
+    """Message type to handler, bound to this process's settings; a run of assignments is started at once."""
     response_time = timedelta(seconds=settings.first_response_seconds)
-    return Handlers().on(LeadAssigned, partial(on_lead_assigned, response_time=response_time))
+    return Handlers().on_batch(LeadAssigned, partial(on_lead_assigned, response_time=response_time))

@@ -1,5 +1,6 @@
 """Placeholder SLA: a first response within a fixed time; the SLA issue adds policies and calendars."""
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -22,14 +23,8 @@ async def get_by_assignment(*, session: AsyncSession, assignment_id: str, obliga
     return (await session.exec(statement)).first()
 
 
-async def start(*, session: AsyncSession, assignment: LeadAssigned, response_time: timedelta) -> SlaTimer:
-    """The first-response timer of an assignment: the existing one, or a new one."""
-    existing = await get_by_assignment(
-        session=session, assignment_id=assignment.assignment_id, obligation=FIRST_RESPONSE
-    )
-    if existing is not None:
-        return existing
-    timer = SlaTimer(
+def _new_timer(assignment: LeadAssigned, response_time: timedelta) -> SlaTimer:
+    return SlaTimer(
         lead_id=assignment.lead_id,
         assignment_id=assignment.assignment_id,
         obligation=FIRST_RESPONSE,
@@ -38,6 +33,43 @@ async def start(*, session: AsyncSession, assignment: LeadAssigned, response_tim
         started_at=assignment.assigned_at,
         due_at=assignment.assigned_at + response_time,
     )
+
+
+async def start_many(
+    *, session: AsyncSession, assignments: Sequence[LeadAssigned], response_time: timedelta
+) -> list[SlaTimer]:
+    """The first-response timers of assignments, existing ones read in one query and new ones inserted together.
+
+    If another replica started one of them meanwhile, the insert fails and each is started on its own.
+    """
+    ids = list({assignment.assignment_id for assignment in assignments})
+    statement = select(SlaTimer).where(col(SlaTimer.assignment_id).in_(ids), SlaTimer.obligation == FIRST_RESPONSE)
+    timers = {timer.assignment_id: timer for timer in (await session.exec(statement)).all()}
+    new: dict[str, SlaTimer] = {}
+    for assignment in assignments:
+        if assignment.assignment_id not in timers and assignment.assignment_id not in new:
+            new[assignment.assignment_id] = _new_timer(assignment, response_time)
+    if new:
+        try:
+            async with session.begin_nested():
+                session.add_all(new.values())
+        except IntegrityError:
+            return [
+                await start(session=session, assignment=assignment, response_time=response_time)
+                for assignment in assignments
+            ]
+    chosen = timers | new
+    return [chosen[assignment.assignment_id] for assignment in assignments]
+
+
+async def start(*, session: AsyncSession, assignment: LeadAssigned, response_time: timedelta) -> SlaTimer:
+    """The first-response timer of an assignment: the existing one, or a new one."""
+    existing = await get_by_assignment(
+        session=session, assignment_id=assignment.assignment_id, obligation=FIRST_RESPONSE
+    )
+    if existing is not None:
+        return existing
+    timer = _new_timer(assignment, response_time)
     try:
         async with session.begin_nested():
             session.add(timer)
