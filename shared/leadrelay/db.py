@@ -162,12 +162,15 @@ def create_engine(url: str) -> AsyncEngine:
     if is_sqlite(url):
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        # One connection: SQLite has one writer, and writers of one process waiting on each other
-        # through its busy handler sleep in steps of up to 100 ms; queueing for the connection in
-        # asyncio instead hands it over at once.
-        engine = create_async_engine(
-            url, connect_args={"timeout": 30}, hide_parameters=True, pool_size=1, max_overflow=0, pool_timeout=60
-        )
+        if parsed.database and parsed.database != ":memory:":
+            # One connection per process: SQLite has one writer, and writers of one process waiting
+            # on each other through its busy handler sleep in steps of up to 100 ms; queueing for
+            # the connection in asyncio hands it over at once. So code must never hold two sessions
+            # of one SQLite engine at the same time.
+            pool: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
+        else:
+            pool = {}
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True, **pool)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return _report_outages(engine)
     # hide_parameters: SQL errors end up in logs, and bound values may be personal data.

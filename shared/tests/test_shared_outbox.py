@@ -7,6 +7,8 @@ from collections import defaultdict
 import pytest
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
 from leadrelay import outbox
@@ -58,12 +60,22 @@ async def write(storage: Storage, *events: CloudEvent[EventData]) -> None:
 
 
 async def test_rows_are_visible_only_after_commit(router_db: Storage) -> None:
-    async with router_db.sessions() as session:
-        outbox.add(session, activity("lead-1", 1), activity("lead-1", 2))
-        await session.flush()  # in the database, inside the open transaction
-        assert await router_db.outbox_count() == 0
-        await session.commit()
-    assert await router_db.outbox_event_ids() == ["lead-1-1", "lead-1-2"]
+    other_process = create_engine(router_db.url)  # a relay elsewhere, with its own connection
+    try:
+        async with router_db.sessions() as session:
+            outbox.add(session, activity("lead-1", 1), activity("lead-1", 2))
+            await session.flush()  # in the database, inside the open transaction
+            assert await count_rows(other_process) == 0
+            await session.commit()
+        assert await count_rows(other_process) == 2
+        assert await router_db.outbox_event_ids() == ["lead-1-1", "lead-1-2"]
+    finally:
+        await other_process.dispose()
+
+
+async def count_rows(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(text("SELECT count(*) FROM outbox"))).scalar_one())
 
 
 async def test_rows_vanish_on_rollback(router_db: Storage) -> None:

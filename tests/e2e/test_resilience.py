@@ -1,6 +1,7 @@
 """Nothing accepted is lost: broker outages, redeliveries, poison messages, killed workers, restarts."""
 
 import asyncio
+import signal
 
 import asyncpg
 import httpx
@@ -203,3 +204,25 @@ async def test_database_outage_answers_503_then_recovers(
     assert (await stack.lead(before))["email"] == "before@analytical.example"
     records = await read_topic(broker.bootstrap_servers, Topic.LEADS_RECEIVED, min_count=2)
     assert {before, after} <= set(_subjects(records))
+
+
+async def test_every_service_stops_promptly_and_cleanly_on_sigterm(
+    broker: EmbeddedBroker, make_stack: StackFactory
+) -> None:
+    stack = await make_stack(broker, env={"INTAKE_WORKERS": "2"})
+    await stack.start()
+    await stack.wait_routed(await stack.post_lead())
+
+    async def stop(name: str) -> tuple[str, int | None, float]:
+        started = asyncio.get_running_loop().time()
+        code = await stack[name].stop(timeout=10)  # a process still running then is killed: code -9
+        return name, code, asyncio.get_running_loop().time() - started
+
+    stopped = await asyncio.gather(*(stop(name) for name in stack.services))
+
+    for name, code, _seconds in stopped:
+        assert code in (0, -signal.SIGTERM), f"{name} did not stop by itself within 10 s (exit code {code})"
+    logs = {name: process.log_path.read_text() for name, process in stack.services.items()}
+    assert logs["intake"].count('"service stopped"') == 2  # both workers
+    assert all('"service stopped"' in log for log in logs.values())
+    assert all("did not stop in time" not in log for log in logs.values())

@@ -151,8 +151,8 @@ class EventConsumer:
             self.last_poll = time.monotonic()
             batch = await consumer.getmany(timeout_ms=200, max_records=self._settings.consumer_batch_size)
             records: list[Record] = [record for partition_records in batch.values() for record in partition_records]
-            if not records:
-                continue
+            if not records or self._restart.is_set():
+                continue  # records fetched before the seek back to the start come again after it
             done = await self._dispatcher.dispatch(records)
             if self._restart.is_set():
                 continue  # these came from the lost logs; what was handled is deduplicated when read again
@@ -164,14 +164,16 @@ class EventConsumer:
     async def _read_from_the_start(self, consumer: AIOKafkaConsumer) -> None:
         # Staying in the group is faster than rejoining (the embedded broker makes a new member wait
         # out the old one's session). Positions and any offset committed into the recreated topics
-        # are from the old logs: go back to the start, and say so to the group.
-        self._restart.clear()
+        # are from the old logs: go back to the start, and say so to the group. While the group is
+        # still rebalancing there is nothing to seek yet: try again at the next poll.
         self._processed = {}
         assignment = consumer.assignment()
-        if assignment:
-            await consumer.seek_to_beginning(*assignment)
-            with contextlib.suppress(KafkaError):
-                await consumer.commit({tp: 0 for tp in assignment})
+        if not assignment:
+            return
+        await consumer.seek_to_beginning(*assignment)
+        with contextlib.suppress(KafkaError):
+            await consumer.commit({tp: 0 for tp in assignment})
+        self._restart.clear()
         logger.warning("consumer reads its topics from the start after the broker lost its data")
 
     async def commit_processed(self) -> None:
