@@ -415,6 +415,7 @@ def service_env(bootstrap_servers: str, database_url: str) -> dict[str, str]:
     """A service's environment: this process's (so new settings pass through), the broker and its database."""
     return {
         "LOG_LEVEL": "WARNING",
+        "INTAKE_WORKERS": str(os.cpu_count() or 1),  # the product's default (the test helpers run one)
         **os.environ,  # also wins over ServiceProcess's fast test timings when exported
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
         "DATABASE_URL": database_url,

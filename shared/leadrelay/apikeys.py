@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.events import utcnow
 from leadrelay.problems import ProblemException
+from leadrelay.runtime import get_runtime
 
 # Documented in README and docs/configuration.md; refused when ENVIRONMENT=production.
 DEFAULT_DEV_API_KEY = "lr_dev_insecure_change_me"
@@ -110,7 +111,7 @@ async def _lookup(request: Request, secret: str) -> ApiKey | None:
     found, key = cache.get(digest)
     if not found:
         # A short session of its own: the request must not hold a connection while it works.
-        async with request.app.state.runtime.sessions() as session:
+        async with get_runtime(request).sessions() as session:
             key = await authenticate(session, secret=secret)
         cache.put(digest, key)
     return key

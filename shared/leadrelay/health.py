@@ -3,11 +3,12 @@
 import asyncio
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from leadrelay.db import ping
+from leadrelay.runtime import RuntimeDep
 
 health_router = APIRouter(tags=["health"])
 
@@ -64,9 +65,8 @@ async def healthz() -> dict[str, str]:
         },
     },
 )
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """200 when every check passes, else 503 with the failing checks."""
-    runtime = request.app.state.runtime
     database_ok, broker_ok = await asyncio.gather(ping(runtime.engine), runtime.bus.is_reachable())
     checks = {"database": "ok" if database_ok else "unreachable", "broker": "ok" if broker_ok else "unreachable"}
     if broker_ok and runtime.watch.recovering:

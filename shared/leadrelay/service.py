@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from leadrelay import idempotency, outbox
 from leadrelay.batching import GroupCommitter
 from leadrelay.consumer import EventConsumer, Handlers
-from leadrelay.db import SessionFactory, create_engine, create_session_factory, run_migrations
+from leadrelay.db import create_engine, create_session_factory, run_migrations
 from leadrelay.health import health_router
 from leadrelay.kafka import BrokerWatch, KafkaBus
 from leadrelay.leader import LeaderLock, run_as_leader
@@ -30,36 +30,11 @@ from leadrelay.logs import configure_logging, logging_config
 from leadrelay.metrics import MetricsMiddleware, ServiceMetrics, metrics_router
 from leadrelay.outbox import OutboxRelay, PublishedHook
 from leadrelay.problems import install_problem_handlers
+from leadrelay.runtime import ServiceRuntime, SettingsT
 from leadrelay.settings import ServiceSettings
 from leadrelay.wakeups import ProcessWakeups
 
 logger = logging.getLogger(__name__)
-
-SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
-
-
-@dataclass
-class ServiceRuntime(Generic[SettingsT]):
-    """Long-lived parts of a running service, created once in the lifespan, typed by its settings."""
-
-    settings: SettingsT
-    engine: AsyncEngine
-    sessions: SessionFactory
-    metrics: ServiceMetrics
-    bus: KafkaBus
-    watch: BrokerWatch
-    relay: OutboxRelay
-    writer: GroupCommitter
-    consumer: EventConsumer | None
-
-
-def get_runtime(request: Request) -> ServiceRuntime[Any]:
-    """The runtime of the app serving this request."""
-    runtime: ServiceRuntime[Any] = request.app.state.runtime
-    return runtime
-
-
-RuntimeDep = Annotated[ServiceRuntime[Any], Depends(get_runtime)]
 
 Job = Callable[[ServiceRuntime[SettingsT]], Awaitable[None]]
 

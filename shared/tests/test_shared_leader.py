@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadrelay.db import create_engine
 from leadrelay.leader import LeaderLock, lock_file_path, run_as_leader
-from leadrelay.service import ServiceRuntime, ServiceSpec, create_service_app
+from leadrelay.runtime import ServiceRuntime
+from leadrelay.service import ServiceSpec, create_service_app
 from leadrelay.settings import ServiceSettings
 from leadrelay.testing import free_port, migrations_of, wait_until
 

@@ -11,7 +11,8 @@ from intake.leads.handlers import handlers
 from intake.leads.jobs import redrive_lost_leads
 from intake.leads.router import router as leads_router
 from leadrelay import apikeys
-from leadrelay.service import ServiceRuntime, ServiceSpec, create_service_app
+from leadrelay.runtime import ServiceRuntime
+from leadrelay.service import ServiceSpec, create_service_app
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 DEV_KEY_SCOPES = ["leads:read", "leads:write"]

@@ -11,7 +11,7 @@ from intake.config import IntakeSettings
 from intake.leads import service
 from intake.leads.models import Lead
 from leadrelay.events import utcnow
-from leadrelay.service import ServiceRuntime
+from leadrelay.runtime import ServiceRuntime
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 import asyncio
 
 from leadrelay.events import utcnow
-from leadrelay.service import ServiceRuntime
+from leadrelay.runtime import ServiceRuntime
 from sla_monitor.config import SlaMonitorSettings
 from sla_monitor.timers import service
 
