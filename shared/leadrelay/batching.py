@@ -32,12 +32,9 @@ class GroupCommitter:
     in a transaction of its own, so one bad unit cannot fail the others.
     """
 
-    def __init__(
-        self, sessions: SessionFactory, *, max_batch: int, on_commit: Callable[[], None] = lambda: None
-    ) -> None:
+    def __init__(self, sessions: SessionFactory, *, max_batch: int) -> None:
         self._sessions = sessions
         self._max_batch = max_batch
-        self._on_commit = on_commit
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
@@ -86,7 +83,6 @@ class GroupCommitter:
         for pending, result in zip(batch, results, strict=True):
             if not pending.done.done():
                 pending.done.set_result(result)
-        self._on_commit()
 
 
 async def get_writer(request: Request) -> GroupCommitter:

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -54,7 +54,6 @@ class Dispatcher:
         dead_letters: DeadLetterPublisher,
         metrics: ServiceMetrics,
         stopping: asyncio.Event,
-        on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         self._group = group
         self._sessions = sessions
@@ -63,7 +62,6 @@ class Dispatcher:
         self._dead_letters = dead_letters
         self._metrics = metrics
         self._stopping = stopping
-        self._on_progress = on_progress
 
     async def dispatch(self, records: Sequence[Record]) -> int:
         """Handle records in order; returns how many of the first records are done (all, unless stopping)."""
@@ -151,8 +149,6 @@ class Dispatcher:
     def _count(self, deliveries: Sequence[Delivery], outcomes: Sequence[str]) -> None:
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             self._metrics.events_consumed_total.labels(delivery.record.topic, delivery.event.type, outcome).inc()
-        if "processed" in outcomes:
-            self._on_progress()
 
     async def _handle_alone(self, delivery: Delivery) -> bool:
         """Handle one record with retries; False when it was left unhandled because the consumer is stopping."""

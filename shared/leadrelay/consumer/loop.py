@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -53,7 +52,6 @@ class EventConsumer:
         handlers: Handlers,
         metrics: ServiceMetrics,
         watch: BrokerWatch | None = None,
-        on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._bus = bus
@@ -74,7 +72,6 @@ class EventConsumer:
             dead_letters=DeadLetterPublisher(bus=bus, group=self.name, metrics=metrics),
             metrics=metrics,
             stopping=self._stopping,
-            on_progress=on_commit,
         )
         self._consumer: AIOKafkaConsumer | None = None
         self._processed: dict[TopicPartition, int] = {}
