@@ -10,7 +10,13 @@ from leadrelay.db import create_engine
 from leadrelay.testing import Stack, wait_until
 from tests.e2e.conftest import StackFactory
 
-FAST_RECOVERY = {"BROKER_CHECK_INTERVAL_SECONDS": "0.5", "REDRIVE_CHECK_INTERVAL_SECONDS": "1"}
+# Re-drive also looks up leads in flight for over 3 s: the embedded broker sometimes acknowledges
+# records written while it recovers and then does not keep them.
+FAST_RECOVERY = {
+    "BROKER_CHECK_INTERVAL_SECONDS": "0.5",
+    "REDRIVE_CHECK_INTERVAL_SECONDS": "1",
+    "REDRIVE_AFTER_SECONDS": "3",
+}
 
 
 async def _readiness(stack: Stack) -> dict[str, int]:
@@ -69,8 +75,9 @@ async def test_broker_killed_mid_stream_loses_no_lead_and_no_service_restarts(
     assert all(process.running for process in stack.services.values())
     assert "service stopped" not in stack.logs()
 
-    # One loss, at most one re-drive per lead: no storm of re-publications.
-    assert await _most_redrives(stack.database_urls["intake"]) <= 1
+    # No storm of re-publications: one re-drive for the loss, and at most one more for a record the
+    # recovering broker acknowledged but did not keep.
+    assert await _most_redrives(stack.database_urls["intake"]) <= 2
 
 
 async def _most_redrives(database_url: str) -> int:
