@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import JSON, Column
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -66,8 +67,17 @@ async def upsert(session: AsyncSession, *, name: str, secret: str, scopes: list[
         index_elements=["name"],
         set_={"key_hash": statement.excluded.key_hash, "scopes": statement.excluded.scopes, "revoked_at": None},
     )
-    await session.exec(statement)
-    await session.commit()
+    for attempt in range(3):
+        try:
+            await session.exec(statement)
+            await session.commit()
+            break
+        except IntegrityError:
+            # ON CONFLICT arbitrates on `name` only: a concurrent insert of the same secret can still
+            # collide on the unique `key_hash`. Once that row is committed, the retry updates it.
+            await session.rollback()
+            if attempt == 2:
+                raise
     stored = select(ApiKey).where(ApiKey.name == name).execution_options(populate_existing=True)
     return (await session.exec(stored)).one()
 
