@@ -3,7 +3,7 @@
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Dialect, ExceptionContext, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.leader import LeaderLock
@@ -177,6 +177,20 @@ def create_engine(url: str) -> AsyncEngine:
     return _report_outages(
         create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
     )
+
+
+async def insert_unless_taken(session: AsyncSession, rows: Iterable[SQLModel]) -> bool:
+    """Insert rows in a savepoint; False, with nothing inserted, when a unique key is already taken.
+
+    The way two replicas racing on one lead agree: the loser rolls back to the savepoint and
+    reads the winner's row.
+    """
+    try:
+        async with session.begin_nested():
+            session.add_all(rows)
+    except IntegrityError:
+        return False
+    return True
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

@@ -269,6 +269,11 @@ def parse_event(raw: bytes) -> CloudEvent[EventData]:
     data_type = EVENT_TYPES.get(envelope.type)
     if data_type is None:
         raise UnknownEventType(envelope.type)
+    return parse_as(raw, data_type)
+
+
+def parse_as(raw: bytes, data_type: type[DataT]) -> CloudEvent[DataT]:
+    """Parse structured-mode JSON whose type is already known; raises ValidationError."""
     return CloudEvent[data_type].model_validate_json(raw)  # type: ignore[valid-type]
 
 
@@ -292,6 +297,7 @@ __all__ = [
     "ValidationError",
     "dlq_topic",
     "new_event",
+    "parse_as",
     "parse_envelope",
     "parse_event",
     "utcnow",

@@ -17,7 +17,7 @@ from leadrelay.consumer.deadletter import DeadLetterPublisher, describe
 from leadrelay.consumer.handlers import Handlers, Route
 from leadrelay.consumer.retry import RetryPolicy
 from leadrelay.db import SessionFactory
-from leadrelay.events import CloudEvent, parse_envelope, parse_event
+from leadrelay.events import CloudEvent, parse_as, parse_envelope
 from leadrelay.logs import event_id_var, lead_id_var
 from leadrelay.metrics import ServiceMetrics
 
@@ -106,7 +106,7 @@ class Dispatcher:
             self._metrics.events_consumed_total.labels(record.topic, "other", "ignored").inc()
             return None
         try:
-            event = parse_event(raw)
+            event = parse_as(raw, route.data_type)  # the envelope is read: parse once more, typed
         except ValidationError as exc:  # a type we handle with a payload we cannot read: retrying won't help
             await self._dead_letters.publish(record, exc, attempts=1)
             return None

@@ -2,10 +2,10 @@
 
 from collections.abc import Sequence
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from leadrelay.db import insert_unless_taken
 from router.assignments.models import Assignment
 
 PLACEHOLDER_ROUTING_VERSION = "placeholder-1"
@@ -33,14 +33,8 @@ async def assign_many(*, session: AsyncSession, lead_ids: Sequence[str], default
         for assignment in (await session.exec(select(Assignment).where(col(Assignment.lead_id).in_(wanted)))).all()
     }
     new = {lead_id: _new_assignment(lead_id, default_rep_id) for lead_id in wanted if lead_id not in existing}
-    if new:
-        try:
-            async with session.begin_nested():
-                session.add_all(new.values())
-        except IntegrityError:
-            return [
-                await assign(session=session, lead_id=lead_id, default_rep_id=default_rep_id) for lead_id in lead_ids
-            ]
+    if new and not await insert_unless_taken(session, new.values()):
+        return [await assign(session=session, lead_id=lead_id, default_rep_id=default_rep_id) for lead_id in lead_ids]
     chosen = existing | new
     return [chosen[lead_id] for lead_id in lead_ids]
 
@@ -62,10 +56,7 @@ async def assign(*, session: AsyncSession, lead_id: str, default_rep_id: str) ->
     if existing is not None:
         return existing
     assignment = _new_assignment(lead_id, default_rep_id)
-    try:
-        async with session.begin_nested():
-            session.add(assignment)
-    except IntegrityError:
+    if not await insert_unless_taken(session, [assignment]):
         # Another replica assigned this lead between our read and our insert: theirs stands.
         winner = await get_by_lead(session=session, lead_id=lead_id)
         assert winner is not None

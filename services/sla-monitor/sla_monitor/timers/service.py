@@ -3,11 +3,11 @@
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
+from leadrelay.db import insert_unless_taken
 from leadrelay.events import LeadAssigned, SlaBreached, new_event
 from leadrelay.stages import SlaState
 from sla_monitor.timers.models import SlaTimer
@@ -49,15 +49,11 @@ async def start_many(
     for assignment in assignments:
         if assignment.assignment_id not in timers and assignment.assignment_id not in new:
             new[assignment.assignment_id] = _new_timer(assignment, response_time)
-    if new:
-        try:
-            async with session.begin_nested():
-                session.add_all(new.values())
-        except IntegrityError:
-            return [
-                await start(session=session, assignment=assignment, response_time=response_time)
-                for assignment in assignments
-            ]
+    if new and not await insert_unless_taken(session, new.values()):
+        return [
+            await start(session=session, assignment=assignment, response_time=response_time)
+            for assignment in assignments
+        ]
     chosen = timers | new
     return [chosen[assignment.assignment_id] for assignment in assignments]
 
@@ -70,10 +66,7 @@ async def start(*, session: AsyncSession, assignment: LeadAssigned, response_tim
     if existing is not None:
         return existing
     timer = _new_timer(assignment, response_time)
-    try:
-        async with session.begin_nested():
-            session.add(timer)
-    except IntegrityError:
+    if not await insert_unless_taken(session, [timer]):
         winner = await get_by_assignment(
             session=session, assignment_id=assignment.assignment_id, obligation=FIRST_RESPONSE
         )
