@@ -19,6 +19,8 @@ class Topic(StrEnum):
     LEADS_ACTIVITY = "leads.activity"
     SLA_EVENTS = "sla.events"
     ACCOUNTS_CHANGED = "accounts.changed"
+    API_KEYS = "leadrelay.apikeys"
+    AGREEMENTS = "leadrelay.agreements"
 
 
 def dlq_topic(topic: str) -> str:
@@ -227,6 +229,84 @@ class AccountChanged(EventData):
         return self.account_id
 
 
+class ApiKeyChanged(EventData):
+    """The state of one API key, announced by intake (the key registry) to every service.
+
+    A state transfer, not a delta: a service stores the key as announced unless it already holds a
+    later `version`, so a re-announcement or a redelivery changes nothing. Carries the secret's
+    SHA-256 hash, never the secret.
+    """
+
+    event_type: ClassVar[str] = "apikey.changed"
+    topic: ClassVar[Topic] = Topic.API_KEYS
+
+    key_id: str
+    name: str
+    team: str
+    scopes: list[str]
+    key_hash: str
+    version: int
+    created_at: datetime
+    revoked_at: datetime | None = None
+    changed_at: datetime
+
+    def subject(self) -> str:
+        """Keyed by key id, so one key's changes stay in order."""
+        return self.key_id
+
+
+class AgreementEventData(EventData):
+    """A transition of one version of an agreement (ICP, routing rules, SLA); keyed by kind."""
+
+    kind: str
+    version: int
+    status: str
+    actor_key_id: str | None = None
+    actor_name: str | None = None
+    actor_team: str | None = None
+    reason: str | None = None
+    at: datetime
+
+    def subject(self) -> str:
+        """Keyed by kind, so a kind's transitions stay in order."""
+        return self.kind
+
+
+class AgreementDrafted(AgreementEventData):
+    """A new version of an agreement was drafted."""
+
+    event_type: ClassVar[str] = "agreement.drafted"
+    topic: ClassVar[Topic] = Topic.AGREEMENTS
+
+
+class AgreementApproved(AgreementEventData):
+    """A team approved a version."""
+
+    event_type: ClassVar[str] = "agreement.approved"
+    topic: ClassVar[Topic] = Topic.AGREEMENTS
+
+
+class AgreementRejected(AgreementEventData):
+    """A team rejected a version; it will never activate."""
+
+    event_type: ClassVar[str] = "agreement.rejected"
+    topic: ClassVar[Topic] = Topic.AGREEMENTS
+
+
+class AgreementActivated(AgreementEventData):
+    """Every required team approved: this version is now the one in force."""
+
+    event_type: ClassVar[str] = "agreement.activated"
+    topic: ClassVar[Topic] = Topic.AGREEMENTS
+
+
+class AgreementSuperseded(AgreementEventData):
+    """A newer version became active; this one is no longer in force."""
+
+    event_type: ClassVar[str] = "agreement.superseded"
+    topic: ClassVar[Topic] = Topic.AGREEMENTS
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
     cls.event_type: cls
     for cls in (
@@ -239,6 +319,12 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         SlaBreached,
         SlaMet,
         AccountChanged,
+        ApiKeyChanged,
+        AgreementDrafted,
+        AgreementApproved,
+        AgreementRejected,
+        AgreementActivated,
+        AgreementSuperseded,
     )
 }
 
@@ -280,6 +366,13 @@ def parse_as(raw: bytes, data_type: type[DataT]) -> CloudEvent[DataT]:
 __all__ = [
     "EVENT_TYPES",
     "AccountChanged",
+    "AgreementActivated",
+    "AgreementApproved",
+    "AgreementDrafted",
+    "AgreementEventData",
+    "AgreementRejected",
+    "AgreementSuperseded",
+    "ApiKeyChanged",
     "CloudEvent",
     "EventData",
     "LeadActivity",

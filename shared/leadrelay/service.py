@@ -19,10 +19,12 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from leadrelay import idempotency, outbox
+from leadrelay import apikeys, idempotency, outbox
+from leadrelay.audit import audit_router
 from leadrelay.batching import GroupCommitter
 from leadrelay.consumer import EventConsumer, Handlers
 from leadrelay.db import create_engine, create_session_factory, run_migrations
+from leadrelay.events import ApiKeyChanged
 from leadrelay.health import health_router
 from leadrelay.kafka import BrokerWatch, KafkaBus
 from leadrelay.leader import LeaderLock, run_as_leader
@@ -35,6 +37,11 @@ from leadrelay.settings import ServiceSettings
 from leadrelay.wakeups import ProcessWakeups
 
 logger = logging.getLogger(__name__)
+
+PLATFORM_TAGS = [
+    {"name": "identity", "description": "Which API key is calling (keys are created and revoked on intake)."},
+    {"name": "audit", "description": "This service's admin actions (scope `admin`)."},
+]
 
 Job = Callable[[ServiceRuntime[SettingsT]], Awaitable[None]]
 
@@ -133,12 +140,10 @@ def create_service_app(
         )
         wakeups = _sqlite_wakeups(settings.database_url)
         outbox.wake_on_commit(sessions, relay.wake, others=wakeups)
-        consumer = (
-            EventConsumer(
-                settings=settings, bus=bus, sessions=sessions, handlers=spec.handlers, metrics=metrics, watch=watch
-            )
-            if spec.handlers
-            else None
+        # Every service keeps its copy of the key registry from intake's announcements.
+        handlers = Handlers().on_batch(ApiKeyChanged, apikeys.apply_announcements).extend(spec.handlers)
+        consumer = EventConsumer(
+            settings=settings, bus=bus, sessions=sessions, handlers=handlers, metrics=metrics, watch=watch
         )
         writer = GroupCommitter(sessions, max_batch=settings.group_commit_max_batch)
         runtime = ServiceRuntime(settings, engine, sessions, metrics, bus, watch, relay, writer, consumer)
@@ -151,21 +156,20 @@ def create_service_app(
             partial(wakeups.listen, relay.wake) if wakeups else partial(outbox.listen_for_commits, engine, relay.wake)
         )
         listen_task = asyncio.create_task(_supervise("outbox-notifications", listen))
-        consumer_task = asyncio.create_task(_supervise("consumer", consumer.run)) if consumer else None
+        consumer_task = asyncio.create_task(_supervise("consumer", consumer.run))
         jobs: dict[str, Callable[[], Awaitable[None]]] = {job.__name__: partial(job, runtime) for job in spec.jobs}
-        if consumer:
-            retention = timedelta(hours=settings.processed_event_retention_hours)
-            jobs["prune-processed-events"] = partial(idempotency.prune_periodically, sessions, retention=retention)
+        retention = timedelta(hours=settings.processed_event_retention_hours)
+        jobs["prune-processed-events"] = partial(idempotency.prune_periodically, sessions, retention=retention)
         job_tasks = [
             asyncio.create_task(_supervise(name, _as_leader(engine, name, job, settings))) for name, job in jobs.items()
         ]
         stop_watching_supervisor = _stop_with_supervisor()
-        logger.info("service started", extra={"port": settings.port, "topics": consumer.topics if consumer else []})
+        logger.info("service started", extra={"port": settings.port, "topics": consumer.topics})
         try:
             yield
         finally:
             stop_watching_supervisor()
-            if consumer and consumer_task:
+            if consumer_task:
                 consumer.stop()
                 try:
                     await asyncio.wait_for(consumer_task, timeout=15)
@@ -188,14 +192,17 @@ def create_service_app(
         description=spec.description,
         version=spec.version,
         lifespan=lifespan,
-        openapi_tags=list(spec.openapi_tags) or None,
+        openapi_tags=[*spec.openapi_tags, *PLATFORM_TAGS],
     )
     install_problem_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(health_router)
     app.include_router(metrics_router)
+    app.include_router(apikeys.identity_router)
     for router in spec.routers:
         app.include_router(router)
+    app.include_router(audit_router)
+    apikeys.document_scopes(app)
     return app
 
 

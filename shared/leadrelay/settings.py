@@ -11,7 +11,10 @@ Environment = Literal["development", "test", "production"]
 class ServiceSettings(BaseSettings):
     """Environment-first settings common to all services (see docs/configuration.md)."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # Errors name the setting and what is wrong, never the value: a setting may be a secret.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     service_name: str = "leadrelay"
     environment: Environment = "development"

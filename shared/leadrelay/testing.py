@@ -201,6 +201,19 @@ class Stack:
         for name in chosen:
             self.services[name].start()
         await asyncio.gather(*(self.services[name].wait_healthy() for name in chosen))
+        if self.services["intake"].running:
+            await asyncio.gather(*(self.wait_key_known(name) for name in chosen))
+
+    async def wait_key_known(self, name: str, key: str = DEV_API_KEY, timeout: float = 30.0) -> None:
+        """Wait until a service accepts a key (intake announces keys; the others store them)."""
+        service = self.services[name]
+
+        async def accepted() -> bool:
+            async with httpx.AsyncClient(timeout=3.0) as client:
+                answer = await client.get(f"{service.url}/v1/whoami", headers={"Authorization": f"Bearer {key}"})
+            return answer.status_code == 200
+
+        await wait_until(accepted, timeout=timeout, what=f"{name} to accept the key")
 
     async def stop(self, *names: str) -> None:
         """Stop services gracefully (all by default), all at once."""

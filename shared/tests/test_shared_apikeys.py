@@ -1,20 +1,37 @@
-"""API keys on SQLite and PostgreSQL (intake's schema holds the api_key table)."""
+"""API keys on SQLite and PostgreSQL: hashing, authentication, announcements, the scope dependency."""
 
-import asyncio
 from types import SimpleNamespace
 from typing import Annotated
 
 import httpx
 from fastapi import Depends, FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
 from leadrelay import apikeys
-from leadrelay.apikeys import ApiKey, authenticate, generate_key, hash_key, require_scopes, upsert
-from leadrelay.db import create_engine, create_session_factory
-from leadrelay.events import utcnow
+from leadrelay.apikeys import (
+    ApiKey,
+    Scope,
+    Team,
+    apply_announcements,
+    authenticate,
+    document_scopes,
+    generate_key,
+    hash_key,
+    require_scopes,
+)
+from leadrelay.events import ApiKeyChanged, CloudEvent, new_event, utcnow
 from leadrelay.problems import PROBLEM_JSON, install_problem_handlers
 from leadrelay.testing import Storage
+
+
+def _key(secret: str, *, key_id: str = "key_one", scopes: list[Scope] | None = None, version: int = 1) -> ApiKey:
+    return ApiKey(
+        id=key_id, name=key_id, team=Team.SALES, scopes=scopes or [], key_hash=hash_key(secret), version=version
+    )
+
+
+def _announced(key: ApiKey) -> CloudEvent[ApiKeyChanged]:
+    return new_event(key.announcement(), source="leadrelay/intake")
 
 
 def test_hash_is_not_the_secret_and_is_stable() -> None:
@@ -28,71 +45,96 @@ def test_hash_is_not_the_secret_and_is_stable() -> None:
     assert hash_key(secret + "x") != digest
 
 
-def test_generated_keys_are_prefixed_and_unique() -> None:
+def test_generated_keys_and_ids_are_prefixed_and_unique() -> None:
     keys = {generate_key() for _ in range(50)}
     assert len(keys) == 50
     assert all(key.startswith(apikeys.KEY_PREFIX) and len(key) > 40 for key in keys)
+    ids = {apikeys.generate_id() for _ in range(50)}
+    assert len(ids) == 50
+    assert all(key_id.startswith(apikeys.ID_PREFIX) for key_id in ids)
 
 
-async def test_authenticate_finds_a_live_key(intake_db: Storage) -> None:
+def test_an_announcement_carries_the_hash_never_the_secret() -> None:
     secret = generate_key()
-    async with intake_db.sessions() as session:
-        await upsert(session, name="crm", secret=secret, scopes=["leads:write"])
-    async with intake_db.sessions() as session:
-        stored = (await session.exec(select(ApiKey))).one()
-        assert stored.key_hash == hash_key(secret)
-        assert secret not in (stored.key_hash, stored.name)  # only the hash is kept
+    payload = _announced(_key(secret, scopes=[Scope.LEADS_READ])).to_bytes().decode()
+    assert secret not in payload
+    assert hash_key(secret) in payload
+
+
+async def test_authenticate_finds_a_live_key_and_rejects_others(router_db: Storage) -> None:
+    secret, revoked = generate_key(), generate_key()
+    async with router_db.sessions() as session:
+        session.add(_key(secret, scopes=[Scope.LEADS_WRITE]))
+        session.add(_key(revoked, key_id="key_two").sqlmodel_update({"revoked_at": utcnow()}))
+        await session.commit()
+    async with router_db.sessions() as session:
         key = await authenticate(session, secret=secret)
-    assert key is not None
-    assert (key.name, key.scopes) == ("crm", ["leads:write"])
-
-
-async def test_authenticate_rejects_unknown_and_revoked_keys(intake_db: Storage) -> None:
-    secret = generate_key()
-    async with intake_db.sessions() as session:
-        await upsert(session, name="crm", secret=secret, scopes=[])
+        assert key is not None
+        assert (key.id, key.team, key.scopes) == ("key_one", Team.SALES, [Scope.LEADS_WRITE])
+        assert await authenticate(session, secret=revoked) is None
         assert await authenticate(session, secret=generate_key()) is None
         assert await authenticate(session, secret="") is None
         assert await authenticate(session, secret=hash_key(secret)) is None  # the hash is not a key
 
-        key = (await session.exec(select(ApiKey))).one()
-        key.revoked_at = utcnow()
-        session.add(key)
+
+async def test_announcements_apply_in_version_order_and_redelivery_changes_nothing(router_db: Storage) -> None:
+    secret = generate_key()
+    created = _key(secret, scopes=[Scope.LEADS_READ])
+    widened = _key(secret, scopes=[Scope.LEADS_READ, Scope.LEADS_WRITE], version=2)
+    revoked = _key(secret, scopes=[Scope.LEADS_READ, Scope.LEADS_WRITE], version=3).sqlmodel_update(
+        {"revoked_at": utcnow()}
+    )
+    async with router_db.sessions() as session:
+        await apply_announcements([_announced(created), _announced(widened)], session)
         await session.commit()
-    async with intake_db.sessions() as session:
+    async with router_db.sessions() as session:
+        key = await authenticate(session, secret=secret)
+        assert key is not None
+        assert key.scopes == [Scope.LEADS_READ, Scope.LEADS_WRITE]
+        assert key.version == 2
+        # An older announcement (a re-announcement overtaken by a change) is ignored.
+        await apply_announcements([_announced(created)], session)
+        await session.commit()
+        assert (await session.get(ApiKey, "key_one", populate_existing=True)).version == 2  # type: ignore[union-attr]
+        await apply_announcements([_announced(revoked), _announced(widened)], session)
+        await session.commit()
+    async with router_db.sessions() as session:
         assert await authenticate(session, secret=secret) is None
-
-
-async def test_upsert_replaces_the_secret_and_revives_the_key(intake_db: Storage) -> None:
-    old, new = generate_key(), generate_key()
-    async with intake_db.sessions() as session:
-        key = await upsert(session, name="crm", secret=old, scopes=["a"])
-        key.revoked_at = utcnow()
-        session.add(key)
-        await session.commit()
-        await upsert(session, name="crm", secret=new, scopes=["a", "b"])
-    async with intake_db.sessions() as session:
         assert len((await session.exec(select(ApiKey))).all()) == 1
-        assert await authenticate(session, secret=old) is None
-        revived = await authenticate(session, secret=new)
-    assert revived is not None
-    assert revived.scopes == ["a", "b"]
 
 
-async def test_require_scopes_answers_401_403_and_admits(intake_db: Storage) -> None:
+async def test_a_secret_stored_under_another_id_is_replaced(router_db: Storage) -> None:
+    secret = generate_key()
+    async with router_db.sessions() as session:
+        await apply_announcements([_announced(_key(secret, key_id="key_old"))], session)
+        await apply_announcements([_announced(_key(secret, key_id="key_new", scopes=[Scope.ADMIN]))], session)
+        await session.commit()
+    async with router_db.sessions() as session:
+        key = await authenticate(session, secret=secret)
+    assert key is not None
+    assert (key.id, key.scopes) == ("key_new", [Scope.ADMIN])
+
+
+async def test_require_scopes_answers_401_403_and_admits(router_db: Storage) -> None:
     writer, reader = generate_key(), generate_key()
-    async with intake_db.sessions() as session:
-        await upsert(session, name="writer", secret=writer, scopes=["leads:read", "leads:write"])
-        await upsert(session, name="reader", secret=reader, scopes=["leads:read"])
+    async with router_db.sessions() as session:
+        session.add(_key(writer, key_id="key_writer", scopes=[Scope.LEADS_READ, Scope.LEADS_WRITE]))
+        session.add(_key(reader, key_id="key_reader", scopes=[Scope.LEADS_READ]))
+        await session.commit()
 
     app = FastAPI()
     install_problem_handlers(app)
-    app.state.runtime = SimpleNamespace(sessions=intake_db.sessions)
+    app.state.runtime = SimpleNamespace(sessions=router_db.sessions)
 
     @app.post("/leads")
-    async def create(key: Annotated[ApiKey, Depends(require_scopes("leads:write"))]) -> dict[str, str]:
-        return {"key": key.name}
+    async def create(key: Annotated[ApiKey, Depends(require_scopes(Scope.LEADS_WRITE))]) -> dict[str, str]:
+        return {"key": key.id}
 
+    @app.get("/open")
+    async def unauthenticated() -> dict[str, str]:
+        return {}
+
+    document_scopes(app)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         missing = await client.post("/leads")
@@ -100,6 +142,7 @@ async def test_require_scopes_answers_401_403_and_admits(intake_db: Storage) -> 
         basic = await client.post("/leads", headers={"Authorization": f"Basic {writer}"})
         forbidden = await client.post("/leads", headers={"Authorization": f"Bearer {reader}"})
         admitted = await client.post("/leads", headers={"Authorization": f"Bearer {writer}"})
+        document = (await client.get("/openapi.json")).json()
 
     for response in (missing, wrong, basic):
         assert response.status_code == 401
@@ -108,24 +151,7 @@ async def test_require_scopes_answers_401_403_and_admits(intake_db: Storage) -> 
     assert forbidden.status_code == 403
     assert "leads:write" in forbidden.json()["detail"]
     assert admitted.status_code == 200
-    assert admitted.json() == {"key": "writer"}
-
-
-async def test_concurrent_upserts_of_one_name_leave_one_key_that_authenticates(intake_db: Storage) -> None:
-    # Several intake workers starting at once each seed the development key.
-    secret = generate_key()
-    engines = [create_engine(intake_db.url) for _ in range(8)]
-    try:
-
-        async def seed(engine: AsyncEngine) -> None:
-            async with create_session_factory(engine)() as session:
-                await upsert(session, name="development", secret=secret, scopes=["leads:read"])
-
-        await asyncio.gather(*(seed(engine) for engine in engines))
-    finally:
-        await asyncio.gather(*(engine.dispose() for engine in engines))
-    async with intake_db.sessions() as session:
-        assert len((await session.exec(select(ApiKey))).all()) == 1
-        key = await authenticate(session, secret=secret)
-    assert key is not None
-    assert (key.name, key.scopes) == ("development", ["leads:read"])
+    assert admitted.json() == {"key": "key_writer"}
+    assert document["paths"]["/leads"]["post"]["x-required-scopes"] == ["leads:write"]
+    assert "`leads:write`" in document["paths"]["/leads"]["post"]["description"]
+    assert "x-required-scopes" not in document["paths"]["/open"]["get"]

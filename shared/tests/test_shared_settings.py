@@ -1,4 +1,4 @@
-"""Settings validation: Kafka timings and the dev API key in production."""
+"""Settings validation: Kafka timings, and key settings that never show the key."""
 
 import pytest
 from pydantic import ValidationError
@@ -7,7 +7,7 @@ from intake.config import IntakeSettings
 from leadrelay.apikeys import DEFAULT_DEV_API_KEY
 from leadrelay.settings import ServiceSettings
 
-SECRET_KEY = "lr_prod_0123456789abcdefghijkl"
+SECRET_KEY = "lr_prod_0123456789abcdefghijklmnopqrstuv"
 
 
 @pytest.fixture(autouse=True)
@@ -16,6 +16,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (
         "ENVIRONMENT",
         "LEADRELAY_DEV_API_KEY",
+        "LEADRELAY_DEMO_MARKETING_KEY",
+        "LEADRELAY_DEMO_SALES_KEY",
+        "LEADRELAY_BOOTSTRAP_API_KEY",
         "KAFKA_SESSION_TIMEOUT_MS",
         "KAFKA_HEARTBEAT_INTERVAL_MS",
         "SERVICE_NAME",
@@ -47,41 +50,39 @@ def test_defaults_are_consistent() -> None:
     assert ServiceSettings(_env_file=None, service_name="router").consumer_group == "leadrelay-router"  # type: ignore[call-arg]
 
 
-def test_intake_refuses_the_default_dev_key_in_production_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ENVIRONMENT", "production")
-    with pytest.raises(ValidationError, match="LEADRELAY_DEV_API_KEY"):
-        IntakeSettings(_env_file=None)  # type: ignore[call-arg]
-    monkeypatch.setenv("LEADRELAY_DEV_API_KEY", DEFAULT_DEV_API_KEY)
-    with pytest.raises(ValidationError, match="LEADRELAY_DEV_API_KEY"):
-        IntakeSettings(_env_file=None)  # type: ignore[call-arg]
-
-
-def test_intake_refuses_the_default_dev_key_in_production_from_arguments() -> None:
-    with pytest.raises(ValidationError, match="LEADRELAY_DEV_API_KEY"):
-        IntakeSettings(_env_file=None, environment="production")  # type: ignore[call-arg]
-
-
-def test_intake_accepts_a_secret_key_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ENVIRONMENT", "production")
-    monkeypatch.setenv("LEADRELAY_DEV_API_KEY", SECRET_KEY)
-    settings = IntakeSettings(_env_file=None)  # type: ignore[call-arg]
-    assert (settings.environment, settings.dev_api_key) == ("production", SECRET_KEY)
-    assert (
-        IntakeSettings(_env_file=None, environment="production", LEADRELAY_DEV_API_KEY=SECRET_KEY).dev_api_key
-        == SECRET_KEY
-    )  # type: ignore[call-arg]
-
-
-@pytest.mark.parametrize("environment", ["development", "test"])
-def test_intake_allows_the_default_dev_key_outside_production(environment: str) -> None:
+@pytest.mark.parametrize("environment", ["development", "test", "production"])
+def test_intake_starts_with_the_default_dev_key_in_any_environment(environment: str) -> None:
+    # Outside production the key is seeded; in production it is never seeded (intake revokes it).
     settings = IntakeSettings(_env_file=None, environment=environment)  # type: ignore[call-arg]
     assert settings.dev_api_key == DEFAULT_DEV_API_KEY
 
 
-def test_intake_rejects_a_short_dev_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LEADRELAY_DEV_API_KEY", "short")
-    with pytest.raises(ValidationError):
+@pytest.mark.parametrize(
+    ("variable", "secret"),
+    [
+        ("LEADRELAY_DEV_API_KEY", "short-secret"),
+        ("LEADRELAY_DEMO_SALES_KEY", "tiny-secret"),
+        ("LEADRELAY_BOOTSTRAP_API_KEY", "lr_bootstrap_not_long_enough"),
+    ],
+)
+def test_a_bad_key_setting_is_named_without_showing_the_key(
+    monkeypatch: pytest.MonkeyPatch, variable: str, secret: str
+) -> None:
+    monkeypatch.setenv(variable, secret)
+    with pytest.raises(ValidationError) as invalid:
         IntakeSettings(_env_file=None)  # type: ignore[call-arg]
+    message = str(invalid.value)
+    assert variable in message
+    assert "at least" in message
+    assert secret not in message
+    assert "input_value" not in message
+
+
+def test_a_bootstrap_key_is_taken_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("LEADRELAY_BOOTSTRAP_API_KEY", SECRET_KEY)
+    settings = IntakeSettings(_env_file=None)  # type: ignore[call-arg]
+    assert (settings.environment, settings.bootstrap_api_key) == ("production", SECRET_KEY)
 
 
 def test_unknown_environment_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:

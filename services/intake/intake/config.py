@@ -3,9 +3,9 @@
 import os
 from functools import lru_cache
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from leadrelay.apikeys import DEFAULT_DEV_API_KEY
+from leadrelay.apikeys import DEFAULT_DEMO_MARKETING_KEY, DEFAULT_DEMO_SALES_KEY, DEFAULT_DEV_API_KEY
 from leadrelay.settings import ServiceSettings
 
 
@@ -15,17 +15,20 @@ class IntakeSettings(ServiceSettings):
     service_name: str = "intake"
     port: int = 8000
     database_url: str = "sqlite+aiosqlite:///./var/intake.db"
+    # Seeded only outside production; never shown in errors or logs (hide_input_in_errors).
     dev_api_key: str = Field(default=DEFAULT_DEV_API_KEY, validation_alias="LEADRELAY_DEV_API_KEY", min_length=16)
+    demo_marketing_key: str = Field(
+        default=DEFAULT_DEMO_MARKETING_KEY, validation_alias="LEADRELAY_DEMO_MARKETING_KEY", min_length=16
+    )
+    demo_sales_key: str = Field(
+        default=DEFAULT_DEMO_SALES_KEY, validation_alias="LEADRELAY_DEMO_SALES_KEY", min_length=16
+    )
+    bootstrap_api_key: str | None = Field(default=None, validation_alias="LEADRELAY_BOOTSTRAP_API_KEY", min_length=32)
+    key_announce_interval_seconds: float = Field(default=300.0, gt=0)
     redrive_after_seconds: float = Field(default=120.0, gt=0)
     redrive_check_interval_seconds: float = Field(default=30.0, gt=0)
     redrive_max_attempts: int = Field(default=10, ge=1)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, validation_alias="INTAKE_WORKERS", ge=1)
-
-    @model_validator(mode="after")
-    def _no_default_key_in_production(self) -> "IntakeSettings":
-        if self.environment == "production" and self.dev_api_key == DEFAULT_DEV_API_KEY:
-            raise ValueError("LEADRELAY_DEV_API_KEY is the documented default; set a secret one in production")
-        return self
 
 
 @lru_cache

@@ -6,22 +6,82 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from intake.config import IntakeSettings, get_settings
+from intake.keys import service as keys
+from intake.keys.jobs import announce_keys
+from intake.keys.router import router as keys_router
 from intake.leads import service as leads
 from intake.leads.handlers import handlers
 from intake.leads.jobs import redrive_lost_leads
 from intake.leads.router import router as leads_router
-from leadrelay import apikeys
+from leadrelay.apikeys import Scope, Team
 from leadrelay.runtime import ServiceRuntime
 from leadrelay.service import ServiceSpec, create_service_app
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-DEV_KEY_SCOPES = ["leads:read", "leads:write"]
+
+DEV_KEY_ID = "key_development"
+DEMO_MARKETING_KEY_ID = "key_demo_marketing"
+DEMO_SALES_KEY_ID = "key_demo_sales"
+BOOTSTRAP_KEY_ID = "key_bootstrap"
+DEMO_MARKETING_SCOPES = [
+    Scope.LEADS_READ,
+    Scope.ICP_WRITE,
+    Scope.ICP_APPROVE,
+    Scope.ROUTING_READ,
+    Scope.SLA_READ,
+    Scope.SLA_WRITE,
+    Scope.SLA_APPROVE,
+]
+DEMO_SALES_SCOPES = [
+    Scope.LEADS_READ, Scope.ICP_APPROVE, Scope.ROUTING_READ, Scope.ROUTING_WRITE, Scope.REPS_WRITE,
+    Scope.SLA_READ, Scope.SLA_WRITE, Scope.SLA_APPROVE,
+]  # fmt: skip
 
 
-async def seed_dev_api_key(runtime: ServiceRuntime[IntakeSettings]) -> None:
-    """Store the development API key (hashed) so `make run` works out of the box."""
+async def seed_keys(runtime: ServiceRuntime[IntakeSettings]) -> None:
+    """Seed the development key (every scope, team ops) and the two demo keys, outside production.
+
+    In production those well-known keys are revoked if a previous run left them, and only the
+    bootstrap key (scope `admin`, from LEADRELAY_BOOTSTRAP_API_KEY) is seeded, to create real keys.
+    """
+    settings = runtime.settings
     async with runtime.sessions() as session:
-        await apikeys.upsert(session, name="development", secret=runtime.settings.dev_api_key, scopes=DEV_KEY_SCOPES)
+        if settings.environment == "production":
+            await keys.retire(session, key_ids=[DEV_KEY_ID, DEMO_MARKETING_KEY_ID, DEMO_SALES_KEY_ID])
+            if settings.bootstrap_api_key:
+                await keys.seed(
+                    session,
+                    key_id=BOOTSTRAP_KEY_ID,
+                    name="bootstrap",
+                    team=Team.OPS,
+                    scopes=[Scope.ADMIN],
+                    secret=settings.bootstrap_api_key,
+                )
+            return
+        await keys.seed(
+            session,
+            key_id=DEV_KEY_ID,
+            name="development",
+            team=Team.OPS,
+            scopes=list(Scope),
+            secret=settings.dev_api_key,
+        )
+        await keys.seed(
+            session,
+            key_id=DEMO_MARKETING_KEY_ID,
+            name="demo-marketing",
+            team=Team.MARKETING,
+            scopes=DEMO_MARKETING_SCOPES,
+            secret=settings.demo_marketing_key,
+        )
+        await keys.seed(
+            session,
+            key_id=DEMO_SALES_KEY_ID,
+            name="demo-sales",
+            team=Team.SALES,
+            scopes=DEMO_SALES_SCOPES,
+            secret=settings.demo_sales_key,
+        )
 
 
 def create_app(settings: IntakeSettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
@@ -29,13 +89,16 @@ def create_app(settings: IntakeSettings | None = None, registry: CollectorRegist
     settings = settings or get_settings()
     spec = ServiceSpec[IntakeSettings](
         title="LeadRelay intake",
-        description="Accepts leads and serves the lead read model (stage, score, owner, SLA, timeline).",
+        description="Accepts leads, serves the lead read model, and owns the API-key registry.",
         migrations_dir=MIGRATIONS_DIR,
         handlers=handlers(settings),
-        routers=[leads_router],
-        on_startup=[seed_dev_api_key],
-        jobs=[redrive_lost_leads],
-        openapi_tags=[{"name": "leads", "description": "Create and read leads."}],
+        routers=[leads_router, keys_router],
+        on_startup=[seed_keys],
+        jobs=[redrive_lost_leads, announce_keys],
+        openapi_tags=[
+            {"name": "leads", "description": "Create and read leads."},
+            {"name": "keys", "description": "Create, list and revoke API keys (scope `admin`)."},
+        ],
         on_published=leads.record_published,
     )
     return create_service_app(spec, settings, registry)

@@ -55,6 +55,12 @@ class Handlers:
         _check_event_type(data_type, handler, batch=True)
         return self._add(Route(data_type, batch=handler))
 
+    def extend(self, other: Handlers) -> Handlers:
+        """Add every route of `other` (the platform's routes joined with a service's own)."""
+        for route in other._routes.values():
+            self._add(route)
+        return self
+
     def _add(self, route: Route[Any]) -> Handlers:
         if route.data_type.event_type in self._routes:
             raise ValueError(f"two handlers for {route.data_type.event_type}")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Path, Response, status
 
 from intake.leads import service
 from intake.leads.schemas import EXAMPLE_LEAD_ID, LeadAccepted, LeadCreate, LeadPublic, TimelineEntryPublic
-from leadrelay.apikeys import ApiKey, require_scopes
+from leadrelay.apikeys import ApiKey, Scope, require_scopes
 from leadrelay.batching import WriterDep
 from leadrelay.db import SessionDep
 from leadrelay.openapi import problem_responses
@@ -14,8 +14,8 @@ from leadrelay.problems import ProblemException
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"])
 
-WriteKey = Annotated[ApiKey, Depends(require_scopes("leads:write"))]
-ReadKey = Annotated[ApiKey, Depends(require_scopes("leads:read"))]
+WriteKey = Annotated[ApiKey, Depends(require_scopes(Scope.LEADS_WRITE))]
+ReadKey = Annotated[ApiKey, Depends(require_scopes(Scope.LEADS_READ))]
 LeadId = Annotated[str, Path(description="The id `POST /v1/leads` answered.", examples=[EXAMPLE_LEAD_ID])]
 
 

@@ -1,0 +1,1 @@
+"""The API-key registry: intake owns it and announces every change to the other services."""
