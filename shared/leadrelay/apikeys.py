@@ -14,8 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, Column, String
@@ -235,18 +234,17 @@ async def _lookup(request: Request, secret: str) -> ApiKey | None:
     return key
 
 
-SCOPES_ATTRIBUTE = "leadrelay_scopes"
-
-
 def require_scopes(*scopes: Scope) -> Callable[..., Awaitable[ApiKey]]:
     """Dependency that admits a request only with a live key holding every one of `scopes`.
 
-    With no scopes, any live key is admitted. The scopes are kept on the dependency, so the
-    OpenAPI document can state them (`x-required-scopes`) and tests can walk them.
+    With no scopes, any live key is admitted. The scopes land in the operation's OpenAPI security
+    requirement, which `document_scopes` also states as `x-required-scopes`.
     """
+    required = [Scope(scope).value for scope in scopes]
 
     async def dependency(
-        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer, scopes=required)],
     ) -> ApiKey:
         unauthorized = ProblemException(
             401,
@@ -264,7 +262,6 @@ def require_scopes(*scopes: Scope) -> Callable[..., Awaitable[ApiKey]]:
             raise ProblemException(403, "Forbidden", f"The API key lacks the scope(s): {', '.join(missing)}.")
         return key
 
-    setattr(dependency, SCOPES_ATTRIBUTE, [Scope(scope).value for scope in scopes])
     return dependency
 
 
@@ -285,19 +282,6 @@ async def whoami(key: AnyKey) -> WhoAmI:
     return WhoAmI(id=key.id, name=key.name, team=key.team, scopes=key.scopes)
 
 
-def required_scopes(dependant: Any) -> list[str] | None:
-    """The scopes a route's dependencies require, or None when it needs no key."""
-    found: list[str] | None = None
-    for sub in dependant.dependencies:
-        declared = getattr(sub.call, SCOPES_ATTRIBUTE, None)
-        if declared is not None:
-            found = sorted({*(found or []), *declared})
-        nested = required_scopes(sub)
-        if nested is not None:
-            found = sorted({*(found or []), *nested})
-    return found
-
-
 def document_scopes(app: FastAPI) -> None:
     """State each operation's scopes in the OpenAPI document (`x-required-scopes`, and in words).
 
@@ -310,16 +294,14 @@ def document_scopes(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         document = build()
-        for route in app.routes:
-            if not isinstance(route, APIRoute) or not route.include_in_schema:
-                continue
-            scopes = required_scopes(route.dependant)
-            if scopes is None:
-                continue
-            for method in route.methods or ():
-                operation = document["paths"].get(route.path_format, {}).get(method.lower())
-                if operation is None:
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                requirements = operation.get("security")
+                if not requirements:
                     continue
+                scopes = sorted(
+                    {scope for requirement in requirements for names in requirement.values() for scope in names}
+                )
                 operation["x-required-scopes"] = scopes
                 needs = f"Requires scope {', '.join(f'`{scope}`' for scope in scopes)}." if scopes else "Any valid key."
                 operation["description"] = f"{operation.get('description', '').rstrip()}\n\n{needs}".lstrip()

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, BigInteger, Column, Integer
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel._compat import SQLModelConfig
@@ -38,31 +38,30 @@ class AuditEntry(AuditEntryBase, table=True):
     )
 
 
+_EXAMPLE: dict[str, Any] = {
+    "id": 42,
+    "at": "2026-11-27T10:15:00Z",
+    "actor_key_id": "key_development",
+    "actor_name": "development",
+    "actor_team": "ops",
+    "action": "key.revoked",
+    "target": "key_3f9a1c2b7d4e",
+    "detail": {"name": "hubspot-sync"},
+}
+
+
 class AuditEntryPublic(AuditEntryBase):
     """An audit entry as `GET /v1/audit` shows it."""
 
-    model_config = SQLModelConfig(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": 42,
-                    "at": "2026-11-27T10:15:00Z",
-                    "actor_key_id": "key_development",
-                    "actor_name": "development",
-                    "actor_team": "ops",
-                    "action": "key.revoked",
-                    "target": "key_3f9a1c2b7d4e",
-                    "detail": {"name": "hubspot-sync"},
-                }
-            ]
-        }
-    )
+    model_config = SQLModelConfig(json_schema_extra={"examples": [_EXAMPLE]})
 
     id: int
 
 
 class AuditPage(BaseModel):
     """Newest first; pass `before` = the last id to read on."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"entries": [_EXAMPLE]}]})
 
     entries: list[AuditEntryPublic]
 

@@ -26,12 +26,19 @@ from intake.leads.handlers import handlers as intake_handlers
 from intake.leads.models import Lead, TimelineEntry
 from intake.main import MIGRATIONS_DIR as INTAKE_MIGRATIONS
 from intake.main import create_app as create_intake
+from leadrelay.apikeys import ApiKey, apply_announcements
 from leadrelay.broker import EmbeddedBroker
 from leadrelay.consumer import Handlers
 from leadrelay.db import SessionFactory, create_engine, create_session_factory, run_migrations
 from leadrelay.events import (
     EVENT_TYPES,
     AccountChanged,
+    AgreementActivated,
+    AgreementApproved,
+    AgreementDrafted,
+    AgreementRejected,
+    AgreementSuperseded,
+    ApiKeyChanged,
     EventData,
     LeadActivity,
     LeadAssigned,
@@ -119,6 +126,35 @@ EXAMPLES: dict[str, EventData] = {
     "account.changed": AccountChanged(
         account_id="acc-00042", name="Analytical Engines Ltd", domain="example.com", changed_at=AT
     ),
+    "apikey.changed": ApiKeyChanged(
+        key_id="key_3f9a1c2b7d4e",
+        name="hubspot-sync",
+        team="integration",
+        scopes=["leads:write"],
+        key_hash="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        version=1,
+        created_at=AT,
+        changed_at=AT,
+    ),
+    **{
+        data_type.event_type: data_type(
+            kind="icp",
+            version=3,
+            status=status,
+            actor_key_id="key_demo_sales",
+            actor_name="demo-sales",
+            actor_team="sales",
+            reason="too broad" if status == "rejected" else None,
+            at=AT,
+        )
+        for data_type, status in (
+            (AgreementDrafted, "draft"),
+            (AgreementApproved, "draft"),
+            (AgreementRejected, "rejected"),
+            (AgreementActivated, "active"),
+            (AgreementSuperseded, "superseded"),
+        )
+    },
 }
 
 
@@ -183,6 +219,13 @@ async def seed_lead(session: AsyncSession) -> None:
     session.add(Lead(id=LEAD_ID, email=RECEIVED.email, company=RECEIVED.company, received_at=AT))
 
 
+async def key_stored(session: AsyncSession, _event_type: str, _event_id: str) -> None:
+    """Every service's copy of the key registry holds the announced key."""
+    key = await session.get(ApiKey, "key_3f9a1c2b7d4e")
+    assert key is not None
+    assert (key.team, key.scopes, key.version) == ("integration", ["leads:write"], 1)
+
+
 async def seed_nothing(_session: AsyncSession) -> None:
     """Scoring, router and sla-monitor need nothing before their first event."""
 
@@ -205,6 +248,13 @@ SERVICES = [
         INTAKE_MIGRATIONS,
         seed_lead,
         read_model_changed,
+    ),
+    Service(
+        "every-service",  # the platform adds this route to every service's table
+        Handlers().on_batch(ApiKeyChanged, apply_announcements),
+        ROUTER_MIGRATIONS,
+        seed_nothing,
+        key_stored,
     ),
     Service(
         "scoring",

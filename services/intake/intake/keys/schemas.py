@@ -63,4 +63,6 @@ class ApiKeyCreated(ApiKeyPublic):
 class ApiKeyList(BaseModel):
     """Every key, newest first, revoked ones included."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"keys": [_PUBLIC_EXAMPLE]}]})
+
     keys: list[ApiKeyPublic]
