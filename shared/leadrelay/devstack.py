@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from leadrelay.apikeys import DEFAULT_DEV_API_KEY
+from leadrelay.apikeys import DEFAULT_DEMO_MARKETING_KEY, DEFAULT_DEMO_SALES_KEY, DEFAULT_DEV_API_KEY
 from leadrelay.broker import is_listening
 
 SERVICES = {"intake": 8000, "scoring": 8001, "router": 8002, "sla-monitor": 8003}
@@ -15,6 +15,12 @@ SERVICES = {"intake": 8000, "scoring": 8001, "router": 8002, "sla-monitor": 8003
 def _variable(service: str, setting: str) -> str:
     """The Procfile's per-service override, e.g. SLA_MONITOR_PORT."""
     return f"{service.upper().replace('-', '_')}_{setting}"
+
+
+def _shown_key(settings: dict[str, str | None], variable: str, default: str) -> str:
+    """The documented default key as is; a key the user chose is a secret: name where it is instead."""
+    chosen = settings.get(variable)
+    return default if not chosen or chosen == default else f"${variable}"
 
 
 def main() -> None:
@@ -36,7 +42,9 @@ def main() -> None:
     # The embedded broker answers group joins after about half the session timeout; keep it short locally.
     os.environ.setdefault("KAFKA_SESSION_TIMEOUT_MS", "6000")
     os.environ.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "1000")
-    api_key = settings.get("LEADRELAY_DEV_API_KEY") or DEFAULT_DEV_API_KEY
+    api_key = _shown_key(settings, "LEADRELAY_DEV_API_KEY", DEFAULT_DEV_API_KEY)
+    marketing_key = _shown_key(settings, "LEADRELAY_DEMO_MARKETING_KEY", DEFAULT_DEMO_MARKETING_KEY)
+    sales_key = _shown_key(settings, "LEADRELAY_DEMO_SALES_KEY", DEFAULT_DEMO_SALES_KEY)
     ports = {name: settings.get(_variable(name, "PORT")) or default for name, default in SERVICES.items()}
     databases = [
         f"  {name:<12} {settings.get(_variable(name, 'DATABASE_URL')) or f'./var/{name}.db (SQLite)'}"
@@ -49,10 +57,13 @@ def main() -> None:
         *(f"  {name:<12} http://127.0.0.1:{port}  (docs: /docs, metrics: /metrics)" for name, port in ports.items()),
         "  databases",
         *("  " + line for line in databases),
-        f"  API key      {api_key}",
+        f"  API key      {api_key}  (team ops, every scope)",
+        f"  demo keys    {marketing_key}  (team marketing: drafts and approves the ICP and SLA)",
+        f"               {sales_key}  (team sales: approves the ICP and SLA, owns routing)",
+        "  (development keys: never seeded with ENVIRONMENT=production)",
         "",
         f"  try: curl -s -X POST http://127.0.0.1:{ports['intake']}/v1/leads \\",
-        f"         -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\",
+        f"         -H \"Authorization: Bearer {api_key}\" -H 'Content-Type: application/json' \\",
         '         -d \'{"email": "ada@example.com", "company": "Analytical Engines", "job_title": "CTO"}\'',
         "",
         "  Ctrl-C stops everything.",

@@ -1,6 +1,8 @@
 """Every endpoint in every service's OpenAPI document is described and has examples."""
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,3 +126,34 @@ def test_the_checker_names_what_is_missing() -> None:
         "POST /things: request body application/json has no example",
         "POST /things: response 200 application/json has no example",
     ]
+
+
+API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+PUBLIC_OPERATIONS = {("GET", "/healthz"), ("GET", "/readyz")}
+
+
+def _documented_scopes() -> dict[tuple[str, str, str], list[str]]:
+    """(service, method, path) -> scopes, from the table in docs/api.md's "Authentication"."""
+    table: dict[tuple[str, str, str], list[str]] = {}
+    for line in API_DOC.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`") or cells[1] not in {*SERVICES, "every service"}:
+            continue
+        endpoints, service, scope = cells
+        scopes = [] if scope == "any valid key" else re.findall(r"`([^`]+)`", scope)
+        for endpoint in re.findall(r"`([A-Z]+ [^`]+)`", endpoints):
+            method, path = endpoint.split(" ", 1)
+            for name in SERVICES if service == "every service" else [service]:
+                table[(name, method, path)] = scopes
+    return table
+
+
+def test_docs_api_md_states_the_scope_of_every_operation() -> None:
+    documented = _documented_scopes()
+    stated: dict[tuple[str, str, str], list[str]] = {}
+    for name, create in SERVICES.items():
+        for path, operations in create().openapi()["paths"].items():
+            for method, operation in operations.items():
+                if method in METHODS and (method.upper(), path) not in PUBLIC_OPERATIONS:
+                    stated[(name, method.upper(), path)] = operation.get("x-required-scopes")
+    assert stated == documented

@@ -10,6 +10,7 @@ from uuid import uuid4
 
 import httpx
 
+from leadrelay.apikeys import DEFAULT_DEMO_MARKETING_KEY, DEFAULT_DEMO_SALES_KEY
 from leadrelay.broker import is_listening
 from leadrelay.testing import DEV_API_KEY, FAST_SERVICE_ENV, free_port, wait_until
 
@@ -95,8 +96,21 @@ async def test_make_run_stack_routes_stops_cleanly_and_keeps_leads(tmp_path: Pat
 
             await wait_until(healthy, timeout=60, what="intake under make run")
             banner = stack.log_path.read_text()
-            assert f"API key      {DEV_API_KEY}" in banner
+            # The test sets its own dev key: a key the user chose is a secret, named but never shown.
+            assert "API key      $LEADRELAY_DEV_API_KEY" in banner
+            assert DEV_API_KEY not in banner
             assert f"http://127.0.0.1:{stack.ports['sla-monitor']}" in banner
+            assert DEFAULT_DEMO_MARKETING_KEY in banner
+            assert DEFAULT_DEMO_SALES_KEY in banner
+
+            async def demo_sales_key_on_sla_monitor() -> bool:
+                answer = await client.get(
+                    f"http://127.0.0.1:{stack.ports['sla-monitor']}/v1/whoami",
+                    headers={"Authorization": f"Bearer {DEFAULT_DEMO_SALES_KEY}"},
+                )
+                return answer.status_code == 200 and answer.json()["team"] == "sales"
+
+            await wait_until(demo_sales_key_on_sla_monitor, timeout=60, what="the demo sales key on sla-monitor")
 
             response = await client.post("/v1/leads", json={"email": "ada@analytical.example", "company": "AE"})
             assert response.status_code == 202

@@ -69,7 +69,7 @@ async def test_two_workers_accept_leads_and_publish_each_lead_received_once(
     assert all(dict(record.headers)["ce_type"] == b"lead.received" for record in records)
     published = Counter(record.key.decode() for record in records if record.key is not None)
     assert published == Counter(lead_ids), "every lead gets exactly one lead.received"
-    assert await count_rows(stack.database_urls["intake"], "api_key") == 1
+    assert await count_rows(stack.database_urls["intake"], "api_key") == 3  # development and two demo keys, once each
 
     assert await intake.stop() == 0
     assert _alive(workers) == [], "SIGTERM left workers behind"
