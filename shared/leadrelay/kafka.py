@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 # Every process writes a marker record here and checks now and then that it is still there: a
 # broker that lost its data (the embedded one keeps nothing across a restart) has lost the marker.
 MARKER_TOPIC = "leadrelay.markers"
+# Topics that hold the latest state per key (every key's announcement): kept forever, compacted.
+COMPACTED_TOPICS = {Topic.API_KEYS.value}
+COMPACTED = {"cleanup.policy": "compact"}
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ class KafkaBus:
                     name,
                     1 if name == MARKER_TOPIC else self._settings.kafka_topic_partitions,
                     self._settings.kafka_replication_factor,
+                    topic_configs=COMPACTED if name in COMPACTED_TOPICS else None,
                 )
                 for name in all_topics()
                 if name not in existing

@@ -2,6 +2,8 @@
 
 from datetime import datetime
 
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry
 
 from leadrelay.broker import EmbeddedBroker
@@ -99,3 +101,25 @@ async def test_a_second_process_that_recreated_the_topics_first_does_not_hide_th
     finally:
         await ours.close()
         await theirs.close()
+
+
+async def test_the_key_topic_is_created_compacted(broker: EmbeddedBroker, kafka: Kafka) -> None:
+    # Compacted, so on Apache Kafka the topic keeps every key's latest announcement past retention.
+    bus = _bus(kafka)
+    try:
+        assert set(await bus.ensure_topics()) == set(all_topics())
+    finally:
+        await bus.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    await admin.start()
+    try:
+        keys, leads = (ConfigResource(ConfigResourceType.TOPIC, name) for name in ("leadrelay.apikeys", TOPIC))
+        (answer,) = await admin.describe_configs([keys, leads])
+    finally:
+        await admin.close()
+    policies = {
+        resource[3]: {entry[0]: entry[1] for entry in resource[4]}.get("cleanup.policy")
+        for resource in answer.resources
+    }
+    assert policies["leadrelay.apikeys"] == "compact"
+    assert policies[TOPIC] != "compact"
