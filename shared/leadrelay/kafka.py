@@ -176,12 +176,22 @@ class KafkaBus:
         except (TimeoutError, KafkaError, OSError):
             return False
 
-    async def still_stored(self, positions: Iterable[LogPosition], *, timeout: float = 30.0) -> set[str]:
+    async def still_stored(
+        self, positions: Iterable[LogPosition], *, from_log_start: bool = False, timeout: float = 30.0
+    ) -> set[str]:
         """The event ids among `positions` that the broker still holds where it said it stored them.
 
         Reads each partition from the lowest wanted offset to its high watermark (the embedded
         broker's ListOffsets undercounts, so the fetch's high watermark decides). An event missing
         there was lost: the partition now ends below it, or was recreated and holds another record.
+
+        `from_log_start` reads each partition from its start instead, as a consumer that starts
+        over does. Needed once the broker lost its data in place: the embedded broker then also
+        acknowledges records sent into a partition it does not know yet (a retried or early send)
+        and keeps them at offset 0 without counting them, so records it acknowledges after the topic
+        is recreated can land at offsets that batch already covers. A read from such an offset
+        returns them, but a consumer reading the partition in order gets the older batch's records
+        at those offsets and never sees them: they are lost just the same.
         """
         wanted: dict[TopicPartition, dict[int, set[str]]] = {}
         for position in positions:
@@ -196,8 +206,11 @@ class KafkaBus:
         await consumer.start()
         try:
             consumer.assign(list(wanted))
-            for tp, offsets in wanted.items():
-                consumer.seek(tp, min(offsets))
+            if from_log_start:
+                await consumer.seek_to_beginning(*wanted)
+            else:
+                for tp, offsets in wanted.items():
+                    consumer.seek(tp, min(offsets))
             pending = set(wanted)
             deadline = time.monotonic() + timeout
             while pending:

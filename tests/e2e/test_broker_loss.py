@@ -65,7 +65,13 @@ async def test_broker_killed_mid_stream_loses_no_lead_and_no_service_restarts(
                 return False
         return True
 
-    await wait_until(every_lead_routed, timeout=90, interval=0.5, what="every accepted lead to be routed")
+    try:
+        await wait_until(every_lead_routed, timeout=90, interval=0.5, what="every accepted lead to be routed")
+    except AssertionError as exc:
+        unrouted = await _unrouted(stack.database_urls["intake"], sent)
+        raise AssertionError(
+            f"{exc}\n{len(unrouted)} unrouted leads:\n" + "\n".join(unrouted) + f"\n{stack.logs()}"
+        ) from None
 
     async def all_ready() -> bool:
         return all(status == 200 for status in (await _readiness(stack)).values())
@@ -85,6 +91,24 @@ async def _most_redrives(database_url: str) -> int:
     try:
         async with engine.connect() as connection:
             return int((await connection.execute(text("SELECT max(redrive_count) FROM lead"))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def _unrouted(database_url: str, lead_ids: list[str]) -> list[str]:
+    """The leads among `lead_ids` without an owner or a deadline, with where their last lead.received went."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT id, stage, owner_rep_id, sla_due_at, redrive_count, received_event_id,"
+                    " published_partition, published_offset, published_at FROM lead"
+                    " WHERE owner_rep_id IS NULL OR sla_due_at IS NULL"
+                )
+            )
+            wanted = set(lead_ids)
+            return [str(dict(row._mapping)) for row in rows if row.id in wanted]
     finally:
         await engine.dispose()
 

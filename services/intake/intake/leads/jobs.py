@@ -82,7 +82,8 @@ async def _redrive_missing(runtime: ServiceRuntime[IntakeSettings], *, published
         if not leads:
             break
         positions = service.log_positions(leads)
-        still_there = await runtime.bus.still_stored(positions)
+        # After a loss, look the way a consumer that started over reads: from the start of the log.
+        still_there = await runtime.bus.still_stored(positions, from_log_start=runtime.watch.losses > 0)
         runtime.metrics.leads_checked_in_broker_total.inc(len(positions))
         lost = [position.event_id for position in positions if position.event_id not in still_there]
         if lost:
