@@ -27,7 +27,10 @@ class ServiceSettings(BaseSettings):
     kafka_idempotence: bool = False
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
-    kafka_topic_partitions: int = Field(default=3, ge=1)
+    # 4: what the embedded broker gives a topic it creates on its own (a send retried across its
+    # restart, before the services recreate the topics); any other count splits a topic's keys
+    # between partitions the consumer group knows and one it does not.
+    kafka_topic_partitions: int = Field(default=4, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_connect_backoff_max_seconds: float = Field(default=5.0, gt=0)
     kafka_fetch_max_wait_ms: int = Field(default=10, ge=0)

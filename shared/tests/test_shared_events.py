@@ -8,6 +8,12 @@ import pytest
 from leadrelay.events import (
     EVENT_TYPES,
     AccountChanged,
+    AgreementActivated,
+    AgreementApproved,
+    AgreementDrafted,
+    AgreementRejected,
+    AgreementSuperseded,
+    ApiKeyChanged,
     EventData,
     LeadActivity,
     LeadAssigned,
@@ -102,6 +108,29 @@ SAMPLES: dict[str, EventData] = {
         owner_rep_id="rep-7",
         changed_at=AT,
     ),
+    "apikey.changed": ApiKeyChanged(
+        key_id="key_1",
+        name="crm",
+        team="integration",
+        scopes=["leads:write"],
+        key_hash="0" * 64,
+        version=2,
+        created_at=AT,
+        revoked_at=AT,
+        changed_at=AT,
+    ),
+    **{
+        data_type.event_type: data_type(
+            kind="sla", version=2, status="draft", actor_key_id="key_1", actor_team="sales", reason="why", at=AT
+        )
+        for data_type in (
+            AgreementDrafted,
+            AgreementApproved,
+            AgreementRejected,
+            AgreementActivated,
+            AgreementSuperseded,
+        )
+    },
 }
 
 
@@ -127,7 +156,10 @@ def test_event_round_trips_through_bytes(event_type: str) -> None:
     assert type(parsed.data) is type(data)
     assert parsed.data == data
     assert parsed.topic == data.topic
-    expected_subject = "acct-42" if event_type == "account.changed" else "lead-1"
+    # Accounts are keyed by account, keys by key, agreements by kind; everything else by lead.
+    expected_subject = {"account.changed": "acct-42", "apikey.changed": "key_1"}.get(
+        event_type, "sla" if event_type.startswith("agreement.") else "lead-1"
+    )
     assert parsed.subject == expected_subject == event.subject
 
 
