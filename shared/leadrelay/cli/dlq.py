@@ -2,13 +2,11 @@
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import typer
-from aiokafka.errors import KafkaError
 
-from leadrelay import dlq
 from leadrelay.cli import output
 from leadrelay.cli.http import CliError, ExitCode
 from leadrelay.cli.options import JsonFlag
@@ -42,16 +40,18 @@ LISTED_COLUMNS = (
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 
-def _run(bootstrap: str, work: Coroutine[Any, Any, T]) -> T:
+def _run(bootstrap: str, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    from aiokafka.errors import KafkaError
+
     # aiokafka logs its connection failures itself; the CLI reports them once, as a CliError.
     logging.getLogger("aiokafka").disabled = True
     try:
-        return asyncio.run(work)
-    except (KafkaError, OSError) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise CliError(ExitCode.UNREACHABLE, f"could not reach the Kafka broker at {bootstrap}: {reason}") from None
+        return asyncio.run(work())
     except TimeoutError as exc:
         raise CliError(ExitCode.UNREACHABLE, f"the Kafka broker at {bootstrap} did not answer in time: {exc}") from None
+    except (KafkaError, OSError) as exc:  # after TimeoutError, an OSError
+        reason = str(exc) or type(exc).__name__
+        raise CliError(ExitCode.UNREACHABLE, f"could not reach the Kafka broker at {bootstrap}: {reason}") from None
 
 
 @app.command("list")
@@ -62,7 +62,9 @@ def list_dead_letters(
     as_json: JsonFlag = False,
 ) -> None:
     """Every dead letter of TOPIC: where it sits, its key and event id, why it failed."""
-    entries = _run(bootstrap, dlq.list_dead_letters(bootstrap, topic, payload=payload))
+    from leadrelay import dlq  # Kafka is imported only where used: the CLI starts faster
+
+    entries = _run(bootstrap, lambda: dlq.list_dead_letters(bootstrap, topic, payload=payload))
     if as_json:
         output.emit_json({"topic": topic, "dead_letters": entries})
         return
@@ -80,7 +82,12 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """One dead letter of TOPIC, by its partition and offset in TOPIC.dlq."""
-    entry = _run(bootstrap, dlq.get_dead_letter(bootstrap, topic, partition=partition, offset=offset, payload=payload))
+    from leadrelay import dlq  # Kafka is imported only where used: the CLI starts faster
+
+    entry = _run(
+        bootstrap,
+        lambda: dlq.get_dead_letter(bootstrap, topic, partition=partition, offset=offset, payload=payload),
+    )
     if entry is None:
         raise CliError(ExitCode.REFUSED, f"no dead letter of {topic} at partition {partition}, offset {offset}")
     if as_json:
@@ -98,7 +105,9 @@ def replay(
     as_json: JsonFlag = False,
 ) -> None:
     """Publish TOPIC's dead letters not replayed yet back to their original topic, each once."""
-    count = _run(bootstrap, dlq.replay(bootstrap, topic, dry_run=dry_run))
+    from leadrelay import dlq  # Kafka is imported only where used: the CLI starts faster
+
+    count = _run(bootstrap, lambda: dlq.replay(bootstrap, topic, dry_run=dry_run))
     if as_json:
         output.emit_json({"topic": topic, "dry_run": dry_run, "count": count})
         return

@@ -4,7 +4,6 @@ from typing import Annotated, Any
 
 import typer
 
-from leadrelay.apikeys import Scope, Team
 from leadrelay.cli import output
 from leadrelay.cli.http import ServiceClient, service_url
 from leadrelay.cli.options import AnyServiceUrl, IntakeUrl, JsonFlag, KeyOption, require_key
@@ -22,9 +21,10 @@ def _intake(url: str | None, key: str | None) -> ServiceClient:
 @app.command()
 def create(
     name: Annotated[str, typer.Option("--name", help="What the key is for, e.g. hubspot-sync.")],
-    team: Annotated[str, typer.Option("--team", help=f"The team it acts for: {', '.join(Team)}.")],
+    team: Annotated[str, typer.Option("--team", help="The team it acts for: marketing, sales, ops or integration.")],
     scope: Annotated[
-        list[str] | None, typer.Option("--scope", help=f"A scope (repeat for more): {', '.join(Scope)}.")
+        list[str] | None,
+        typer.Option("--scope", help="A scope, e.g. leads:write (repeat it; docs/api.md lists them)."),
     ] = None,
     url: IntakeUrl = None,
     key: KeyOption = None,

@@ -40,8 +40,13 @@ def _cell(value: Any) -> str:
 
 
 def table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *, title: str | None = None) -> Table:
-    """A table of `columns` (missing values left blank); cells are plain text, never markup."""
-    grid = Table(*columns, title=title, title_justify="left")
+    """A table of `columns` (missing values left blank); cells are plain text, never markup.
+
+    Narrow terminals wrap cells rather than cut them; the first column (an id) never wraps.
+    """
+    grid = Table(title=title, title_justify="left")
+    for position, column in enumerate(columns):
+        grid.add_column(column, overflow="fold", no_wrap=position == 0)
     for row in rows:
         grid.add_row(*(escape(_cell(row.get(column))) for column in columns))
     return grid
