@@ -12,7 +12,9 @@ from rich.table import Table
 
 from leadrelay.cli.http import CliError
 
-stdout = Console(highlight=False, soft_wrap=True)
+# Piped output goes to files and grep, not to a screen: wide enough that tables need not wrap.
+PIPED_WIDTH = 240
+stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
