@@ -1,20 +1,11 @@
-"""`leadrelay-dlq`: inspect and replay dead-lettered events.
-
-    leadrelay-dlq list leads.scored            # what failed, why, where it came from (no payloads)
-    leadrelay-dlq list leads.scored --payload  # include the event bodies (they may hold personal data)
-    leadrelay-dlq replay leads.scored          # publish them again to their original topic
+"""Dead letters: read, show and replay what a consumer gave up on (`leadrelay dlq ...` is the CLI).
 
 Replay remembers how far it got (consumer group `leadrelay-dlq-replay` on the dead-letter topic),
 so running it twice does not publish anything twice. Fix the cause first: a replayed event that
 fails again is dead-lettered again.
 """
 
-import argparse
 import asyncio
-import json
-import os
-import sys
-from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
@@ -37,6 +28,25 @@ async def _consumer(bootstrap: str, group: str | None) -> AIOKafkaConsumer:
     return consumer
 
 
+def dead_letter_entry(record: ConsumerRecord[bytes, bytes], *, payload: bool) -> dict[str, object]:
+    """A dead letter as the CLI shows it: where it sits, its key, event id and the `dlq_` headers unprefixed."""
+    headers = _headers(record)
+    entry: dict[str, object] = {
+        "dlq_partition": record.partition,
+        "dlq_offset": record.offset,
+        "key": (record.key or b"").decode(errors="replace"),
+        "event_id": headers.get("ce_id"),
+        **{
+            name.removeprefix(DLQ_HEADER_PREFIX): value
+            for name, value in headers.items()
+            if name.startswith(DLQ_HEADER_PREFIX)
+        },
+    }
+    if payload:
+        entry["payload"] = (record.value or b"").decode(errors="replace")
+    return entry
+
+
 async def list_dead_letters(bootstrap: str, topic: str, *, payload: bool) -> list[dict[str, object]]:
     """Every dead letter of `topic`, oldest first per partition."""
     consumer = await _consumer(bootstrap, None)
@@ -44,24 +54,35 @@ async def list_dead_letters(bootstrap: str, topic: str, *, payload: bool) -> lis
         records = await read_available(consumer, dlq_topic(topic))
     finally:
         await consumer.stop()
-    entries = []
-    for record in records:
-        headers = _headers(record)
-        entry: dict[str, object] = {
-            "dlq_partition": record.partition,
-            "dlq_offset": record.offset,
-            "key": (record.key or b"").decode(errors="replace"),
-            "event_id": headers.get("ce_id"),
-            **{
-                name.removeprefix(DLQ_HEADER_PREFIX): value
-                for name, value in headers.items()
-                if name.startswith(DLQ_HEADER_PREFIX)
-            },
-        }
-        if payload:
-            entry["payload"] = (record.value or b"").decode(errors="replace")
-        entries.append(entry)
-    return entries
+    return [dead_letter_entry(record, payload=payload) for record in records]
+
+
+async def get_dead_letter(
+    bootstrap: str, topic: str, *, partition: int, offset: int, payload: bool, timeout: float = 30.0
+) -> dict[str, object] | None:
+    """The dead letter of `topic` at `partition` and `offset` of its dead-letter topic, or None."""
+    source = TopicPartition(dlq_topic(topic), partition)
+    consumer = await _consumer(bootstrap, None)
+    try:
+        async with asyncio.timeout(timeout):
+            while (partitions := consumer.partitions_for_topic(source.topic)) is None:
+                await consumer.topics()  # fetches cluster metadata
+                await asyncio.sleep(0.05)
+            if partition not in partitions:
+                return None
+            consumer.assign([source])
+            consumer.seek(source, offset)
+            while True:
+                for record in (await consumer.getmany(source, timeout_ms=200)).get(source, []):
+                    if record.offset == offset:
+                        return dead_letter_entry(record, payload=payload)
+                    if record.offset > offset:
+                        return None
+                highwater = consumer.highwater(source)
+                if highwater is not None and await consumer.position(source) >= highwater:
+                    return None
+    finally:
+        await consumer.stop()
 
 
 async def replay(bootstrap: str, topic: str, *, dry_run: bool) -> int:
@@ -84,34 +105,3 @@ async def replay(bootstrap: str, topic: str, *, dry_run: bool) -> int:
     finally:
         await producer.stop()
         await consumer.stop()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of `leadrelay-dlq`."""
-    parser = argparse.ArgumentParser(
-        prog="leadrelay-dlq", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-        help="default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    show = commands.add_parser("list", help="show dead letters of a topic as JSON lines")
-    show.add_argument("topic", help="the original topic, e.g. leads.scored")
-    show.add_argument("--payload", action="store_true", help="include event bodies (may contain personal data)")
-    again = commands.add_parser("replay", help="publish dead letters back to their original topic")
-    again.add_argument("topic", help="the original topic, e.g. leads.scored")
-    again.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        for entry in asyncio.run(list_dead_letters(args.bootstrap_servers, args.topic, payload=args.payload)):
-            sys.stdout.write(json.dumps(entry) + "\n")
-    else:
-        count = asyncio.run(replay(args.bootstrap_servers, args.topic, dry_run=args.dry_run))
-        verb = "would replay" if args.dry_run else "replayed"
-        sys.stdout.write(f"{verb} {count} dead letter(s) of {args.topic}\n")
-
-
-if __name__ == "__main__":
-    main()
