@@ -419,7 +419,7 @@ class _Examples:
         self.kind = kind
 
     def create(self) -> dict[str, Any]:
-        return {"document": self.kind.example, "note": "Raise the bar for MQLs after the Q3 review."}
+        return {"document": self.kind.example, "note": "Agreed in the Q3 pipeline review."}
 
     def yaml(self) -> str:
         return yamlio.dump(kind=self.kind.name, note=self.create()["note"], document=self.kind.example)
