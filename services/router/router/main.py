@@ -5,9 +5,11 @@ from pathlib import Path
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from leadrelay.agreements import agreement_router
 from leadrelay.service import ServiceSpec, create_service_app
 from router.assignments.handlers import handlers
 from router.config import RouterSettings, get_settings
+from router.rules.document import ROUTING
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -20,5 +22,12 @@ def create_app(settings: RouterSettings | None = None, registry: CollectorRegist
         description="Assigns leads to reps and explains every assignment.",
         migrations_dir=MIGRATIONS_DIR,
         handlers=handlers(settings),
+        routers=[agreement_router(ROUTING)],
+        openapi_tags=[
+            {
+                "name": "routing",
+                "description": "The routing rules: approved by sales or ops (provisional format).",
+            }
+        ],
     )
     return create_service_app(spec, settings, registry)

@@ -5,8 +5,10 @@ from pathlib import Path
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from leadrelay.agreements import agreement_router
 from leadrelay.service import ServiceSpec, create_service_app
 from scoring.config import ScoringSettings, get_settings
+from scoring.icp.document import ICP
 from scoring.scores.handlers import handlers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -20,5 +22,12 @@ def create_app(settings: ScoringSettings | None = None, registry: CollectorRegis
         description="Scores leads against the Ideal Customer Profile and explains every score.",
         migrations_dir=MIGRATIONS_DIR,
         handlers=handlers(settings),
+        routers=[agreement_router(ICP)],
+        openapi_tags=[
+            {
+                "name": "icp",
+                "description": "The Ideal Customer Profile: co-signed by marketing and sales (provisional format).",
+            }
+        ],
     )
     return create_service_app(spec, settings, registry)
