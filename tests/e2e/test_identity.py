@@ -6,56 +6,20 @@ data loses no key change. The CLI's exit codes and output are checked on the sam
 """
 
 import asyncio
-import json
-import os
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from leadrelay.broker import EmbeddedBroker
 from leadrelay.testing import DEV_API_KEY, Stack, free_port, wait_until
-from tests.e2e.conftest import StackFactory
+from tests.e2e.conftest import StackFactory, leadrelay
 
-LEADRELAY = Path(sys.executable).parent / "leadrelay"
 PROPAGATION_BOUND = 5.0  # a new key works everywhere within this (issue 6)
 REVOCATION_BOUND = 10.0  # a revoked key is refused everywhere within this (issue 6)
 AFTER_BROKER_LOSS = 60.0  # a deadline, not a promise: consumers rejoin a restarted broker first
 FAST_LOSS_DETECTION = {"BROKER_CHECK_INTERVAL_SECONDS": "0.5"}
 CREATED_FIELDS = {"id", "name", "team", "scopes", "key"}
-
-
-@dataclass
-class Run:
-    """One finished `leadrelay` invocation."""
-
-    code: int
-    stdout: str
-    stderr: str
-    finished_at: float
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-async def leadrelay(*args: str, key: str | None = DEV_API_KEY) -> Run:
-    """Run the installed `leadrelay` executable without blocking the loop."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("LEADRELAY_")}
-    if key is not None:
-        env["LEADRELAY_API_KEY"] = key
-    process = await asyncio.create_subprocess_exec(
-        LEADRELAY, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return Run(process.returncode, stdout.decode(), stderr.decode(), time.monotonic())
 
 
 async def create_key(stack: Stack, name: str, team: str, *scopes: str) -> dict[str, Any]:
