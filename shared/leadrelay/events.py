@@ -7,7 +7,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from leadrelay.stages import LeadStage
+from leadrelay.stages import ActivityType, LeadStage
 
 
 class Topic(StrEnum):
@@ -144,19 +144,24 @@ class LeadAssigned(LeadEventData):
     assigned_at: datetime
 
 
-ActivityKind = Literal["accepted", "contacted", "rejected", "qualified", "won", "lost"]
-
-
 class LeadActivity(LeadEventData):
-    """A rep acted on a lead (pushed by a CRM through intake)."""
+    """Something happened to a lead: a rep's or CRM's action, or a marketing engagement (through intake).
+
+    `rep_id` is "" for engagement sent without a rep: it stays a required string so that readers of
+    the first version of this event keep parsing it.
+    """
 
     event_type: ClassVar[str] = "lead.activity"
     topic: ClassVar[Topic] = Topic.LEADS_ACTIVITY
 
     rep_id: str
-    activity: ActivityKind
+    activity: ActivityType
     reason_code: str | None = None
     occurred_at: datetime
+    channel: str | None = None
+    previous_stage: LeadStage | None = None
+    stage: LeadStage | None = None
+    recorded_at: datetime | None = None
 
 
 class SlaStarted(LeadEventData):
@@ -223,6 +228,13 @@ class AccountChanged(EventData):
     domain: str | None = None
     owner_rep_id: str | None = None
     changed_at: datetime
+    domains: list[str] = Field(default_factory=list)
+    industry: str | None = None
+    employees: int | None = None
+    annual_revenue: int | None = None
+    country: str | None = None
+    crm_id: str | None = None
+    version: int | None = None
 
     def subject(self) -> str:
         """Accounts are keyed by account id."""

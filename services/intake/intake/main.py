@@ -5,6 +5,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from intake.accounts.router import router as accounts_router
+from intake.activities.router import router as activities_router
 from intake.config import IntakeSettings, get_settings
 from intake.keys import service as keys
 from intake.keys.jobs import announce_keys
@@ -92,11 +94,16 @@ def create_app(settings: IntakeSettings | None = None, registry: CollectorRegist
         description="Accepts leads, serves the lead read model, and owns the API-key registry.",
         migrations_dir=MIGRATIONS_DIR,
         handlers=handlers(settings),
-        routers=[leads_router, keys_router],
+        routers=[leads_router, activities_router, accounts_router, keys_router],
         on_startup=[seed_keys],
         jobs=[redrive_lost_leads, announce_keys],
         openapi_tags=[
             {"name": "leads", "description": "Create and read leads."},
+            {
+                "name": "activities",
+                "description": "Record rep, CRM and marketing activity on leads (scope `activities:write`).",
+            },
+            {"name": "accounts", "description": "Sync accounts from a CRM (scope `accounts:write`)."},
             {"name": "keys", "description": "Create, list and revoke API keys (scope `admin`)."},
         ],
         on_published=leads.record_published,
