@@ -59,7 +59,7 @@ class AccountBatch(BaseModel):
     )
 
     # Items are validated one by one in the service, so that one bad item fails only itself.
-    accounts: list[dict[str, Any]] = Field(
+    accounts: list[Any] = Field(
         min_length=1,
         max_length=MAX_BATCH,
         description=f"1 to {MAX_BATCH} objects shaped like AccountBatchItem.",

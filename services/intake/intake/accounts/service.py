@@ -103,7 +103,7 @@ def _item_errors(index: int, error: ValidationError) -> list[FieldError]:
     return errors
 
 
-async def put_batch(*, session: AsyncSession, items: Sequence[dict[str, Any]]) -> list[ItemOutcome]:
+async def put_batch(*, session: AsyncSession, items: Sequence[Any]) -> list[ItemOutcome]:
     """Store each valid item in order, in one transaction; an invalid item is refused on its own."""
     outcomes = []
     for index, raw in enumerate(items):
