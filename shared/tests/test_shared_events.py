@@ -32,7 +32,7 @@ from leadrelay.events import (
     parse_envelope,
     parse_event,
 )
-from leadrelay.stages import LeadStage
+from leadrelay.stages import ActivityType, LeadStage
 
 AT = datetime(2026, 3, 2, 9, 30, 15, 123456, tzinfo=UTC)
 DUE = AT + timedelta(minutes=5)
@@ -76,7 +76,14 @@ SAMPLES: dict[str, EventData] = {
         assigned_at=AT,
     ),
     "lead.activity": LeadActivity(
-        lead_id="lead-1", rep_id="rep-7", activity="rejected", reason_code="no-budget", occurred_at=AT
+        lead_id="lead-1",
+        rep_id="rep-7",
+        activity=ActivityType.CONTACTED,
+        occurred_at=AT,
+        channel="call",
+        previous_stage=LeadStage.SAL,
+        stage=LeadStage.SAL,
+        recorded_at=AT,
     ),
     "sla.started": SlaStarted(
         lead_id="lead-1",
@@ -107,6 +114,13 @@ SAMPLES: dict[str, EventData] = {
         domain="analytical.example",
         owner_rep_id="rep-7",
         changed_at=AT,
+        domains=["analytical.example", "analytical-engines.example"],
+        industry="Software",
+        employees=250,
+        annual_revenue=42_000_000,
+        country="GB",
+        crm_id="0015g00000AbCdEAAZ",
+        version=3,
     ),
     "apikey.changed": ApiKeyChanged(
         key_id="key_1",
@@ -250,3 +264,38 @@ def test_score_must_be_within_0_and_100() -> None:
 def test_dlq_topic() -> None:
     assert dlq_topic("leads.scored") == "leads.scored.dlq"
     assert dlq_topic(Topic.SLA_EVENTS) == "sla.events.dlq"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {
+                "lead_id": "lead-1",
+                "rep_id": "rep-7",
+                "activity": "rejected",
+                "reason_code": "no-budget",
+                "occurred_at": AT.isoformat(),
+            },
+            {"activity": ActivityType.REJECTED, "channel": None, "previous_stage": None, "stage": None},
+        ),
+        (
+            {
+                "account_id": "acct-42",
+                "name": "Analytical Engines",
+                "domain": "analytical.example",
+                "changed_at": AT.isoformat(),
+            },
+            {"domain": "analytical.example", "domains": [], "country": None, "version": None},
+        ),
+    ],
+    ids=["lead.activity", "account.changed"],
+)
+def test_events_of_the_first_version_still_parse(data: dict[str, object], expected: dict[str, object]) -> None:
+    # Issue 7 only added optional fields to these two: what is waiting in topics and outboxes still parses.
+    event_type = "lead.activity" if "lead_id" in data else "account.changed"
+    raw = json.dumps(
+        {"specversion": "1.0", "id": "e-1", "source": "old", "type": event_type, "subject": "s", "data": data}
+    )
+    parsed = parse_event(raw.encode()).data.model_dump()
+    assert {field: parsed[field] for field in expected} == expected

@@ -57,7 +57,8 @@ async def _stage_put(session: AsyncSession, *, account_id: str, account_in: Acco
     fields = account_in.model_dump(include=set(AccountBase.model_fields))
     account = await _locked(session, account_id)
     if account is None:
-        account = Account(id=account_id, **fields)
+        now = utcnow()
+        account = Account(id=account_id, **fields, created_at=now, updated_at=now)
         if await insert_unless_taken(session, [account]):
             outbox.add(session, new_event(_announcement(account), source=SOURCE))
             return Stored(account=account, created=True, changed=True)
