@@ -6,11 +6,16 @@
 2. on `/v1/...` (except `/v1/webhooks/...`, which senders sign instead), refused with 401 without a
    live API key, and with 429 and `Retry-After` over its key's rate, still before the body is read
    (the route's `require_scopes` then checks the scopes: 403);
-3. refused with 415 when the route parses its body (a JSON model, or a form) and the body is of
-   another type; a route that reads its body itself (YAML import, webhooks) checks the type itself;
-4. for a JSON route, read up to the cap (413 past it, also when chunked) and parsed strictly
-   (400 `malformed-json`: not UTF-8, not JSON, `NaN`/`Infinity`, a number out of range, nesting
-   past `MAX_JSON_DEPTH`); any other body is counted as the app reads it and cut at the cap.
+3. once routing chose the route and the route reads its body: refused with 415 when the route
+   parses its body (a JSON model, or a form) and the body is of another type (a route that reads
+   its body itself, like the YAML import or the webhooks, checks the type itself); for a JSON
+   route, read up to the cap and parsed strictly (400 `malformed-json`: not UTF-8, not JSON,
+   `NaN`/`Infinity`, a number out of range, nesting past `MAX_JSON_DEPTH`). Every body is counted
+   as it is read and cut at the cap (413), chunked or not: no more than the cap is ever held.
+
+Refusals from `receive` are ProblemHTTPExceptions: FastAPI's body reading lets HTTPExceptions
+through to the problem handlers, and it reads the body before it checks the route's dependencies,
+so 400/413/415 come before a 403 for a missing scope, as FastAPI's own 400 always did.
 """
 
 import json
@@ -23,14 +28,19 @@ from typing import Any
 from fastapi import params
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Match
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadrelay import apikeys
 from leadrelay.db import is_unavailable
-from leadrelay.problems import Problem, ProblemException, database_unavailable, malformed_json, problem_response
+from leadrelay.problems import (
+    Problem,
+    ProblemHTTPException,
+    database_unavailable,
+    malformed_json,
+    problem_response,
+)
 from leadrelay.settings import ServiceSettings
 
 # Deeper than any body LeadRelay takes; free-form values have their own, lower bound
@@ -81,13 +91,6 @@ class RateLimiter:
         self._buckets[key] = (tokens, now)
 
 
-class BodyTooLarge(HTTPException):
-    """A body past the cap, raised from `receive`: an HTTPException, so FastAPI's body reading lets it through."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, detail=f"The request body is larger than {limit} bytes.")
-
-
 def media_type(headers: Headers) -> str:
     """The request's media type, lower-cased, without parameters ("" without a Content-Type)."""
     return headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -125,7 +128,7 @@ def _depth_within(value: Any, limit: int) -> bool:
 
 
 def loads(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """Parse a JSON body strictly, or raise ProblemException (400 malformed-json) saying what is wrong.
+    """Parse a JSON body strictly, or raise ProblemHTTPException (400 malformed-json) saying what is wrong.
 
     Stricter than json.loads: UTF-8 only (RFC 8259), no NaN or Infinity, no number that is not a
     finite double, nesting at most `max_depth` deep. For routes that read their body themselves.
@@ -146,22 +149,10 @@ def loads(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         if not isinstance(value, dict | list) or _depth_within(value, max_depth):
             return value
         message = f"the body is nested more than {max_depth} levels deep"
-    problem = malformed_json(message)
-    refused = ProblemException(400, problem.title, problem.detail, type_=problem.type)
-    refused.problem.errors = problem.errors
-    raise refused
+    raise ProblemHTTPException(malformed_json(message))
 
 
-def _route_of(scope: Scope) -> BaseRoute | None:
-    routes: list[BaseRoute] = scope["app"].router.routes
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return route
-    return None
-
-
-def accepted_media_types(route: BaseRoute | None) -> frozenset[str] | None:
+def accepted_media_types(route: Any) -> frozenset[str] | None:
     """What a route's body may be, or None when the route takes no body FastAPI parses."""
     if not isinstance(route, APIRoute) or route.body_field is None:
         return None
@@ -175,14 +166,6 @@ def _content_length(headers: Headers) -> int | None:
         return int(headers["content-length"])
     except (KeyError, ValueError):
         return None
-
-
-def _has_body(headers: Headers, length: int | None) -> bool:
-    return (length or 0) > 0 or "chunked" in headers.get("transfer-encoding", "").lower()
-
-
-async def _answer(scope: Scope, receive: Receive, send: Send, problem: Problem) -> None:
-    await problem_response(problem, Request(scope))(scope, receive, send)
 
 
 class EdgeLimits:
@@ -200,7 +183,7 @@ class EdgeLimits:
         headers = Headers(scope=scope)
         length = _content_length(headers)
         if length is not None and length > self.max_bytes:
-            await _answer(scope, receive, send, self._too_large())
+            await problem_response(self._too_large(), Request(scope))(scope, receive, send)
             return
         path: str = scope["path"]
         if path.startswith(_AUTHENTICATED_PREFIX) and not path.startswith(_SIGNED_PREFIX):
@@ -208,40 +191,21 @@ class EdgeLimits:
             if refused is not None:
                 await refused(scope, receive, send)
                 return
-        capped = self._capped(receive)
-        if not _has_body(headers, length):
-            await self.app(scope, capped, send)
-            return
-        accepted = accepted_media_types(_route_of(scope))
-        if accepted is None:
-            await self.app(scope, capped, send)
-            return
-        media = media_type(headers)
-        if not (media in accepted or ("application/json" in accepted and is_json(media))):
-            await _answer(scope, receive, send, self._unsupported(media, accepted))
-            return
-        if "application/json" not in accepted:
-            await self.app(scope, capped, send)
-            return
-        try:
-            body = await self._read(capped)
-            loads(body)
-        except BodyTooLarge:
-            await _answer(scope, receive, send, self._too_large())
-            return
-        except ProblemException as exc:
-            await _answer(scope, receive, send, exc.problem.model_copy())
-            return
-        except _Disconnected:
-            return
-        await self.app(scope, _replay(body, receive), send)
+        body = _Body(
+            scope,
+            headers,
+            receive,
+            limits=self,
+            has_body=(length or 0) > 0 or "chunked" in headers.get("transfer-encoding", "").lower(),
+        )
+        await self.app(scope, body.receive, send)
 
-    async def _admit(self, scope: Scope, headers: Headers) -> Callable[[Scope, Receive, Send], Any] | None:
+    async def _admit(self, scope: Scope, headers: Headers) -> Response | None:
         """None when the request carries a live key within its rate; else the answer refusing it."""
         scheme, _, secret = headers.get("authorization", "").partition(" ")
+        request = Request(scope)
         key = None
         if scheme.lower() == "bearer" and secret.strip():
-            request = Request(scope)
             try:
                 key = await apikeys.lookup(request, secret.strip())
             except Exception as exc:
@@ -254,7 +218,7 @@ class EdgeLimits:
                 status=401,
                 detail="A valid API key is required: send `Authorization: Bearer <key>`.",
             )
-            return problem_response(problem, Request(scope), {"WWW-Authenticate": "Bearer"})
+            return problem_response(problem, request, {"WWW-Authenticate": "Bearer"})
         wait = self.limiter.acquire(key.id)
         if wait > 0:
             problem = Problem(
@@ -265,59 +229,61 @@ class EdgeLimits:
                     f"(bursts up to {self.limiter.burst:g}); retry after Retry-After seconds."
                 ),
             )
-            return problem_response(problem, Request(scope), {"Retry-After": str(max(1, math.ceil(wait)))})
+            return problem_response(problem, request, {"Retry-After": str(max(1, math.ceil(wait)))})
         return None
-
-    def _capped(self, receive: Receive) -> Receive:
-        received = 0
-
-        async def capped() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
-            return message
-
-        return capped
-
-    @staticmethod
-    async def _read(receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                return b"".join(chunks)
 
     def _too_large(self) -> Problem:
         detail = f"The request body is larger than {self.max_bytes} bytes."
         return Problem(title=HTTPStatus(413).phrase, status=413, detail=detail)
 
-    @staticmethod
-    def _unsupported(media: str, accepted: frozenset[str]) -> Problem:
-        sent = f"Content-Type {media}" if media else "no Content-Type"
-        takes = " or ".join(sorted(accepted))
-        detail = f"This endpoint takes {takes}; the request has {sent}."
-        return Problem(title=HTTPStatus(415).phrase, status=415, detail=detail)
+
+class _Body:
+    """The request body as the app reads it: checked against the route once routing chose it, and cut at the cap."""
+
+    def __init__(self, scope: Scope, headers: Headers, receive: Receive, *, limits: EdgeLimits, has_body: bool) -> None:
+        self._scope, self._headers, self._receive, self._limits = scope, headers, receive, limits
+        self._has_body = has_body
+        self._checked = False
+        self._received = 0
+
+    async def receive(self) -> Message:
+        """The next message for the app; raises ProblemHTTPException for a body the route cannot take."""
+        if not self._checked:
+            self._checked = True
+            # Routing has run by now: the app reads a body only inside the route it chose.
+            accepted = accepted_media_types(self._scope.get("route")) if self._has_body else None
+            if accepted is not None:
+                media = media_type(self._headers)
+                json_route = "application/json" in accepted
+                if not (media in accepted or (json_route and is_json(media))):
+                    raise ProblemHTTPException(_unsupported(media, accepted))
+                if json_route:
+                    return await self._whole_json()
+        return await self._capped()
+
+    async def _capped(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            if self._received > self._limits.max_bytes:
+                raise ProblemHTTPException(self._limits._too_large())
+        return message
+
+    async def _whole_json(self) -> Message:
+        chunks: list[bytes] = []
+        while True:
+            message = await self._capped()
+            if message["type"] != "http.request":
+                return message  # the client left: the app sees it go
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        loads(body)
+        return {"type": "http.request", "body": body, "more_body": False}
 
 
-class _Disconnected(Exception):
-    """The client went away before its body arrived."""
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that hands the app the body already read, then what the server sends next."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+def _unsupported(media: str, accepted: frozenset[str]) -> Problem:
+    sent = f"Content-Type {media}" if media else "no Content-Type"
+    detail = f"This endpoint takes {' or '.join(sorted(accepted))}; the request has {sent}."
+    return Problem(title=HTTPStatus(415).phrase, status=415, detail=detail)

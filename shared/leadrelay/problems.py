@@ -63,6 +63,14 @@ class ProblemException(Exception):
         self.headers = headers
 
 
+class ProblemHTTPException(StarletteHTTPException):
+    """A problem raised where only an HTTPException gets through (from `receive`, in FastAPI's body reading)."""
+
+    def __init__(self, problem: Problem, headers: dict[str, str] | None = None) -> None:
+        super().__init__(problem.status, problem.detail, headers)
+        self.problem = problem
+
+
 def malformed_json(message: str) -> Problem:
     """The answer to a body that is not JSON LeadRelay takes (RFC 8259, finite numbers)."""
     return Problem(
@@ -119,6 +127,8 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, ProblemHTTPException):
+        return problem_response(exc.problem.model_copy(), request, dict(exc.headers or {}))
     if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
         # FastAPI's answer to a JSON body json.loads could not take (not UTF-8, a number of
         # thousands of digits, nesting past the interpreter's limit): malformed JSON all the same.

@@ -19,6 +19,7 @@ from leadrelay.problems import (
     MALFORMED_JSON_PROBLEM,
     PROBLEM_JSON,
     ProblemException,
+    ProblemHTTPException,
     install_problem_handlers,
 )
 from leadrelay.settings import ServiceSettings
@@ -311,7 +312,7 @@ def test_strict_loads_says_what_is_wrong() -> None:
         (b"\xff", "not UTF-8"),
         (b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), f"more than {MAX_JSON_DEPTH} levels"),
     ]:
-        with pytest.raises(ProblemException) as refused:
+        with pytest.raises(ProblemHTTPException) as refused:
             loads(body)
         assert words in refused.value.problem.errors[0].message, body[:20]
     assert loads(b'{"n": 1.5e300, "m": [1, -2, "\\u00df"]}') == {"n": 1.5e300, "m": [1, -2, "ß"]}
