@@ -50,8 +50,8 @@ class ServiceSettings(BaseSettings):
 
     # The edge every service shares (leadrelay.limits): the largest body read, and each key's rate.
     max_request_bytes: int = Field(default=1_048_576, ge=1)
-    rate_limit_per_key_per_second: float = Field(default=200.0, ge=0)
-    rate_limit_burst: int = Field(default=400, ge=1)
+    rate_limit_per_key_per_second: float = Field(default=500.0, ge=0)
+    rate_limit_burst: int = Field(default=1000, ge=1)
 
     @model_validator(mode="after")
     def _heartbeat_below_session_timeout(self) -> "ServiceSettings":

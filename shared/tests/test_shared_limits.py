@@ -369,3 +369,13 @@ async def test_a_unique_key_conflict_from_the_driver_is_409(client: httpx.AsyncC
     assert [error["field"] for error in answer.json()["errors"]] == []
     sqlite_answer = await client.post("/v1/conflict/sqlite", headers=AUTH)
     assert [error["field"] for error in sqlite_answer.json()["errors"]] == ["email"]
+
+
+def test_the_openapi_document_states_what_the_edge_answers(storage: Storage) -> None:
+    paths = _app(storage).openapi()["paths"]
+    json_body = paths["/v1/things"]["post"]["responses"]
+    assert {"413", "415", "429"} <= set(json_body)
+    assert json_body["429"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+    assert json_body["415"]["content"][PROBLEM_JSON]["example"]["status"] == 415
+    assert {"413", "415"}.isdisjoint(paths["/v1/things"]["get"]["responses"])
+    assert "429" not in paths["/v1/webhooks/{name}"]["post"]["responses"]  # signed, not keyed
