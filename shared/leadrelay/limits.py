@@ -146,7 +146,9 @@ def loads(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     except RecursionError:
         message = f"the body is nested more than {max_depth} levels deep"
     else:
-        if not isinstance(value, dict | list) or _depth_within(value, max_depth):
+        # Each level opens a bracket: a body with few of them needs no walk.
+        few_brackets = body.count(b"{") + body.count(b"[") <= max_depth
+        if few_brackets or not isinstance(value, dict | list) or _depth_within(value, max_depth):
             return value
         message = f"the body is nested more than {max_depth} levels deep"
     raise ProblemHTTPException(malformed_json(message))
@@ -183,7 +185,7 @@ class EdgeLimits:
         headers = Headers(scope=scope)
         length = _content_length(headers)
         if length is not None and length > self.max_bytes:
-            await problem_response(self._too_large(), Request(scope))(scope, receive, send)
+            await problem_response(_too_large(self.max_bytes), Request(scope))(scope, receive, send)
             return
         path: str = scope["path"]
         if path.startswith(_AUTHENTICATED_PREFIX) and not path.startswith(_SIGNED_PREFIX):
@@ -232,10 +234,6 @@ class EdgeLimits:
             return problem_response(problem, request, {"Retry-After": str(max(1, math.ceil(wait)))})
         return None
 
-    def _too_large(self) -> Problem:
-        detail = f"The request body is larger than {self.max_bytes} bytes."
-        return Problem(title=HTTPStatus(413).phrase, status=413, detail=detail)
-
 
 class _Body:
     """The request body as the app reads it: checked against the route once routing chose it, and cut at the cap."""
@@ -266,7 +264,7 @@ class _Body:
         if message["type"] == "http.request":
             self._received += len(message.get("body", b""))
             if self._received > self._limits.max_bytes:
-                raise ProblemHTTPException(self._limits._too_large())
+                raise ProblemHTTPException(_too_large(self._limits.max_bytes))
         return message
 
     async def _whole_json(self) -> Message:
@@ -281,6 +279,11 @@ class _Body:
         body = b"".join(chunks)
         loads(body)
         return {"type": "http.request", "body": body, "more_body": False}
+
+
+def _too_large(max_bytes: int) -> Problem:
+    detail = f"The request body is larger than {max_bytes} bytes."
+    return Problem(title=HTTPStatus(413).phrase, status=413, detail=detail)
 
 
 def _unsupported(media: str, accepted: frozenset[str]) -> Problem:

@@ -129,7 +129,7 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc, ProblemHTTPException):
         return problem_response(exc.problem.model_copy(), request, dict(exc.headers or {}))
-    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+    if exc.detail == _FASTAPI_PARSE_FAILURE and isinstance(exc.__cause__, ValueError | RecursionError):
         # FastAPI's answer to a JSON body json.loads could not take (not UTF-8, a number of
         # thousands of digits, nesting past the interpreter's limit): malformed JSON all the same.
         return problem_response(malformed_json(_parse_failure(exc.__cause__)), request)
@@ -138,6 +138,9 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(
         Problem(title=title, status=exc.status_code, detail=detail), request, dict(exc.headers or {})
     )
+
+
+_FASTAPI_PARSE_FAILURE = "There was an error parsing the body"
 
 
 def _parse_failure(error: BaseException) -> str:

@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, field_validator
 
 from leadrelay.apikeys import ApiKey, Scope, Team, hash_key, require_scopes
+from leadrelay.db import DatabaseUnavailable
 from leadrelay.limits import MAX_JSON_DEPTH, EdgeLimits, RateLimiter, loads
 from leadrelay.problems import (
     CONFLICT_PROBLEM,
@@ -379,3 +380,36 @@ def test_the_openapi_document_states_what_the_edge_answers(storage: Storage) -> 
     assert json_body["415"]["content"][PROBLEM_JSON]["example"]["status"] == 415
     assert {"413", "415"}.isdisjoint(paths["/v1/things"]["get"]["responses"])
     assert "429" not in paths["/v1/webhooks/{name}"]["post"]["responses"]  # signed, not keyed
+
+
+async def test_a_database_down_while_checking_the_key_is_503_not_500(storage: Storage) -> None:
+    app = _app(storage)
+
+    def unavailable() -> Any:
+        raise DatabaseUnavailable("database unavailable: ConnectionRefusedError")
+
+    app.state.runtime = SimpleNamespace(sessions=unavailable)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.post("/v1/things", json={"name": "a"}, headers={"Authorization": "Bearer lr_other_key"})
+    assert (answer.status_code, answer.headers["content-type"]) == (503, PROBLEM_JSON)
+    assert answer.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [(b'{"name": "\xff"}', "not UTF-8"), (b'{"name": ' + b"9" * 5000 + b"}", "too many digits")],
+)
+async def test_without_the_edge_fastapi_s_parse_failures_are_malformed_json_too(body: bytes, words: str) -> None:
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.post("/things")
+    async def create(thing: Thing) -> dict[str, str]:
+        return {"name": thing.name}
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.post("/things", content=body, headers={"Content-Type": "application/json"})
+    assert (answer.status_code, answer.json()["type"]) == (400, MALFORMED_JSON_PROBLEM)
+    assert words in answer.json()["errors"][0]["message"]
