@@ -8,9 +8,11 @@ from typing import Any
 # value is parsed by every consumer: past about 200 levels pydantic's JSON parser refuses a
 # message (the consumer dead-letters it) and past 255 its serializer fails (the request 500s).
 MAX_DEPTH = 16
-MAX_STRING_CHARS = 10_000
 MAX_KEY_CHARS = 200
 MAX_FREE_FORM_BYTES = 16_384
+# No string can be longer than its whole value may be; checked per string, a huge one is refused
+# before anything serializes it.
+MAX_STRING_CHARS = MAX_FREE_FORM_BYTES
 # What a 64-bit column, a consumer in another language and PostgreSQL's bigint all hold.
 MAX_INTEGER = 2**63 - 1
 
