@@ -226,7 +226,8 @@ def key_cache(request: Request) -> KeyCache:
     return cache
 
 
-async def _lookup(request: Request, secret: str) -> ApiKey | None:
+async def lookup(request: Request, secret: str) -> ApiKey | None:
+    """The live key matching a presented secret, or None, through the app's cache."""
     cache = key_cache(request)
     digest = hash_key(secret)
     found, key = cache.get(digest)
@@ -258,7 +259,7 @@ def require_scopes(*scopes: Scope) -> Callable[..., Awaitable[ApiKey]]:
         )
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise unauthorized
-        key = await _lookup(request, credentials.credentials)
+        key = await lookup(request, credentials.credentials)
         if key is None:
             raise unauthorized
         missing = sorted(set(scopes) - set(key.scopes))

@@ -34,6 +34,13 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
         "detail": "; ".join(f"{error['field']}: {error['message']}" for error in _EXAMPLE_FIELD_ERRORS),
         "errors": _EXAMPLE_FIELD_ERRORS,
     },
+    413: {"detail": "The request body is larger than 1048576 bytes."},
+    415: {"detail": "This endpoint takes application/json; the request has Content-Type text/plain."},
+    429: {
+        "detail": (
+            "This API key sent more than 500 requests a second (bursts up to 1000); retry after Retry-After seconds."
+        )
+    },
     503: {"detail": "The database is unavailable; retry shortly."},
 }
 
@@ -42,7 +49,10 @@ _DESCRIPTIONS = {
     401: "No valid API key (missing, unknown, revoked, or not a Bearer token)",
     403: "The API key lacks a required scope",
     404: "Not found",
+    413: "The body is larger than `MAX_REQUEST_BYTES`; nothing past the limit was read",
+    415: "The body's Content-Type is not one this endpoint takes",
     422: "Invalid request: one entry in `errors` per failing field",
+    429: "The key sent more than its rate; retry after `Retry-After` seconds",
     503: "The database is unavailable; nothing was stored, retry after `Retry-After` seconds",
 }
 
@@ -96,6 +106,7 @@ def _problem_openapi(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[s
         for path, operations in paths.items():
             for operation in operations.values():
                 _document_problems(operation, instance=path)
+                _document_edge(operation, path=path)
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         referenced = set(_references(paths))
         if _SCHEMAS + "HTTPValidationError" not in referenced:
@@ -143,6 +154,37 @@ def _document_problems(operation: dict[str, Any], *, instance: str) -> None:
             }
         },
     }
+
+
+def _document_edge(operation: dict[str, Any], *, path: str) -> None:
+    # What leadrelay.limits answers in front of every route, unless the route documents it itself.
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    statuses = []
+    if path.startswith("/v1/") and not path.startswith("/v1/webhooks/"):
+        statuses.append(429)
+    body = operation.get("requestBody", {}).get("content", {})
+    if body:
+        statuses.append(413)
+        if "application/json" in body:
+            statuses.append(415)
+    for status in statuses:
+        entry = responses.setdefault(
+            str(status),
+            {
+                "description": _DESCRIPTIONS[status],
+                "content": {
+                    PROBLEM_JSON: {
+                        "schema": {"$ref": _SCHEMAS + "Problem"},
+                        "example": problem_example(status, instance=path),
+                    }
+                },
+            },
+        )
+        if status == 429:
+            entry.setdefault("headers", {})["Retry-After"] = {
+                "description": "Seconds until the key may send again.",
+                "schema": {"type": "integer"},
+            }
 
 
 def _cannot_fail(parameter: dict[str, Any]) -> bool:

@@ -4,14 +4,16 @@ How the OpenAPI document shows these answers lives in leadrelay.openapi.
 """
 
 import logging
+import sqlite3
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -61,6 +63,25 @@ class ProblemException(Exception):
         self.headers = headers
 
 
+class ProblemHTTPException(StarletteHTTPException):
+    """A problem raised where only an HTTPException gets through (from `receive`, in FastAPI's body reading)."""
+
+    def __init__(self, problem: Problem, headers: dict[str, str] | None = None) -> None:
+        super().__init__(problem.status, problem.detail, headers)
+        self.problem = problem
+
+
+def malformed_json(message: str) -> Problem:
+    """The answer to a body that is not JSON LeadRelay takes (RFC 8259, finite numbers)."""
+    return Problem(
+        type=MALFORMED_JSON_PROBLEM,
+        title="Malformed JSON",
+        status=400,
+        detail="The request body is not valid JSON.",
+        errors=[FieldError(field="body", pointer="/", message=message)],
+    )
+
+
 def problem_response(problem: Problem, request: Request, headers: dict[str, str] | None = None) -> JSONResponse:
     """Serialize a problem for this request."""
     problem.instance = request.url.path
@@ -91,18 +112,8 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(error.get("type") == "json_invalid" for error in errors):
-        problem = Problem(
-            type=MALFORMED_JSON_PROBLEM,
-            title="Malformed JSON",
-            status=400,
-            detail="The request body is not valid JSON.",
-            errors=[
-                FieldError(
-                    field="body", pointer="/", message=str(errors[0].get("ctx", {}).get("error", "invalid JSON"))
-                )
-            ],
-        )
-        return problem_response(problem, request)
+        message = str(errors[0].get("ctx", {}).get("error", "invalid JSON"))
+        return problem_response(malformed_json(message), request)
     field_errors = _field_errors(errors)
     problem = Problem(
         type=VALIDATION_PROBLEM,
@@ -116,11 +127,28 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, ProblemHTTPException):
+        return problem_response(exc.problem.model_copy(), request, dict(exc.headers or {}))
+    if exc.detail == _FASTAPI_PARSE_FAILURE and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI's answer to a JSON body json.loads could not take (not UTF-8, a number of
+        # thousands of digits, nesting past the interpreter's limit): malformed JSON all the same.
+        return problem_response(malformed_json(_parse_failure(exc.__cause__)), request)
     title = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
     return problem_response(
         Problem(title=title, status=exc.status_code, detail=detail), request, dict(exc.headers or {})
     )
+
+
+_FASTAPI_PARSE_FAILURE = "There was an error parsing the body"
+
+
+def _parse_failure(error: BaseException) -> str:
+    if isinstance(error, UnicodeDecodeError):
+        return "the body is not UTF-8 text"
+    if isinstance(error, RecursionError):
+        return "the body is nested too deeply"
+    return "a number in the body has too many digits"
 
 
 async def _problem_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -134,8 +162,13 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
-    # The database is down or overloaded: the client did nothing wrong and may retry; nothing was
-    # committed, so a retry cannot duplicate anything.
+    return database_unavailable(request, exc)
+
+
+def database_unavailable(request: Request, exc: BaseException) -> JSONResponse:
+    """The 503 for a database that is down or overloaded (also answered outside the exception handlers)."""
+    # The client did nothing wrong and may retry; nothing was committed, so a retry cannot
+    # duplicate anything.
     logger.warning("database unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
     problem = Problem(title="Service Unavailable", status=503, detail="The database is unavailable; retry shortly.")
     return problem_response(problem, request, {"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -176,6 +209,12 @@ async def _database_error_handler(request: Request, exc: Exception) -> JSONRespo
     return problem_response(problem, request)
 
 
+async def _driver_integrity_handler(request: Request, exc: Exception) -> JSONResponse:
+    # A driver's own integrity error that reached the route without SQLAlchemy's wrapping (code
+    # talking to the driver directly): the same refusal as through SQLAlchemy, never a 500.
+    return await _database_error_handler(request, IntegrityError(None, None, exc))
+
+
 RETRY_AFTER_SECONDS = 5
 
 
@@ -185,6 +224,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     for unavailable in (DatabaseUnavailable, SQLAlchemyTimeoutError):
         app.add_exception_handler(unavailable, _unavailable_handler)
     app.add_exception_handler(DBAPIError, _database_error_handler)
+    for driver_integrity in (sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError):
+        app.add_exception_handler(driver_integrity, _driver_integrity_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(ProblemException, _problem_handler)
     app.add_exception_handler(Exception, _unexpected_handler)

@@ -28,6 +28,7 @@ from leadrelay.events import ApiKeyChanged
 from leadrelay.health import health_router
 from leadrelay.kafka import BrokerWatch, KafkaBus
 from leadrelay.leader import LeaderLock, run_as_leader
+from leadrelay.limits import EdgeLimits
 from leadrelay.logs import configure_logging, logging_config
 from leadrelay.metrics import MetricsMiddleware, ServiceMetrics, metrics_router
 from leadrelay.outbox import OutboxRelay, PublishedHook
@@ -195,6 +196,7 @@ def create_service_app(
         openapi_tags=[*spec.openapi_tags, *PLATFORM_TAGS],
     )
     install_problem_handlers(app)
+    app.add_middleware(EdgeLimits, settings=settings)  # inside the metrics: its refusals are timed too
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(health_router)
     app.include_router(metrics_router)

@@ -48,6 +48,11 @@ class ServiceSettings(BaseSettings):
     group_commit_max_batch: int = Field(default=256, ge=1)
     leader_retry_interval_seconds: float = Field(default=2.0, gt=0)
 
+    # The edge every service shares (leadrelay.limits): the largest body read, and each key's rate.
+    max_request_bytes: int = Field(default=1_048_576, ge=1)
+    rate_limit_per_key_per_second: float = Field(default=500.0, ge=0)
+    rate_limit_burst: int = Field(default=1000, ge=1)
+
     @model_validator(mode="after")
     def _heartbeat_below_session_timeout(self) -> "ServiceSettings":
         if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
