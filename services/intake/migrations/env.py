@@ -3,7 +3,7 @@
 from sqlmodel import SQLModel
 
 from intake.leads import models  # noqa: F401  (registers the tables)
-from leadrelay import apikeys, audit, idempotency, outbox  # noqa: F401  (registers the platform tables)
+from leadrelay import apikeys, audit, idempotency, idempotency_keys, outbox  # noqa: F401  (registers the platform tables)
 from leadrelay.migrations import run_env
 
 run_env(SQLModel.metadata)
