@@ -6,8 +6,10 @@ primary key until the first transaction ends, then reads its answer: twenty retr
 do the work once.
 """
 
+import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,8 +21,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from leadrelay.db import SessionFactory
 from leadrelay.events import utcnow
 from leadrelay.problems import VALIDATION_PROBLEM, ProblemException
+
+logger = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=24)
 """How long a key remembers its first answer."""
@@ -152,3 +157,14 @@ async def prune(session: AsyncSession, *, now: datetime | None = None) -> int:
     cutoff = (now or utcnow()) - WINDOW
     result = await session.exec(delete(IdempotencyRecord).where(col(IdempotencyRecord.created_at) < cutoff))
     return int(result.rowcount or 0)
+
+
+async def prune_periodically(sessions: SessionFactory, *, interval: float = 3600.0) -> None:
+    """Forget expired Idempotency-Key records, once an hour (run it as a job on one leader)."""
+    while True:
+        async with sessions() as session:
+            removed = await prune(session)
+            await session.commit()
+        if removed:
+            logger.info("pruned expired idempotency keys", extra={"count": removed})
+        await asyncio.sleep(interval)

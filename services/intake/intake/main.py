@@ -11,7 +11,7 @@ from intake.keys.jobs import announce_keys
 from intake.keys.router import router as keys_router
 from intake.leads import service as leads
 from intake.leads.handlers import handlers
-from intake.leads.jobs import redrive_lost_leads
+from intake.leads.jobs import prune_idempotency_keys, redrive_lost_leads
 from intake.leads.router import router as leads_router
 from leadrelay.apikeys import Scope, Team
 from leadrelay.runtime import ServiceRuntime
@@ -94,7 +94,7 @@ def create_app(settings: IntakeSettings | None = None, registry: CollectorRegist
         handlers=handlers(settings),
         routers=[leads_router, keys_router],
         on_startup=[seed_keys],
-        jobs=[redrive_lost_leads, announce_keys],
+        jobs=[redrive_lost_leads, announce_keys, prune_idempotency_keys],
         openapi_tags=[
             {"name": "leads", "description": "Create and read leads."},
             {"name": "keys", "description": "Create, list and revoke API keys (scope `admin`)."},
