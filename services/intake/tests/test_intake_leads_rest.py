@@ -353,3 +353,22 @@ async def _insert_old_lead(connection: AsyncConnection, *, lead_id: str, email: 
     columns = sa.inspect(Lead).columns
     old_lead = sa.table("lead", *(sa.column(column.name, column.type) for column in columns if column.name in values))
     await connection.execute(sa.insert(old_lead).values(values))
+
+
+async def test_batches_re_engaging_the_same_people_in_opposite_orders_both_succeed(intake_db: Storage) -> None:
+    # Row locks taken in opposite orders by two workers: PostgreSQL breaks the deadlock, the work runs again.
+    people = [_lead(email=f"person{index}@example.com") for index in range(30)]
+    engines = [create_engine(intake_db.url) for _ in range(2)]
+    writers = [GroupCommitter(create_session_factory(engine), max_batch=64) for engine in engines]
+    try:
+        await service.create_many(writer=writers[0], items=people)
+        for _ in range(5):
+            answers = await asyncio.gather(
+                service.create_many(writer=writers[0], items=people),
+                service.create_many(writer=writers[1], items=people[::-1]),
+            )
+            assert {result["status"] for answer in answers for result in answer.body["results"]} == {"reengaged"}
+    finally:
+        await asyncio.gather(*(committer.close() for committer in writers))
+        await asyncio.gather(*(engine.dispose() for engine in engines))
+    assert {lead.reengagement_count for lead in await _leads(intake_db)} == {10}

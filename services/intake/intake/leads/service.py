@@ -2,7 +2,7 @@
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -10,8 +10,9 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from aiokafka.structs import RecordMetadata
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, func, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -36,6 +37,7 @@ from leadrelay.problems import Problem
 from leadrelay.stages import LeadStage
 
 SOURCE = "leadrelay/intake"
+_DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE for a transaction it rolled back to break a deadlock
 REENGAGED_ENTRY = "lead.reengaged"
 """Timeline type of a known person's new submission (it publishes no event of its own yet)."""
 
@@ -77,7 +79,7 @@ async def create(
         body = LeadAccepted(id=staged.lead.id, status=staged.status).model_dump(mode="json")
         return Answer(status_code=202, body=body)
 
-    return await writer.submit(partial(idempotency_keys.answer_once, request=idempotency, work=accept))
+    return await _submit(writer, partial(idempotency_keys.answer_once, request=idempotency, work=accept))
 
 
 async def create_many(
@@ -86,16 +88,39 @@ async def create_many(
     """Stage every valid item in one transaction; each item gets its own result, in order."""
 
     async def accept(session: AsyncSession) -> Answer:
-        results: list[BatchItemResult] = []
-        for index, item in enumerate(items):
-            if isinstance(item, Problem):
-                results.append(BatchItemResult(index=index, status=BatchItemStatus.REJECTED, problem=item))
-                continue
+        results = {
+            index: BatchItemResult(index=index, status=BatchItemStatus.REJECTED, problem=item)
+            for index, item in enumerate(items)
+            if isinstance(item, Problem)
+        }
+        valid = [(index, item) for index, item in enumerate(items) if isinstance(item, LeadCreate)]
+        # People in one order in every batch: two batches locking the same leads then never deadlock.
+        for index, item in sorted(valid, key=lambda pair: pair[1].email):
             staged = await _stage_lead(session, lead_in=item)
-            results.append(BatchItemResult(index=index, id=staged.lead.id, status=BatchItemStatus(staged.status)))
-        return Answer(status_code=202, body=LeadBatchResults(results=results).model_dump(mode="json"))
+            results[index] = BatchItemResult(index=index, id=staged.lead.id, status=BatchItemStatus(staged.status))
+        ordered = [results[index] for index in range(len(items))]
+        return Answer(status_code=202, body=LeadBatchResults(results=ordered).model_dump(mode="json"))
 
-    return await writer.submit(partial(idempotency_keys.answer_once, request=idempotency, work=accept))
+    return await _submit(writer, partial(idempotency_keys.answer_once, request=idempotency, work=accept))
+
+
+DEADLOCK_RETRIES = 3
+
+
+async def _submit(writer: GroupCommitter, work: Callable[[AsyncSession], Awaitable[Answer]]) -> Answer:
+    """Run the work in a group commit, again if PostgreSQL broke a deadlock by rolling it back.
+
+    Two transactions can lock the same people in opposite orders (two batches, two workers); the
+    database rolls one back, and the work, which changed nothing, can simply run again.
+    """
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            return await writer.submit(work)
+        except DBAPIError as exc:
+            if attempt == DEADLOCK_RETRIES or getattr(exc.orig, "sqlstate", None) != _DEADLOCK_DETECTED:
+                raise
+            logger.info("deadlock broken by the database, running the work again", extra={"attempt": attempt + 1})
+    raise AssertionError("unreachable")
 
 
 async def _stage_new_lead(session: AsyncSession, *, lead_in: LeadCreate) -> Lead:
@@ -126,7 +151,7 @@ async def _stage_lead(session: AsyncSession, *, lead_in: LeadCreate) -> StagedLe
         known = await _find_person(session, lead_in=lead_in)
         if known is None:
             raise RuntimeError("a lead conflicted on a unique key but no lead holds the person's email or crm_id")
-    _reengage(session, lead=known, lead_in=lead_in)
+    await _reengage(session, lead=known, lead_in=lead_in)
     return StagedLead(lead=known, status=AcceptStatus.REENGAGED)
 
 
@@ -134,15 +159,24 @@ async def _find_person(session: AsyncSession, *, lead_in: LeadCreate) -> Lead | 
     """The lead of the person a submission names: by crm_id first (the CRM's own identity), then by email.
 
     Locked (on PostgreSQL) until the transaction ends, so concurrent re-engagements of one person
-    take turns instead of overwriting each other.
+    take turns (attributes are merged from what was read); read afresh, as an earlier submission in
+    the same group commit may have changed it.
     """
     if lead_in.crm_id is not None:
-        statement = select(Lead).where(col(Lead.crm_id) == lead_in.crm_id).with_for_update()
+        statement = (
+            select(Lead)
+            .where(col(Lead.crm_id) == lead_in.crm_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
         by_crm_id = (await session.exec(statement)).first()
         if by_crm_id is not None:
             return by_crm_id
     statement = (
-        select(Lead).where(col(Lead.email) == lead_in.email, col(Lead.merged_into_id).is_(None)).with_for_update()
+        select(Lead)
+        .where(col(Lead.email) == lead_in.email, col(Lead.merged_into_id).is_(None))
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     return (await session.exec(statement)).first()
 
@@ -158,20 +192,24 @@ async def _insert_unless_known(session: AsyncSession, *, lead: Lead) -> bool:
 _FILLABLE = tuple(name for name in LeadBase.model_fields if name not in {"email", "source"})
 
 
-def _reengage(session: AsyncSession, *, lead: Lead, lead_in: LeadCreate) -> None:
-    """A known person came back: fill the lead's empty fields and add an engagement to its timeline."""
-    filled = [name for name in _FILLABLE if getattr(lead, name) is None and getattr(lead_in, name) is not None]
-    for name in filled:
-        setattr(lead, name, getattr(lead_in, name))
+async def _reengage(session: AsyncSession, *, lead: Lead, lead_in: LeadCreate) -> None:
+    """A known person came back: fill the lead's empty fields and add an engagement to its timeline.
+
+    One UPDATE that fills only what is still empty and counts in the database, so concurrent
+    re-engagements lose nothing even where SELECT ... FOR UPDATE locks nothing (SQLite).
+    """
+    offered = {name: getattr(lead_in, name) for name in _FILLABLE if getattr(lead_in, name) is not None}
+    filled = [name for name in offered if getattr(lead, name) is None]
+    values: dict[str, Any] = {name: func.coalesce(getattr(Lead, name), value) for name, value in offered.items()}
     new_attributes = {key: value for key, value in lead_in.attributes.items() if key not in lead.attributes}
     merged = {**lead.attributes, **new_attributes}
     # Kept within the same bound as a new lead's attributes, so events about it stay small.
     if new_attributes and len(json.dumps(merged, default=str)) <= MAX_ATTRIBUTES_BYTES:
-        lead.attributes = merged
+        values["attributes"] = merged
         filled.append("attributes")
     now = utcnow()
-    lead.reengaged_at, lead.reengagement_count, lead.updated_at = now, lead.reengagement_count + 1, now
-    session.add(lead)
+    values.update(reengaged_at=now, updated_at=now, reengagement_count=col(Lead.reengagement_count) + 1)
+    await session.exec(update(Lead).where(col(Lead.id) == lead.id).values(**values))
     session.add(
         TimelineEntry(
             lead_id=lead.id,
