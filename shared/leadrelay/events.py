@@ -113,6 +113,20 @@ class LeadReceived(LeadEventData):
     received_at: datetime
     redrive: bool = False
     attributes: dict[str, Any] = Field(default_factory=dict)
+    # Added with the standard lead fields: optional, so older records still parse.
+    industry: str | None = None
+    employees: int | None = None
+    annual_revenue: int | None = None
+    website: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    crm_id: str | None = None
+    marketing_opt_in: bool | None = None
+    email_domain: str | None = None
+    email_free_mail: bool | None = None
+    email_disposable: bool | None = None
+    email_lookalike: bool | None = None
 
 
 class LeadScored(LeadEventData):

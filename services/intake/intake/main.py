@@ -13,7 +13,7 @@ from intake.keys.jobs import announce_keys
 from intake.keys.router import router as keys_router
 from intake.leads import service as leads
 from intake.leads.handlers import handlers
-from intake.leads.jobs import redrive_lost_leads
+from intake.leads.jobs import prune_idempotency_keys, redrive_lost_leads
 from intake.leads.router import router as leads_router
 from leadrelay.apikeys import Scope, Team
 from leadrelay.runtime import ServiceRuntime
@@ -96,7 +96,7 @@ def create_app(settings: IntakeSettings | None = None, registry: CollectorRegist
         handlers=handlers(settings),
         routers=[leads_router, activities_router, accounts_router, keys_router],
         on_startup=[seed_keys],
-        jobs=[redrive_lost_leads, announce_keys],
+        jobs=[redrive_lost_leads, announce_keys, prune_idempotency_keys],
         openapi_tags=[
             {"name": "leads", "description": "Create and read leads."},
             {

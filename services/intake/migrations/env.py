@@ -4,7 +4,7 @@ from sqlmodel import SQLModel
 
 from intake.accounts import models as account_models  # noqa: F401  (registers the tables)
 from intake.leads import models  # noqa: F401  (registers the tables)
-from leadrelay import apikeys, audit, idempotency, outbox  # noqa: F401  (registers the platform tables)
+from leadrelay import apikeys, audit, idempotency, idempotency_keys, outbox  # noqa: F401  (registers the platform tables)
 from leadrelay.migrations import run_env
 
 run_env(SQLModel.metadata)

@@ -23,10 +23,76 @@ def test_email_is_trimmed_and_lowercased_and_country_uppercased() -> None:
     assert (lead.email, lead.country) == ("ada@example.com", "GB")
 
 
-@pytest.mark.parametrize("country", ["GBR", "G", "1A", "g.", "ßa", "ﬁ"])
-def test_country_is_two_letters_a_to_z(country: str) -> None:
-    # "ßa" and "ﬁ" pass a 2-character check but upper-case to "SSA" and "FI": the check comes after.
+@pytest.mark.parametrize(
+    ("country", "code"),
+    [
+        ("gb", "GB"),
+        ("GBR", "GB"),
+        ("826", "GB"),
+        ("United Kingdom", "GB"),
+        ("uk", "GB"),
+        (" germany ", "DE"),
+        ("\ufb01", "FI"),
+    ],
+)
+def test_country_codes_and_names_become_iso_alpha_2(country: str, code: str) -> None:
+    # "\ufb01" is the "fi" ligature: NFKC makes it "fi", Finland.
+    assert LeadCreate.model_validate({"email": "ada@example.com", "country": country}).country == code
+
+
+@pytest.mark.parametrize("country", ["G", "1A", "g.", "ßa", "Narnia", "XX"])
+def test_country_must_name_a_country(country: str) -> None:
+    # "ßa" passes a 2-character check but upper-cases to "SSA": the check comes after normalising.
     assert "country" in _failing_fields(country=country)
+
+
+@pytest.mark.parametrize(
+    ("fields", "phone"),
+    [
+        ({"phone": "020 7946 0000", "country": "GB"}, "+442079460000"),
+        ({"phone": "+1 (415) 555-2671"}, "+14155552671"),
+        ({"phone": "(415) 555-2671", "country": "United States"}, "+14155552671"),
+        ({"phone": "  "}, None),
+    ],
+)
+def test_phone_becomes_e164_in_the_leads_country(fields: dict[str, Any], phone: str | None) -> None:
+    assert LeadCreate.model_validate({"email": "ada@example.com", **fields}).phone == phone
+
+
+@pytest.mark.parametrize("phone", ["020 7946 0000", "not a phone", "+44 1"])
+def test_a_phone_that_cannot_be_read_is_named(phone: str) -> None:
+    # Without a country a national number cannot be read.
+    assert "phone" in _failing_fields(phone=phone)
+
+
+@pytest.mark.parametrize(
+    ("email", "normalised"),
+    [
+        ("  Ada@Example.COM ", "ada@example.com"),
+        ("ADA@BÜCHER.de", "ada@bücher.de"),
+        ("\uff46\uff55\uff4c\uff4c@example.com", "full@example.com"),  # full-width letters, NFKC
+    ],
+)
+def test_email_is_normalised(email: str, normalised: str) -> None:
+    assert LeadCreate.model_validate({"email": email}).email == normalised
+
+
+@pytest.mark.parametrize("email", ["not-an-email", "ada@", "ada@example", "a b@example.com", "ada@-example.com"])
+def test_an_invalid_email_is_named(email: str) -> None:
+    assert "email" in _failing_fields(email=email)
+
+
+def test_text_is_nfkc_normalised_and_whitespace_collapsed_and_blank_is_absent() -> None:
+    lead = LeadCreate.model_validate(
+        {"email": "ada@example.com", "company": "  Analytical\u00a0\u00a0 Engines\n Ltd ", "job_title": " \t "}
+    )
+    assert (lead.company, lead.job_title) == ("Analytical Engines Ltd", None)
+
+
+def test_length_is_checked_after_normalising() -> None:
+    # One character that NFKC turns into 18: fits before normalising, not after.
+    assert "first_name" in _failing_fields(first_name="\ufdfa" * 12)
+    assert "source" in _failing_fields(source="   ")
 
 
 def test_attributes_are_bounded_in_bytes() -> None:
@@ -44,6 +110,11 @@ def test_attributes_are_bounded_in_bytes() -> None:
         ({"first_name": "A\x00da"}, "first_name"),
         ({"attributes": {"key": "\ud800"}}, "attributes"),
         ({"source": ""}, "source"),
+        ({"employees": -1}, "employees"),
+        ({"annual_revenue": 10**16}, "annual_revenue"),
+        ({"marketing_opt_in": "maybe"}, "marketing_opt_in"),
+        ({"crm_id": "x" * 101}, "crm_id"),
+        ({"email_domain": "example.com"}, "email_domain"),
     ],
 )
 def test_invalid_fields_are_named(fields: dict[str, Any], field: str) -> None:

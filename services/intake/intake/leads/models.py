@@ -4,55 +4,66 @@ from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
-from pydantic import EmailStr, field_validator
-from sqlalchemy import JSON, BigInteger, Column
+from sqlalchemy import JSON, BigInteger, Column, Index, text
 from sqlmodel import Field, SQLModel
 
 from leadrelay.events import utcnow
 from leadrelay.stages import LeadStage, stage_column
-from leadrelay.validation import storable
 
 
 class LeadBase(SQLModel):
-    """Fields a client sends about a lead."""
+    """Fields a client sends about a lead (LeadCreate normalises them before anything is stored)."""
 
-    email: EmailStr = Field(max_length=320)
+    email: str = Field(max_length=320, description="Lower-cased and validated (no DNS look-up).")
     first_name: str | None = Field(default=None, max_length=200)
     last_name: str | None = Field(default=None, max_length=200)
     company: str | None = Field(default=None, max_length=300)
     job_title: str | None = Field(default=None, max_length=200)
-    phone: str | None = Field(default=None, max_length=50)
-    country: str | None = Field(default=None, max_length=2, min_length=2, description="ISO 3166-1 alpha-2")
+    # Before phone: a phone number is read in the lead's country.
+    country: str | None = Field(
+        default=None,
+        max_length=2,
+        description="ISO 3166-1 alpha-2; alpha-3, numeric codes and English names are converted.",
+    )
+    phone: str | None = Field(default=None, max_length=50, description="Stored in E.164.")
+    industry: str | None = Field(default=None, max_length=200)
+    employees: int | None = Field(default=None, ge=0, le=10_000_000)
+    annual_revenue: int | None = Field(
+        default=None, ge=0, le=10**15, sa_type=BigInteger, description="In whole units of the CRM's currency."
+    )
+    website: str | None = Field(default=None, max_length=2048)
     source: str = Field(default="api", max_length=100, min_length=1)
     campaign: str | None = Field(default=None, max_length=200)
-
-    @field_validator("*")
-    @classmethod
-    def _storable(cls, value: object) -> object:
-        return storable(value)
-
-    @field_validator("email")
-    @classmethod
-    def _lowercase_email(cls, value: str) -> str:
-        return value.strip().lower()
-
-    @field_validator("country")
-    @classmethod
-    def _uppercase_country(cls, value: str | None) -> str | None:
-        if not value:
-            return value
-        # Checked after upper-casing, which can lengthen text: "ß".upper() == "SS".
-        code = value.upper()
-        if not (len(code) == 2 and code.isascii() and code.isalpha()):
-            raise ValueError("must be two letters A-Z (ISO 3166-1 alpha-2)")
-        return code
+    utm_source: str | None = Field(default=None, max_length=200)
+    utm_medium: str | None = Field(default=None, max_length=200)
+    utm_campaign: str | None = Field(default=None, max_length=200)
+    crm_id: str | None = Field(default=None, max_length=100, description="The person's id in the CRM: one lead per id.")
+    marketing_opt_in: bool | None = None
 
 
 class Lead(LeadBase, table=True):
     """A lead as intake knows it: what was sent, plus what the other services decided."""
 
+    __table_args__ = (
+        # One lead per person: a second submission re-engages the lead that holds the address.
+        # Leads merged into another (duplicates from before this rule) keep their address, outside the index.
+        Index(
+            "uq_lead_person_email",
+            "email",
+            unique=True,
+            sqlite_where=text("merged_into_id IS NULL"),
+            postgresql_where=text("merged_into_id IS NULL"),
+        ),
+        Index("uq_lead_crm_id", "crm_id", unique=True),
+    )
+
     id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=36)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    email_domain: str | None = Field(default=None, max_length=255, index=True)
+    email_free_mail: bool = False
+    email_disposable: bool = False
+    email_lookalike: bool = False
+    merged_into_id: str | None = Field(default=None, max_length=36)
     stage: LeadStage = Field(default=LeadStage.LEAD, sa_column=stage_column())
     score: int | None = None
     icp_version: str | None = Field(default=None, max_length=50)
@@ -61,7 +72,9 @@ class Lead(LeadBase, table=True):
     sla_due_at: datetime | None = None
     sla_state: str | None = Field(default=None, max_length=20)
     received_at: datetime = Field(default_factory=utcnow, index=True)
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+    reengaged_at: datetime | None = None
+    reengagement_count: int = 0
     redriven_at: datetime | None = None
     redrive_count: int = 0
     # Where the broker stored the latest lead.received: re-drive asks the broker whether it still has it.

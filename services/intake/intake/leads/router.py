@@ -1,22 +1,49 @@
 """HTTP endpoints for leads."""
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from intake.leads import service
-from intake.leads.schemas import EXAMPLE_LEAD_ID, LeadAccepted, LeadCreate, LeadPublic, TimelineEntryPublic
+from intake.leads.schemas import (
+    EXAMPLE_LEAD_ID,
+    MAX_BATCH_ITEMS,
+    LeadAccepted,
+    LeadBatch,
+    LeadBatchResults,
+    LeadCreate,
+    LeadPage,
+    LeadPublic,
+    LeadRead,
+    LeadTimeline,
+    TimelineEntryPublic,
+    decode_cursor,
+    encode_cursor,
+)
+from leadrelay import idempotency_keys
 from leadrelay.apikeys import ApiKey, Scope, require_scopes
 from leadrelay.batching import WriterDep
 from leadrelay.db import SessionDep
+from leadrelay.idempotency_keys import Answer, IdempotencyKeyHeader
 from leadrelay.openapi import problem_responses
-from leadrelay.problems import ProblemException
+from leadrelay.problems import VALIDATION_PROBLEM, FieldError, Problem, ProblemException, problem_response
+from leadrelay.stages import LeadStage
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"])
 
 WriteKey = Annotated[ApiKey, Depends(require_scopes(Scope.LEADS_WRITE))]
 ReadKey = Annotated[ApiKey, Depends(require_scopes(Scope.LEADS_READ))]
 LeadId = Annotated[str, Path(description="The id `POST /v1/leads` answered.", examples=[EXAMPLE_LEAD_ID])]
+
+
+def _answer(answer: Answer, *, location: str | None = None) -> JSONResponse:
+    headers = {idempotency_keys.REPLAYED_HEADER: "true"} if answer.replayed else {}
+    if location is not None:
+        headers["Location"] = location
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
 @router.post(
@@ -26,11 +53,106 @@ LeadId = Annotated[str, Path(description="The id `POST /v1/leads` answered.", ex
     summary="Accept a lead",
     responses=problem_responses(400, 401, 403, 422, 503, instance="/v1/leads"),
 )
-async def create_lead(lead_in: LeadCreate, writer: WriterDep, _key: WriteKey, response: Response) -> LeadAccepted:
-    """Store the lead and queue lead.received; 202 means it is durable and will be scored and routed."""
-    lead = await service.create(writer=writer, lead_in=lead_in)
-    response.headers["Location"] = f"/v1/leads/{lead.id}"
-    return LeadAccepted(id=lead.id)
+async def create_lead(
+    lead_in: LeadCreate,
+    writer: WriterDep,
+    key: WriteKey,
+    request: Request,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Store the lead and queue lead.received (202 `accepted`), or re-engage the person's lead (202 `reengaged`)."""
+    idempotency = idempotency_keys.request_of(
+        owner=key.id, key=idempotency_key, method="POST", path=request.url.path, payload=lead_in.model_dump(mode="json")
+    )
+    answer = await service.create(writer=writer, lead_in=lead_in, idempotency=idempotency)
+    return _answer(answer, location=f"/v1/leads/{answer.body['id']}")
+
+
+def _item(index: int, raw: Any) -> LeadCreate | Problem:
+    try:
+        return LeadCreate.model_validate(raw)
+    except ValidationError as invalid:
+        errors = []
+        for error in invalid.errors():
+            location = ["leads", str(index), *(str(part) for part in error["loc"])]
+            errors.append(FieldError(field=".".join(location), pointer="/" + "/".join(location), message=error["msg"]))
+        detail = "; ".join(f"{error.field}: {error.message}" for error in errors)
+        return Problem(type=VALIDATION_PROBLEM, title="Invalid lead", status=422, detail=detail, errors=errors)
+
+
+@router.post(
+    ":batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=LeadBatchResults,
+    summary="Accept up to 1,000 leads",
+    responses=problem_responses(400, 401, 403, 422, 503, instance="/v1/leads:batch"),
+)
+async def create_leads(
+    batch: LeadBatch,
+    writer: WriterDep,
+    key: WriteKey,
+    request: Request,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Each item is checked on its own; the valid ones are stored in one transaction; one result per item, in order.
+
+    When no item is valid, nothing is stored and the answer is 422 naming every failing field.
+    """
+    items = [_item(index, raw) for index, raw in enumerate(batch.leads)]
+    problems = [item for item in items if isinstance(item, Problem)]
+    if len(problems) == len(items):
+        errors = [error for problem in problems for error in problem.errors]
+        detail = f"No lead of the {len(items)} is valid (at most {MAX_BATCH_ITEMS} per batch)."
+        return problem_response(
+            Problem(type=VALIDATION_PROBLEM, title="Invalid request", status=422, detail=detail, errors=errors),
+            request,
+        )
+    idempotency = idempotency_keys.request_of(
+        owner=key.id, key=idempotency_key, method="POST", path=request.url.path, payload=batch.leads
+    )
+    answer = await service.create_many(writer=writer, items=items, idempotency=idempotency)
+    return _answer(answer)
+
+
+@router.get(
+    "",
+    response_model=LeadPage,
+    summary="List leads",
+    responses=problem_responses(
+        401, 403, 422, 503, instance="/v1/leads", details={403: "The API key lacks the scope(s): leads:read."}
+    ),
+)
+async def list_leads(
+    session: SessionDep,
+    _key: ReadKey,
+    stage: Annotated[LeadStage | None, Query(description="Only leads in this stage.")] = None,
+    owner_rep_id: Annotated[str | None, Query(max_length=100, description="Only leads this rep owns.")] = None,
+    source: Annotated[str | None, Query(max_length=100, description="Only leads from this source.")] = None,
+    updated_since: Annotated[
+        datetime | None, Query(description="Only leads updated at or after this time (with a timezone).")
+    ] = None,
+    cursor: Annotated[str | None, Query(max_length=400, description="`next_cursor` of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Leads per page.")] = 100,
+) -> LeadPage:
+    """Leads oldest received first; paging returns each lead that existed when it began exactly once."""
+    if updated_since is not None and updated_since.tzinfo is None:
+        raise ProblemException(422, "Invalid request", "updated_since: must have a timezone", type_=VALIDATION_PROBLEM)
+    try:
+        after = decode_cursor(cursor) if cursor is not None else None
+    except ValueError as exc:
+        raise ProblemException(422, "Invalid request", f"cursor: {exc}", type_=VALIDATION_PROBLEM) from None
+    leads = await service.list_leads(
+        session=session,
+        stage=stage,
+        owner_rep_id=owner_rep_id,
+        source=source,
+        updated_since=updated_since,
+        after=after,
+        limit=limit + 1,
+    )
+    page = leads[:limit]
+    next_cursor = encode_cursor(received_at=page[-1].received_at, lead_id=page[-1].id) if len(leads) > limit else None
+    return LeadPage(leads=[LeadRead.model_validate(lead.model_dump()) for lead in page], next_cursor=next_cursor)
 
 
 @router.get(
@@ -57,4 +179,29 @@ async def read_lead(lead_id: LeadId, session: SessionDep, _key: ReadKey) -> Lead
             **lead.model_dump(),
             "timeline": [TimelineEntryPublic.model_validate(entry, from_attributes=True) for entry in timeline],
         }
+    )
+
+
+@router.get(
+    "/{lead_id}/timeline",
+    response_model=LeadTimeline,
+    summary="Read a lead's timeline",
+    responses=problem_responses(
+        401,
+        403,
+        404,
+        503,
+        instance=f"/v1/leads/{EXAMPLE_LEAD_ID}/timeline",
+        details={403: "The API key lacks the scope(s): leads:read.", 404: f"No lead with id {EXAMPLE_LEAD_ID}."},
+    ),
+)
+async def read_timeline(lead_id: LeadId, session: SessionDep, _key: ReadKey) -> LeadTimeline:
+    """The lead's events, oldest first: received, re-engagements, score, assignment, SLA."""
+    lead = await service.get(session=session, lead_id=lead_id)
+    if lead is None:
+        raise ProblemException(404, "Not Found", f"No lead with id {lead_id}.")
+    timeline = await service.get_timeline(session=session, lead_id=lead_id)
+    return LeadTimeline(
+        lead_id=lead_id,
+        timeline=[TimelineEntryPublic.model_validate(entry, from_attributes=True) for entry in timeline],
     )

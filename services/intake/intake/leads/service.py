@@ -1,48 +1,55 @@
 """Lead logic: accept, read, update the read model from events, re-drive leads stuck in flight."""
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from aiokafka.structs import RecordMetadata
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, func, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from intake.leads.models import Lead, TimelineEntry
-from intake.leads.schemas import LeadCreate
-from leadrelay import outbox
+from intake.leads import normalise
+from intake.leads.models import Lead, LeadBase, TimelineEntry
+from intake.leads.schemas import (
+    MAX_ATTRIBUTES_BYTES,
+    AcceptStatus,
+    BatchItemResult,
+    BatchItemStatus,
+    LeadAccepted,
+    LeadBatchResults,
+    LeadCreate,
+)
+from leadrelay import idempotency_keys, outbox
 from leadrelay.batching import GroupCommitter
 from leadrelay.events import CloudEvent, LeadReceived, new_event, utcnow
+from leadrelay.idempotency_keys import Answer, IdempotentRequest
 from leadrelay.kafka import LogPosition
 from leadrelay.outbox import OutboxMessage
+from leadrelay.problems import Problem
 from leadrelay.stages import LeadStage
 
 SOURCE = "leadrelay/intake"
+_DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE for a transaction it rolled back to break a deadlock
+REENGAGED_ENTRY = "lead.reengaged"
+"""Timeline type of a known person's new submission (it publishes no event of its own yet)."""
 
 logger = logging.getLogger(__name__)
 
 
+_RECEIVED_FIELDS = tuple(name for name in LeadReceived.model_fields if name not in {"lead_id", "redrive"})
+
+
 def _received_event(lead: Lead, *, redrive: bool = False) -> CloudEvent[LeadReceived]:
     return new_event(
-        LeadReceived(
-            lead_id=lead.id,
-            email=lead.email,
-            first_name=lead.first_name,
-            last_name=lead.last_name,
-            company=lead.company,
-            job_title=lead.job_title,
-            phone=lead.phone,
-            country=lead.country,
-            source=lead.source,
-            campaign=lead.campaign,
-            received_at=lead.received_at,
-            redrive=redrive,
-            attributes=lead.attributes,
-        ),
+        LeadReceived(lead_id=lead.id, redrive=redrive, **{name: getattr(lead, name) for name in _RECEIVED_FIELDS}),
         source=SOURCE,
     )
 
@@ -54,19 +61,169 @@ def add_timeline(session: AsyncSession, *, lead_id: str, event: CloudEvent[Any],
     )
 
 
-async def create(*, writer: GroupCommitter, lead_in: LeadCreate) -> Lead:
-    """Store a lead and its lead.received event; returns once committed (in a group commit)."""
-    return await writer.submit(partial(_stage_new_lead, lead_in=lead_in))
+@dataclass(frozen=True)
+class StagedLead:
+    """A submission staged in a transaction: a new lead, or a known person re-engaged."""
+
+    lead: Lead
+    status: AcceptStatus
+
+
+async def create(
+    *, writer: GroupCommitter, lead_in: LeadCreate, idempotency: IdempotentRequest | None = None
+) -> Answer:
+    """Stage a lead (or re-engage its person) and answer 202 once committed; a retry with the same key repeats it."""
+
+    async def accept(session: AsyncSession) -> Answer:
+        staged = await _stage_lead(session, lead_in=lead_in)
+        body = LeadAccepted(id=staged.lead.id, status=staged.status).model_dump(mode="json")
+        return Answer(status_code=202, body=body)
+
+    return await _submit(writer, partial(idempotency_keys.answer_once, request=idempotency, work=accept))
+
+
+async def create_many(
+    *, writer: GroupCommitter, items: Sequence[LeadCreate | Problem], idempotency: IdempotentRequest | None = None
+) -> Answer:
+    """Stage every valid item in one transaction; each item gets its own result, in order."""
+
+    async def accept(session: AsyncSession) -> Answer:
+        results = {
+            index: BatchItemResult(index=index, status=BatchItemStatus.REJECTED, problem=item)
+            for index, item in enumerate(items)
+            if isinstance(item, Problem)
+        }
+        valid = [(index, item) for index, item in enumerate(items) if isinstance(item, LeadCreate)]
+        # People in one order in every batch: two batches locking the same leads then never deadlock.
+        for index, item in sorted(valid, key=lambda pair: pair[1].email):
+            staged = await _stage_lead(session, lead_in=item)
+            results[index] = BatchItemResult(index=index, id=staged.lead.id, status=BatchItemStatus(staged.status))
+        ordered = [results[index] for index in range(len(items))]
+        return Answer(status_code=202, body=LeadBatchResults(results=ordered).model_dump(mode="json"))
+
+    return await _submit(writer, partial(idempotency_keys.answer_once, request=idempotency, work=accept))
+
+
+DEADLOCK_RETRIES = 3
+
+
+async def _submit(writer: GroupCommitter, work: Callable[[AsyncSession], Awaitable[Answer]]) -> Answer:
+    """Run the work in a group commit, again if PostgreSQL broke a deadlock by rolling it back.
+
+    Two transactions can lock the same people in opposite orders (two batches, two workers); the
+    database rolls one back, and the work, which changed nothing, can simply run again.
+    """
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            return await writer.submit(work)
+        except DBAPIError as exc:
+            if attempt == DEADLOCK_RETRIES or getattr(exc.orig, "sqlstate", None) != _DEADLOCK_DETECTED:
+                raise
+            logger.info("deadlock broken by the database, running the work again", extra={"attempt": attempt + 1})
+    raise AssertionError("unreachable")
 
 
 async def _stage_new_lead(session: AsyncSession, *, lead_in: LeadCreate) -> Lead:
-    lead = Lead(**lead_in.model_dump())  # already validated: table models skip re-validation
-    event = _received_event(lead)
-    lead.received_event_id = event.id
-    session.add(lead)
-    add_timeline(session, lead_id=lead.id, event=event, details={"source": lead.source, "campaign": lead.campaign})
-    outbox.add(session, event)
-    return lead
+    """Stage a submission: a new lead with its lead.received, or the re-engagement of a known person."""
+    return (await _stage_lead(session, lead_in=lead_in)).lead
+
+
+async def _stage_lead(session: AsyncSession, *, lead_in: LeadCreate) -> StagedLead:
+    known = await _find_person(session, lead_in=lead_in)
+    if known is None:
+        facts = normalise.email_facts(lead_in.email)
+        lead = Lead(
+            **lead_in.model_dump(),
+            email_domain=facts.domain,
+            email_free_mail=facts.free_mail,
+            email_disposable=facts.disposable,
+            email_lookalike=facts.lookalike,
+        )
+        event = _received_event(lead)
+        lead.received_event_id = event.id
+        if await _insert_unless_known(session, lead=lead):
+            add_timeline(
+                session, lead_id=lead.id, event=event, details={"source": lead.source, "campaign": lead.campaign}
+            )
+            outbox.add(session, event)
+            return StagedLead(lead=lead, status=AcceptStatus.ACCEPTED)
+        # Another submission for the same person committed first (another worker, the same instant).
+        known = await _find_person(session, lead_in=lead_in)
+        if known is None:
+            raise RuntimeError("a lead conflicted on a unique key but no lead holds the person's email or crm_id")
+    await _reengage(session, lead=known, lead_in=lead_in)
+    return StagedLead(lead=known, status=AcceptStatus.REENGAGED)
+
+
+async def _find_person(session: AsyncSession, *, lead_in: LeadCreate) -> Lead | None:
+    """The lead of the person a submission names: by crm_id first (the CRM's own identity), then by email.
+
+    Locked (on PostgreSQL) until the transaction ends, so concurrent re-engagements of one person
+    take turns (attributes are merged from what was read); read afresh, as an earlier submission in
+    the same group commit may have changed it.
+    """
+    if lead_in.crm_id is not None:
+        statement = (
+            select(Lead)
+            .where(col(Lead.crm_id) == lead_in.crm_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        by_crm_id = (await session.exec(statement)).first()
+        if by_crm_id is not None:
+            return by_crm_id
+    statement = (
+        select(Lead)
+        .where(col(Lead.email) == lead_in.email, col(Lead.merged_into_id).is_(None))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.exec(statement)).first()
+
+
+async def _insert_unless_known(session: AsyncSession, *, lead: Lead) -> bool:
+    """Insert the lead unless a lead with its email or crm_id exists; the database decides, not a prior read."""
+    connection = await session.connection()
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(Lead).values(**lead.model_dump()).on_conflict_do_nothing().returning(col(Lead.id))
+    return (await connection.execute(statement)).first() is not None
+
+
+_FILLABLE = tuple(name for name in LeadBase.model_fields if name not in {"email", "source"})
+
+
+async def _reengage(session: AsyncSession, *, lead: Lead, lead_in: LeadCreate) -> None:
+    """A known person came back: fill the lead's empty fields and add an engagement to its timeline.
+
+    One UPDATE that fills only what is still empty and counts in the database, so concurrent
+    re-engagements lose nothing even where SELECT ... FOR UPDATE locks nothing (SQLite).
+    """
+    offered = {name: getattr(lead_in, name) for name in _FILLABLE if getattr(lead_in, name) is not None}
+    filled = [name for name in offered if getattr(lead, name) is None]
+    values: dict[str, Any] = {name: func.coalesce(getattr(Lead, name), value) for name, value in offered.items()}
+    new_attributes = {key: value for key, value in lead_in.attributes.items() if key not in lead.attributes}
+    merged = {**lead.attributes, **new_attributes}
+    # Kept within the same bound as a new lead's attributes, so events about it stay small.
+    if new_attributes and len(json.dumps(merged, default=str)) <= MAX_ATTRIBUTES_BYTES:
+        values["attributes"] = merged
+        filled.append("attributes")
+    now = utcnow()
+    values.update(reengaged_at=now, updated_at=now, reengagement_count=col(Lead.reengagement_count) + 1)
+    await session.exec(update(Lead).where(col(Lead.id) == lead.id).values(**values))
+    session.add(
+        TimelineEntry(
+            lead_id=lead.id,
+            event_id=str(uuid4()),
+            type=REENGAGED_ENTRY,
+            occurred_at=now,
+            details={
+                "source": lead_in.source,
+                "campaign": lead_in.campaign,
+                "utm_campaign": lead_in.utm_campaign,
+                "filled": sorted(filled),
+            },
+        )
+    )
 
 
 async def get(*, session: AsyncSession, lead_id: str) -> Lead | None:
@@ -176,3 +333,36 @@ def advance_stage(lead: Lead, stage: LeadStage) -> None:
     """Apply a scoring stage unless a rep has already moved the lead further."""
     if lead.stage.set_by_scoring:
         lead.stage = stage
+
+
+async def list_leads(
+    *,
+    session: AsyncSession,
+    stage: LeadStage | None = None,
+    owner_rep_id: str | None = None,
+    source: str | None = None,
+    updated_since: datetime | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int,
+) -> list[Lead]:
+    """Leads matching the filters in (received_at, id) order, after a position.
+
+    The order never changes for a lead (an update does not move it), so paging returns every lead
+    that existed when it began exactly once, whatever is inserted or updated meanwhile.
+    """
+    statement = select(Lead)
+    if stage is not None:
+        statement = statement.where(col(Lead.stage) == stage)
+    if owner_rep_id is not None:
+        statement = statement.where(col(Lead.owner_rep_id) == owner_rep_id)
+    if source is not None:
+        statement = statement.where(col(Lead.source) == source)
+    if updated_since is not None:
+        statement = statement.where(col(Lead.updated_at) >= updated_since)
+    if after is not None:
+        received_at, lead_id = after
+        statement = statement.where(
+            (col(Lead.received_at) > received_at) | ((col(Lead.received_at) == received_at) & (col(Lead.id) > lead_id))
+        )
+    statement = statement.order_by(col(Lead.received_at), col(Lead.id)).limit(limit)
+    return list((await session.exec(statement)).all())
