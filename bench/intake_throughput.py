@@ -8,23 +8,28 @@ of the runs. wrk shares the machine's cores with intake.
 
 import argparse
 import asyncio
-import json
 import shutil
 import statistics
 import tempfile
 from pathlib import Path
+from uuid import uuid4
 
 from leadrelay.broker import EmbeddedBroker
 from leadrelay.testing import DEV_API_KEY, ServiceProcess, free_port
 
-BODY = {"email": "ada@analytical.example", "company": "Analytical Engines", "job_title": "CTO", "source": "bench"}
-
-
+# A new person on every request: intake keeps one lead per person, so a repeated email would
+# measure re-engagements of one row instead of new leads.
 WRK_SCRIPT = """
 wrk.method = "POST"
-wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {key}"
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, string.format(
+    '{{"email":"bench-{token}-%d@example.com","company":"Analytical","job_title":"CTO","source":"bench"}}',
+    counter))
+end
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %d %d %d %d\\n", summary.requests,
     summary.errors.status + summary.errors.connect + summary.errors.read
@@ -37,7 +42,7 @@ end
 async def post_leads(url: str, seconds: float, concurrency: int, workdir: Path) -> float:
     """Load POST /v1/leads for `seconds` with `concurrency` connections; returns accepted leads per second."""
     script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT.format(body=json.dumps(BODY), key=DEV_API_KEY))
+    script.write_text(WRK_SCRIPT.format(key=DEV_API_KEY, token=uuid4().hex[:8]))
     process = await asyncio.create_subprocess_exec(
         "wrk",
         "-t1",

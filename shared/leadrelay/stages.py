@@ -54,6 +54,7 @@ class ActivityType(StrEnum):
     CONTENT_DOWNLOADED = "content_downloaded"
     WEBINAR_ATTENDED = "webinar_attended"
     EMAIL_CLICKED = "email_clicked"
+    REENGAGED = "reengaged"  # a known person submitted again (intake's one lead per person)
 
     @property
     def is_engagement(self) -> bool:
@@ -69,6 +70,7 @@ ENGAGEMENT_ACTIVITIES = frozenset(
         ActivityType.CONTENT_DOWNLOADED,
         ActivityType.WEBINAR_ATTENDED,
         ActivityType.EMAIL_CLICKED,
+        ActivityType.REENGAGED,
     }
 )
 

@@ -73,6 +73,7 @@ def test_the_activity_types_are_the_agreed_ones() -> None:
         "content_downloaded",
         "webinar_attended",
         "email_clicked",
+        "reengaged",
     }
     assert all(activity.is_engagement for activity in ENGAGEMENT_ACTIVITIES)
     assert not any(activity.is_engagement for activity in AGREED)

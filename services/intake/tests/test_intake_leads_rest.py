@@ -19,11 +19,11 @@ from intake.leads.schemas import LeadCreate
 from leadrelay import idempotency_keys
 from leadrelay.batching import GroupCommitter
 from leadrelay.db import create_engine, create_session_factory
-from leadrelay.events import LeadReceived, parse_as, utcnow
+from leadrelay.events import LeadActivity, LeadReceived, parse_as, utcnow
 from leadrelay.idempotency_keys import IdempotencyRecord
 from leadrelay.outbox import OutboxMessage
 from leadrelay.problems import Problem, ProblemException
-from leadrelay.stages import LeadStage
+from leadrelay.stages import ActivityType, LeadStage
 from leadrelay.testing import Storage, migrated, migrations_of
 
 
@@ -127,6 +127,15 @@ async def test_a_known_email_re_engages_its_lead_and_fills_its_empty_fields(
     assert [entry.type for entry in timeline] == ["lead.received", "lead.reengaged"]
     assert timeline[1].details["filled"] == ["attributes", "job_title"]
     assert timeline[1].details["source"] == "pricing"
+    async with intake_db.sessions() as session:
+        query = select(OutboxMessage).where(OutboxMessage.event_type == "lead.activity")
+        [row] = (await session.exec(query)).all()
+    engagement = parse_as(row.payload, LeadActivity)
+    assert (engagement.id, engagement.data.lead_id, engagement.data.activity) == (
+        timeline[1].event_id,
+        lead.id,
+        ActivityType.REENGAGED,
+    )
 
 
 async def test_a_known_crm_id_re_engages_its_lead_whatever_the_email(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from aiokafka.structs import RecordMetadata
 from sqlalchemy import bindparam, func, update
@@ -29,12 +29,12 @@ from intake.leads.schemas import (
 )
 from leadrelay import idempotency_keys, outbox
 from leadrelay.batching import GroupCommitter
-from leadrelay.events import CloudEvent, LeadReceived, new_event, utcnow
+from leadrelay.events import CloudEvent, LeadActivity, LeadReceived, new_event, utcnow
 from leadrelay.idempotency_keys import Answer, IdempotentRequest
 from leadrelay.kafka import LogPosition
 from leadrelay.outbox import OutboxMessage
 from leadrelay.problems import Problem
-from leadrelay.stages import LeadStage
+from leadrelay.stages import ActivityType, LeadStage
 
 SOURCE = "leadrelay/intake"
 _DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE for a transaction it rolled back to break a deadlock
@@ -210,10 +210,23 @@ async def _reengage(session: AsyncSession, *, lead: Lead, lead_in: LeadCreate) -
     now = utcnow()
     values.update(reengaged_at=now, updated_at=now, reengagement_count=col(Lead.reengagement_count) + 1)
     await session.exec(update(Lead).where(col(Lead.id) == lead.id).values(**values))
+    # An engagement like any other: scoring (issue 8) re-scores the lead on it.
+    engagement = new_event(
+        LeadActivity(
+            lead_id=lead.id,
+            rep_id="",
+            activity=ActivityType.REENGAGED,
+            occurred_at=now,
+            stage=lead.stage,
+            recorded_at=now,
+        ),
+        source=SOURCE,
+    )
+    outbox.add(session, engagement)
     session.add(
         TimelineEntry(
             lead_id=lead.id,
-            event_id=str(uuid4()),
+            event_id=engagement.id,
             type=REENGAGED_ENTRY,
             occurred_at=now,
             details={
