@@ -39,8 +39,11 @@ async def _fold(
     `apply` changes the lead and returns the timeline details, or None when the event changes
     nothing (the same decision announced again after a re-drive).
     """
-    ids = list({event.subject for event in events})
-    leads = {lead.id: lead for lead in (await session.exec(select(Lead).where(col(Lead.id).in_(ids)))).all()}
+    ids = sorted({event.subject for event in events})
+    # Locked (on PostgreSQL) in id order: a rep's activity on the same lead at the same moment
+    # must not be overwritten by a stage read before it committed.
+    query = select(Lead).where(col(Lead.id).in_(ids)).order_by(col(Lead.id)).with_for_update()
+    leads = {lead.id: lead for lead in (await session.exec(query.execution_options(populate_existing=True))).all()}
     if len(leads) < len(ids):
         logger.warning("events for leads intake does not know, ignored", extra={"count": len(ids) - len(leads)})
     for event in events:
