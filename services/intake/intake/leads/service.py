@@ -176,3 +176,8 @@ def advance_stage(lead: Lead, stage: LeadStage) -> None:
     """Apply a scoring stage unless a rep has already moved the lead further."""
     if lead.stage.set_by_scoring:
         lead.stage = stage
+
+
+async def accept_many(session: AsyncSession, *, leads_in: Sequence[LeadCreate]) -> list[Lead]:
+    """Stage leads and their lead.received events in the caller's transaction (the caller commits)."""
+    return [await _stage_new_lead(session, lead_in=lead_in) for lead_in in leads_in]
