@@ -63,7 +63,7 @@ class SourcePut(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_PUT_EXAMPLE]})
 
     kind: SourceKind
-    secrets: list[str | SecretIn] = Field(
+    secrets: list[SecretIn] = Field(
         min_length=1,
         max_length=10,
         description=f"Signing secrets (at least {MIN_SECRET_LENGTH} characters); any unexpired one verifies.",
@@ -79,10 +79,13 @@ class SourcePut(BaseModel):
     )
     enabled: bool = True
 
-    @field_validator("secrets")
+    @field_validator("secrets", mode="before", json_schema_input_type=list[str | SecretIn])
     @classmethod
-    def _as_secrets(cls, values: list[str | SecretIn]) -> list[str | SecretIn]:
-        return [SecretIn(value=value) if isinstance(value, str) else value for value in values]
+    def _as_secrets(cls, values: Any) -> Any:
+        # A bare string is a secret that never expires.
+        if isinstance(values, list):
+            return [{"value": value} if isinstance(value, str) else value for value in values]
+        return values
 
     @field_validator("field_mapping")
     @classmethod
@@ -111,14 +114,9 @@ class SourcePut(BaseModel):
             raise ValueError("token_header applies to kind marketo only")
         if self.kind == SourceKind.STANDARD:
             for secret in self.secrets:
-                assert isinstance(secret, SecretIn)  # made so by _as_secrets
                 if not _is_standard_secret(secret.value):
                     raise ValueError("a standard secret is whsec_ followed by base64 (as Standard Webhooks issue them)")
         return self
-
-    def secret_list(self) -> list[SecretIn]:
-        """The secrets, each with its expiry."""
-        return [secret if isinstance(secret, SecretIn) else SecretIn(value=secret) for secret in self.secrets]
 
 
 def _is_standard_secret(value: str) -> bool:

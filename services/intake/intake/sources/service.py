@@ -22,7 +22,7 @@ async def put(
     created = source is None
     if source is None:
         source = WebhookSource(name=name, kind=source_in.kind, created_at=now)
-    secrets = source_in.secret_list()
+    secrets = source_in.secrets
     source.sqlmodel_update(
         {
             "kind": source_in.kind,
