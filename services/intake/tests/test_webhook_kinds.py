@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from starlette.datastructures import Headers, QueryParams
 from standardwebhooks.webhooks import Webhook
+from starlette.datastructures import Headers, QueryParams
 
 from intake.config import IntakeSettings
 from intake.sources.crypto import SecretBox

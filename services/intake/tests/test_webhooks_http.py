@@ -168,7 +168,7 @@ class KindCase:
 
 
 def _hubspot(secret: str, emails: list[str], unique: int) -> tuple[str, bytes, dict[str, str]]:
-    body = body_of(hubspot_batch(*emails) + [{"eventId": unique, "subscriptionType": "company.creation"}])
+    body = body_of([*hubspot_batch(*emails), {"eventId": unique, "subscriptionType": "company.creation"}])
     return "", body, hubspot_v3(secret, body, uri=f"{PUBLIC_URL}/v1/webhooks/src")
 
 

@@ -115,12 +115,13 @@ async def receive_webhook(
         pointer = "/" + invalid.field.replace(".", "/")
         problem.problem.errors = [FieldError(field=invalid.field, pointer=pointer, message=invalid.message)]
         raise problem from None
-    accepted = await service.accept(session, source=source.name, delivery_id=delivery_id, leads_in=leads_in, now=now)
+    source_name, source_kind = source.name, source.kind  # the commit below expires the loaded source
+    accepted = await service.accept(session, source=source_name, delivery_id=delivery_id, leads_in=leads_in, now=now)
     if accepted.replay:
         response.status_code = status.HTTP_200_OK
     logger.info(
         "webhook accepted",
-        extra={"source": source.name, "kind": source.kind, "leads": len(accepted.lead_ids), "replay": accepted.replay},
+        extra={"source": source_name, "kind": source_kind, "leads": len(accepted.lead_ids), "replay": accepted.replay},
     )
     return WebhookAccepted(lead_ids=accepted.lead_ids)
 
