@@ -214,3 +214,35 @@ def test_secrets_encrypted_with_one_key_do_not_open_with_another() -> None:
     assert "hubspot-client-secret" not in token
     assert box.decrypt(token) == "hubspot-client-secret"
     assert SecretBox("second-key-0123456789").decrypt(token) is None
+
+
+def test_a_hubspot_workflow_body_is_one_lead_from_its_properties() -> None:
+    body = b'{"vid": 7551, "properties": {"email": {"value": "ada@example.com"}, "firstname": {"value": "Ada"}, "lifecyclestage": {"value": "lead"}}}'  # noqa: E501
+    kind = KINDS[SourceKind.HUBSPOT]
+    (lead,) = to_leads(kind.records(delivery(body)), builtin=kind.builtin_mapping, custom={}, source_name="hs")
+    assert (lead.email, lead.first_name, lead.attributes) == ("ada@example.com", "Ada", {"lifecyclestage": "lead"})
+
+
+def test_segment_track_calls_are_leads_and_page_calls_are_not() -> None:
+    kind = KINDS[SourceKind.SEGMENT]
+    track = (
+        b'{"type": "track", "event": "Registered", "userId": "019mr8mf4r", "messageId": "m-1",'
+        b' "properties": {"plan": "Pro Annual", "accountType": "Facebook"},'
+        b' "context": {"traits": {"email": "peter@example.com"}, "campaign": {"name": "TPS Innovation Newsletter"}}}'
+    )
+    (lead,) = to_leads(kind.records(delivery(track)), builtin=kind.builtin_mapping, custom={}, source_name="seg")
+    assert (lead.email, lead.campaign) == ("peter@example.com", "TPS Innovation Newsletter")
+    assert lead.attributes == {"plan": "Pro Annual", "accountType": "Facebook"}
+    page = b'{"type": "page", "name": "Pricing", "context": {"traits": {"email": "peter@example.com"}}}'
+    assert kind.records(delivery(page)) == []
+
+
+def test_a_pardot_post_must_be_form_encoded() -> None:
+    from intake.webhooks.kinds.base import PayloadInvalid
+
+    kind = KINDS[SourceKind.PARDOT]
+    form = delivery(b"email=ada%40example.com&first_name=Ada", content_type="application/x-www-form-urlencoded")
+    (lead,) = to_leads(kind.records(form), builtin=kind.builtin_mapping, custom={}, source_name="pd")
+    assert (lead.email, lead.first_name) == ("ada@example.com", "Ada")
+    with pytest.raises(PayloadInvalid):
+        kind.records(delivery(b'{"email": "ada@example.com"}'))
