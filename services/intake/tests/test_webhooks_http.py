@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 
 from intake.config import IntakeSettings
 from intake.leads.models import Lead, TimelineEntry
@@ -378,7 +378,11 @@ async def test_secrets_are_never_answered_logged_or_stored_in_clear(
     assert deleted.status_code == 204
     assert (await intake.client.get("/v1/sources/hubspot-main", headers=intake.admin)).status_code == 404
     async with intake.sessions() as session:
-        audit = (await session.exec(select(AuditEntry).where(AuditEntry.target == "hubspot-main"))).all()
+        audit = (
+            await session.exec(
+                select(AuditEntry).where(AuditEntry.target == "hubspot-main").order_by(col(AuditEntry.id))
+            )
+        ).all()
         assert [entry.action for entry in audit] == ["source.created", "source.deleted"]
     for answer in (put, listed, read, accepted, refused, deleted):
         for secret in (SECRET, NEW_SECRET):
