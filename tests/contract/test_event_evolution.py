@@ -372,6 +372,8 @@ def test_every_request_body_refuses_unknown_fields() -> None:
         document = create_app().openapi()  # no lifespan runs: nothing is started
         for path, operations in document["paths"].items():
             for method, operation in operations.items():
+                if operation.get("x-signature-auth"):
+                    continue  # a signed webhook carries the sender's own payload: unknown fields go to attributes
                 for media in operation.get("requestBody", {}).get("content", {}).values():
                     schema = _resolve(document, media["schema"])
                     where = f"{name}: {method.upper()} {path}"

@@ -132,15 +132,17 @@ API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 PUBLIC_OPERATIONS = {("GET", "/healthz"), ("GET", "/readyz")}
 
 
-def _documented_scopes() -> dict[tuple[str, str, str], list[str]]:
+def _documented_scopes() -> dict[tuple[str, str, str], list[str] | None]:
     """(service, method, path) -> scopes, from the table in docs/api.md's "Authentication"."""
-    table: dict[tuple[str, str, str], list[str]] = {}
+    table: dict[tuple[str, str, str], list[str] | None] = {}
     for line in API_DOC.read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) != 3 or not cells[0].startswith("`") or cells[1] not in {*SERVICES, "every service"}:
             continue
         endpoints, service, scope = cells
-        scopes = [] if scope == "any valid key" else re.findall(r"`([^`]+)`", scope)
+        scopes: list[str] | None = [] if scope == "any valid key" else re.findall(r"`([^`]+)`", scope)
+        if scope.startswith("the sender's signature"):
+            scopes = None  # signed webhooks: no key (the operation is marked x-signature-auth)
         for endpoint in re.findall(r"`([A-Z]+ [^`]+)`", endpoints):
             method, path = endpoint.split(" ", 1)
             for name in SERVICES if service == "every service" else [service]:

@@ -1,4 +1,7 @@
-"""Every operation of every service's OpenAPI document: 401 without a key, 403 without its scope."""
+"""Every operation of every service's OpenAPI document: 401 without a key, 403 without its scope.
+
+Operations marked `x-signature-auth` (signed webhooks) take no key: 401 without a valid signature.
+"""
 
 import asyncio
 import re
@@ -16,9 +19,9 @@ PUBLIC = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 
 
-def _operations(document: dict[str, Any]) -> list[tuple[str, str, list[str] | None]]:
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, list[str] | None, bool]]:
     return [
-        (method, path, operation.get("x-required-scopes"))
+        (method, path, operation.get("x-required-scopes"), operation.get("x-signature-auth") is True)
         for path, operations in document["paths"].items()
         for method, operation in operations.items()
         if method in HTTP_METHODS
@@ -42,6 +45,20 @@ async def _key_without(stack: Stack, scopes: list[str]) -> str:
     return secret
 
 
+async def _check_signature_auth(client: httpx.AsyncClient, base_url: str, path: str, where: str) -> None:
+    """A signed operation refuses a missing or bad signature (a source "1" exists: the signature is what fails)."""
+    source = {"kind": "mautic", "secrets": ["matrix-secret-0123456789"]}
+    configured = await client.put(
+        f"{base_url}/v1/sources/1", json=source, headers={"Authorization": f"Bearer {DEV_API_KEY}"}
+    )
+    assert configured.status_code in (200, 201), configured.text
+    url = f"{base_url}{_concrete(path)}"
+    for headers in ({}, {"Webhook-Signature": "bm90IGEgc2lnbmF0dXJl"}, {"Authorization": f"Bearer {DEV_API_KEY}"}):
+        answer = await client.post(url, json={}, headers=headers)
+        assert answer.status_code == 401, f"{where} with {sorted(headers)}: {answer.status_code}"
+        assert answer.headers["content-type"] == "application/problem+json"
+
+
 async def test_every_operation_needs_a_key_and_its_scope(broker: EmbeddedBroker, make_stack: StackFactory) -> None:
     stack = await make_stack(broker)
     await stack.start()
@@ -49,8 +66,13 @@ async def test_every_operation_needs_a_key_and_its_scope(broker: EmbeddedBroker,
     async with httpx.AsyncClient(timeout=10.0) as client:
         for name, service in stack.services.items():
             document = (await client.get(f"{service.url}/openapi.json")).json()
-            for method, path, scopes in _operations(document):
+            for method, path, scopes, signed in _operations(document):
                 where = f"{name} {method.upper()} {path}"
+                if signed:
+                    assert scopes is None, f"{where} is signed and also asks for a key"
+                    await _check_signature_auth(client, service.url, path, where)
+                    checked.append(where)
+                    continue
                 if scopes is None:
                     assert (method, path) in PUBLIC, f"{where} states no scopes: every operation must need a key"
                     continue
@@ -76,6 +98,7 @@ async def test_every_operation_needs_a_key_and_its_scope(broker: EmbeddedBroker,
     # The walk reached the operations it is meant to guard on every service.
     assert "intake POST /v1/leads" in checked
     assert "intake DELETE /v1/keys/{key_id}" in checked
+    assert "intake POST /v1/webhooks/{name}" in checked
     for name in stack.services:
         assert f"{name} GET /v1/whoami" in checked
         assert f"{name} GET /v1/audit" in checked

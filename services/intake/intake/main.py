@@ -15,6 +15,9 @@ from intake.leads import service as leads
 from intake.leads.handlers import handlers
 from intake.leads.jobs import prune_idempotency_keys, redrive_lost_leads
 from intake.leads.router import router as leads_router
+from intake.sources.router import router as sources_router
+from intake.webhooks.jobs import prune_webhook_deliveries
+from intake.webhooks.router import router as webhooks_router
 from leadrelay.apikeys import Scope, Team
 from leadrelay.runtime import ServiceRuntime
 from leadrelay.service import ServiceSpec, create_service_app
@@ -94,9 +97,9 @@ def create_app(settings: IntakeSettings | None = None, registry: CollectorRegist
         description="Accepts leads, serves the lead read model, and owns the API-key registry.",
         migrations_dir=MIGRATIONS_DIR,
         handlers=handlers(settings),
-        routers=[leads_router, activities_router, accounts_router, keys_router],
+        routers=[leads_router, activities_router, accounts_router, keys_router, sources_router, webhooks_router],
         on_startup=[seed_keys],
-        jobs=[redrive_lost_leads, announce_keys, prune_idempotency_keys],
+        jobs=[redrive_lost_leads, announce_keys, prune_idempotency_keys, prune_webhook_deliveries],
         openapi_tags=[
             {"name": "leads", "description": "Create and read leads."},
             {
@@ -105,6 +108,11 @@ def create_app(settings: IntakeSettings | None = None, registry: CollectorRegist
             },
             {"name": "accounts", "description": "Sync accounts from a CRM (scope `accounts:write`)."},
             {"name": "keys", "description": "Create, list and revoke API keys (scope `admin`)."},
+            {"name": "sources", "description": "Configure webhook sources: kind, signing secrets, field mapping."},
+            {
+                "name": "webhooks",
+                "description": "Signed webhooks from marketing platforms (authenticated by signature, not by key).",
+            },
         ],
         on_published=leads.record_published,
     )

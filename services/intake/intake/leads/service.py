@@ -379,3 +379,8 @@ async def list_leads(
         )
     statement = statement.order_by(col(Lead.received_at), col(Lead.id)).limit(limit)
     return list((await session.exec(statement)).all())
+
+
+async def accept_many(session: AsyncSession, *, leads_in: Sequence[LeadCreate]) -> list[Lead]:
+    """Stage leads and their lead.received events in the caller's transaction (the caller commits)."""
+    return [await _stage_new_lead(session, lead_in=lead_in) for lead_in in leads_in]
