@@ -95,9 +95,10 @@ def hubspot_batch(*emails: str, first: int = 1) -> list[dict[str, Any]]:
     return events
 
 
-def mautic_contact(email: str) -> dict[str, Any]:
+def mautic_contact(email: str, contact_id: int = 47) -> dict[str, Any]:
+    # Mautic's contact id is the person's identity there (mapped to crm_id): one id per person.
     return {
-        "id": 47,
+        "id": contact_id,
         "points": 0,
         "fields": {
             "core": {
@@ -106,7 +107,7 @@ def mautic_contact(email: str) -> dict[str, Any]:
                 "firstname": {"id": "2", "label": "First Name", "alias": "firstname", "type": "text",
                               "group": "core", "value": "Ada"},
             },
-            "all": {"id": 47, "email": email, "firstname": "Ada", "lastname": "Lovelace", "company": "Engines",
+            "all": {"id": contact_id, "email": email, "firstname": "Ada", "lastname": "Lovelace", "company": "Engines",
                     "position": "CTO", "city": "London", "points": 0},
         },
     }  # fmt: skip
@@ -114,12 +115,15 @@ def mautic_contact(email: str) -> dict[str, Any]:
 
 def mautic_body(*emails: str) -> dict[str, Any]:
     """Mautic's batched shape: bodies keyed by event name, each an array."""
-    new = [{"contact": mautic_contact(email), "timestamp": "2026-11-27T10:00:00+00:00"} for email in emails[:-1]]
+    new = [
+        {"contact": mautic_contact(email, 47 + number), "timestamp": "2026-11-27T10:00:00+00:00"}
+        for number, email in enumerate(emails[:-1])
+    ]
     form = {
         "submission": {
             "id": 9,
             "form": {"id": 1, "name": "Contact us", "alias": "contactus"},
-            "lead": mautic_contact(emails[-1]),
+            "lead": mautic_contact(emails[-1], 47 + len(emails) - 1),
             "results": {"email": emails[-1], "first_name": "Ada", "message": "Call me"},
             "dateSubmitted": "2026-11-27T10:00:00+00:00",
         },
@@ -343,7 +347,10 @@ async def test_a_delivery_older_than_72_hours_is_accepted_again(intake: Intake) 
         )
         await session.commit()
     assert (await intake.client.post("/v1/webhooks/mk", content=raw, headers=headers)).status_code == 202
-    assert await intake.count(Lead) == 2
+    # Accepted again, not a replay: the same person comes back, so it re-engages the one lead.
+    async with intake.sessions() as session:
+        [lead] = (await session.exec(select(Lead))).all()
+    assert lead.reengagement_count == 1
 
 
 async def test_secrets_are_never_answered_logged_or_stored_in_clear(
