@@ -1,16 +1,17 @@
 """The leads API over HTTP, in process: answers, problems and headers of every leads endpoint."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from conftest import DatabaseFactory
 from intake.config import IntakeSettings
 from intake.main import create_app
 from leadrelay.broker import EmbeddedBroker
+
+DatabaseFactory = Callable[[str, str], Awaitable[str]]  # the root conftest's make_database
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from intake.webhooks.models import WebhookDelivery
 from leadrelay.audit import AuditEntry
 from leadrelay.broker import EmbeddedBroker
 from leadrelay.db import SessionFactory
+from leadrelay.limits import RateLimiter
 from services.intake.tests.webhook_signing import (
     body_of,
     hubspot_v1,
@@ -439,3 +440,19 @@ async def test_an_authentic_payload_of_the_wrong_shape_is_422_and_stores_nothing
         assert answer.status_code == 422, answer.text
         assert answer.json()["errors"][0]["field"]
     assert await intake.count(Lead) == 0
+
+
+async def test_a_source_over_its_rate_gets_429_with_retry_after(intake: Intake) -> None:
+    limiter = RateLimiter(rate=0.01, burst=2)  # this test's own rate: two deliveries, then one every 100 s
+    intake.client._transport.app.state.webhook_limiter = limiter  # type: ignore[attr-defined]
+    assert (await intake.put_source("fast", kind="segment", secrets=[SECRET])).status_code == 201
+    answers = [await _post(intake, _segment(SECRET, [f"p{n}@example.com"], n), name="fast") for n in range(2)]
+    stored = (await intake.count(Lead), await intake.count(TimelineEntry))
+    answers.append(await _post(intake, _segment(SECRET, ["p2@example.com"], 2), name="fast"))
+    assert [answer.status_code for answer in answers] == [202, 202, 429]
+    assert answers[2].headers["content-type"] == "application/problem+json"
+    assert int(answers[2].headers["retry-after"]) >= 1
+    assert "fast" in answers[2].json()["detail"]
+    forged = await _post(intake, _segment("not-the-secret", ["x@example.com"], 9), name="fast")
+    assert forged.status_code == 401  # a forger is refused before the rate counts it
+    assert (await intake.count(Lead), await intake.count(TimelineEntry)) == stored  # a 429 stores nothing

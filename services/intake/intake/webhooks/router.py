@@ -1,6 +1,7 @@
 """`POST /v1/webhooks/{name}`: no API key; the sender's own signature is the authentication."""
 
 import logging
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response, status
@@ -14,6 +15,7 @@ from intake.webhooks.kinds.base import Delivery, PayloadInvalid, SignatureInvali
 from intake.webhooks.schemas import WebhookAccepted
 from leadrelay.db import SessionDep
 from leadrelay.events import utcnow
+from leadrelay.limits import RateLimiter
 from leadrelay.openapi import problem_responses
 from leadrelay.problems import VALIDATION_PROBLEM, FieldError, ProblemException
 from leadrelay.runtime import get_runtime
@@ -68,6 +70,7 @@ _OPENAPI_EXTRA: dict[str, Any] = {
         **problem_responses(
             401,
             422,
+            429,
             503,
             instance=_INSTANCE,
             details={401: _UNVERIFIED, 422: "records.0.email: value is not a valid email address"},
@@ -103,6 +106,15 @@ async def receive_webhook(
         delivery_id = kind.verify(delivery, sources.active_secrets(source, box=box, now=now))
     except SignatureInvalid as refused:
         raise _unverified(name, str(refused)) from None
+    # Counted once verified: a forger cannot spend a real sender's rate.
+    wait = _source_limiter(request).acquire(source.name)
+    if wait:
+        raise ProblemException(
+            429,
+            "Too Many Requests",
+            f"Source {source.name} sent more deliveries than its rate allows; retry after the Retry-After seconds.",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
     try:
         records = kind.records(delivery)
         leads_in = mapping.to_leads(
@@ -124,6 +136,16 @@ async def receive_webhook(
         extra={"source": source_name, "kind": source_kind, "leads": len(accepted.lead_ids), "replay": accepted.replay},
     )
     return WebhookAccepted(lead_ids=accepted.lead_ids)
+
+
+def _source_limiter(request: Request) -> RateLimiter:
+    """This process's per-source rate (WEBHOOK_RATE_PER_SOURCE_PER_SECOND), created on first use."""
+    limiter: RateLimiter | None = getattr(request.app.state, "webhook_limiter", None)
+    if limiter is None:
+        settings = get_runtime(request).settings
+        limiter = RateLimiter(settings.webhook_rate_per_source_per_second, settings.webhook_rate_burst)
+        request.app.state.webhook_limiter = limiter
+    return limiter
 
 
 def _sender_uri(request: Request) -> str:

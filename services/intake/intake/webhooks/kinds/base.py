@@ -2,11 +2,13 @@
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+
+from leadrelay.limits import loads
+from leadrelay.problems import ProblemHTTPException
 
 # Signed timestamps older (or further in the future) than this are refused: a captured delivery
 # cannot be replayed later, and the replay store only has to remember 72 hours.
@@ -89,9 +91,9 @@ def any_matches(presented: str | None, expected: Sequence[str]) -> bool:
 def parse_json(body: bytes) -> Any:
     """The body as JSON; PayloadInvalid naming the body otherwise."""
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise PayloadInvalid("body", f"not valid JSON ({type(exc).__name__})") from None
+        return loads(body)  # the edge's strict JSON: UTF-8, finite numbers, bounded depth
+    except ProblemHTTPException as malformed:
+        raise PayloadInvalid("body", f"not valid JSON: {malformed.problem.detail}") from None
 
 
 def objects(value: Any, where: str) -> list[dict[str, Any]]:
