@@ -8,6 +8,7 @@ from dotenv import dotenv_values
 
 from leadrelay.apikeys import DEFAULT_DEMO_MARKETING_KEY, DEFAULT_DEMO_SALES_KEY, DEFAULT_DEV_API_KEY
 from leadrelay.broker import is_listening
+from leadrelay.demo import DEMO_SOURCES, DEMO_STANDARD_SECRET, DEMO_WEBHOOK_SECRET
 
 SERVICES = {"intake": 8000, "scoring": 8001, "router": 8002, "sla-monitor": 8003}
 
@@ -61,6 +62,9 @@ def main() -> None:
         f"  demo keys    {marketing_key}  (team marketing: drafts and approves the ICP and SLA)",
         f"               {sales_key}  (team sales: approves the ICP and SLA, owns routing)",
         "  (development keys: never seeded with ENVIRONMENT=production)",
+        f"  webhooks     demo sources {', '.join(DEMO_SOURCES)}",
+        f"               secret {DEMO_WEBHOOK_SECRET} (standard: {DEMO_STANDARD_SECRET})",
+        "  demo         .venv/bin/leadrelay demo --rate 5 --duration 60   (with LEADRELAY_API_KEY set to the API key)",
         "",
         f"  try: curl -s -X POST http://127.0.0.1:{ports['intake']}/v1/leads \\",
         f"         -H \"Authorization: Bearer {api_key}\" -H 'Content-Type: application/json' \\",

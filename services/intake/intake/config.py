@@ -39,6 +39,7 @@ class IntakeSettings(ServiceSettings):
     # The scheme and host senders address (HubSpot signs the full URI it posted to); unset: the request's own.
     webhook_public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+$")
     webhook_prune_interval_seconds: float = Field(default=3600.0, gt=0)
+    demo_sources: bool = Field(default=True, validation_alias="LEADRELAY_DEMO_SOURCES")
     webhook_rate_per_source_per_second: float = Field(default=200.0, ge=0)
     webhook_rate_burst: int = Field(default=1000, ge=1)
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import IntegrityError
 
 from intake.accounts.router import router as accounts_router
 from intake.activities.router import router as activities_router
@@ -15,10 +16,14 @@ from intake.leads import service as leads
 from intake.leads.handlers import handlers
 from intake.leads.jobs import prune_idempotency_keys, redrive_lost_leads
 from intake.leads.router import router as leads_router
+from intake.sources import service as sources
+from intake.sources.crypto import SecretBox
 from intake.sources.router import router as sources_router
+from intake.sources.schemas import SourcePut
 from intake.webhooks.jobs import prune_webhook_deliveries
 from intake.webhooks.router import router as webhooks_router
 from leadrelay.apikeys import Scope, Team
+from leadrelay.demo import DEMO_SOURCES
 from leadrelay.runtime import ServiceRuntime
 from leadrelay.service import ServiceSpec, create_service_app
 
@@ -89,6 +94,21 @@ async def seed_keys(runtime: ServiceRuntime[IntakeSettings]) -> None:
         )
 
 
+async def seed_demo_sources(runtime: ServiceRuntime[IntakeSettings]) -> None:
+    """Outside production, configure the demo webhook sources `leadrelay demo` signs for (once: kept if edited)."""
+    if runtime.settings.environment == "production" or not runtime.settings.demo_sources:
+        return
+    box = SecretBox(runtime.settings.secret_key.get_secret_value())
+    async with runtime.sessions() as session:
+        for name, (kind, secret) in DEMO_SOURCES.items():
+            if await sources.get(session, name=name) is None:
+                source_in = SourcePut.model_validate({"kind": kind, "secrets": [secret]})
+                try:
+                    await sources.put(session, name=name, source_in=source_in, box=box, actor=None)
+                except IntegrityError:  # another intake worker seeded it first
+                    await session.rollback()
+
+
 def create_app(settings: IntakeSettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
     """Build the intake app."""
     settings = settings or get_settings()
@@ -98,7 +118,7 @@ def create_app(settings: IntakeSettings | None = None, registry: CollectorRegist
         migrations_dir=MIGRATIONS_DIR,
         handlers=handlers(settings),
         routers=[leads_router, activities_router, accounts_router, keys_router, sources_router, webhooks_router],
-        on_startup=[seed_keys],
+        on_startup=[seed_keys, seed_demo_sources],
         jobs=[redrive_lost_leads, announce_keys, prune_idempotency_keys, prune_webhook_deliveries],
         openapi_tags=[
             {"name": "leads", "description": "Create and read leads."},

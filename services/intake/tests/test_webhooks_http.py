@@ -69,6 +69,7 @@ async def intake(database_url: str, broker: EmbeddedBroker) -> AsyncIterator[Int
         database_url=database_url,
         kafka_bootstrap_servers=broker.bootstrap_servers,
         webhook_public_url=PUBLIC_URL,
+        LEADRELAY_DEMO_SOURCES=False,  # these tests count the sources they configure
     )
     app = create_app(settings, CollectorRegistry())
     transport = httpx.ASGITransport(app=app)

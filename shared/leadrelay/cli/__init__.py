@@ -2,7 +2,7 @@
 
 import typer
 
-from leadrelay.cli import agreements, dlq, keys, output
+from leadrelay.cli import agreements, demo, dlq, keys, output
 from leadrelay.cli.http import CliError, ExitCode
 
 app = typer.Typer(
@@ -16,6 +16,7 @@ app.add_typer(keys.app, name="keys")
 app.command("whoami")(keys.whoami)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(agreements.app, name="agreements")
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

@@ -101,15 +101,19 @@ class ServiceClient:
     ) -> None:
         self._client.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send a request; an error answer or no answer raises CliError."""
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request and return any answer, error answers included; only no answer raises CliError."""
         try:
-            response = self._client.request(method, path, **kwargs)
+            return self._client.request(method, path, **kwargs)
         except httpx.TimeoutException:
             raise CliError(ExitCode.UNREACHABLE, f"{self.url} did not answer within {self.timeout:g} s") from None
         except (httpx.TransportError, httpx.InvalidURL) as exc:
             reason = str(exc) or type(exc).__name__
             raise CliError(ExitCode.UNREACHABLE, f"could not reach {self.url}: {reason}") from None
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; an error answer or no answer raises CliError."""
+        response = self.send(method, path, **kwargs)
         if response.is_error:
             raise refusal(response.status_code, response.reason_phrase, _body(response))
         return response

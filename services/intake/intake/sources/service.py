@@ -14,7 +14,7 @@ from leadrelay.events import utcnow
 
 
 async def put(
-    session: AsyncSession, *, name: str, source_in: SourcePut, box: SecretBox, actor: ApiKey
+    session: AsyncSession, *, name: str, source_in: SourcePut, box: SecretBox, actor: ApiKey | None
 ) -> tuple[WebhookSource, bool]:
     """Create or replace a source (audited, secrets encrypted) and commit; returns it and whether it is new."""
     now = utcnow()

@@ -3,10 +3,6 @@
 As HubSpot documents in "Validating requests"; docs/sources.md#hubspot.
 """
 
-import base64
-import hashlib
-import hmac
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -20,34 +16,13 @@ from intake.webhooks.kinds.base import (
     objects,
     parse_json,
 )
+from leadrelay import signing
 
-# HubSpot signs the URI with these escapes decoded (and no others).
-_DECODED = {
-    "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
-    "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",
-}  # fmt: skip
-_ESCAPE = re.compile("|".join(_DECODED), re.IGNORECASE)
-
-
-def signed_uri(uri: str) -> str:
-    """The URI as HubSpot signs it in v3."""
-    return _ESCAPE.sub(lambda match: _DECODED[match.group(0).upper()], uri)
-
-
-def sign_v3(secret: str, *, method: str, uri: str, body: bytes, timestamp: str) -> str:
-    """Base64 HMAC-SHA256 of method + URI + body + timestamp."""
-    source = method.encode() + signed_uri(uri).encode() + body + timestamp.encode()
-    return base64.b64encode(hmac.new(secret.encode(), source, hashlib.sha256).digest()).decode()
-
-
-def sign_v2(secret: str, *, method: str, uri: str, body: bytes) -> str:
-    """Hex SHA-256 of secret + method + URI + body."""
-    return hashlib.sha256(secret.encode() + method.encode() + uri.encode() + body).hexdigest()
-
-
-def sign_v1(secret: str, *, body: bytes) -> str:
-    """Hex SHA-256 of secret + body."""
-    return hashlib.sha256(secret.encode() + body).hexdigest()
+# One implementation of each signature, shared with the senders LeadRelay simulates (`leadrelay demo`).
+signed_uri = signing.hubspot_signed_uri
+sign_v3 = signing.hubspot_v3
+sign_v2 = signing.hubspot_v2
+sign_v1 = signing.hubspot_v1
 
 
 class HubSpot:

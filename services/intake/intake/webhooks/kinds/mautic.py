@@ -3,9 +3,6 @@
 As Mautic's developer documentation ("Webhooks") describes; docs/sources.md#mautic.
 """
 
-import base64
-import hashlib
-import hmac
 from collections.abc import Sequence
 
 from intake.webhooks.kinds.base import (
@@ -17,13 +14,12 @@ from intake.webhooks.kinds.base import (
     objects,
     parse_json,
 )
+from leadrelay import signing
 
 _CONTACTS = ("contact", "lead", "submission.lead")
 
 
-def sign(secret: str, body: bytes) -> str:
-    """Base64 HMAC-SHA256 of the body."""
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+sign = signing.mautic  # one implementation, shared with `leadrelay demo`
 
 
 def _paths(*fields: str) -> list[str]:

@@ -3,16 +3,12 @@
 As Segment's "Webhooks (Actions) Destination" documents; docs/sources.md#segment.
 """
 
-import hashlib
-import hmac
 from collections.abc import Sequence
 
 from intake.webhooks.kinds.base import Delivery, Record, SignatureInvalid, any_matches, objects, parse_json
+from leadrelay import signing
 
-
-def sign(secret: str, body: bytes) -> str:
-    """Hex HMAC-SHA1 of the body."""
-    return hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+sign = signing.segment  # one implementation, shared with `leadrelay demo`
 
 
 class Segment:
