@@ -46,6 +46,12 @@ FAST_SERVICE_ENV = {
 }
 
 
+# The same, for a service app built in the test's own process (its settings as keyword arguments):
+# a consumer joins the embedded broker's group after about half the session timeout, and an app
+# stopped before it joined waits that long.
+FAST_SETTINGS: dict[str, Any] = {"kafka_session_timeout_ms": 3000, "kafka_heartbeat_interval_ms": 500}
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
     with socket.socket() as sock:

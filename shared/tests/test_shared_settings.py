@@ -19,6 +19,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "LEADRELAY_DEMO_MARKETING_KEY",
         "LEADRELAY_DEMO_SALES_KEY",
         "LEADRELAY_BOOTSTRAP_API_KEY",
+        "LEADRELAY_SECRET_KEY",
         "KAFKA_SESSION_TIMEOUT_MS",
         "KAFKA_HEARTBEAT_INTERVAL_MS",
         "SERVICE_NAME",
@@ -53,7 +54,7 @@ def test_defaults_are_consistent() -> None:
 @pytest.mark.parametrize("environment", ["development", "test", "production"])
 def test_intake_starts_with_the_default_dev_key_in_any_environment(environment: str) -> None:
     # Outside production the key is seeded; in production it is never seeded (intake revokes it).
-    settings = IntakeSettings(_env_file=None, environment=environment)  # type: ignore[call-arg]
+    settings = IntakeSettings(_env_file=None, environment=environment, LEADRELAY_SECRET_KEY=SECRET_KEY)  # type: ignore[call-arg]
     assert settings.dev_api_key == DEFAULT_DEV_API_KEY
 
 
@@ -81,6 +82,7 @@ def test_a_bad_key_setting_is_named_without_showing_the_key(
 def test_a_bootstrap_key_is_taken_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENVIRONMENT", "production")
     monkeypatch.setenv("LEADRELAY_BOOTSTRAP_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("LEADRELAY_SECRET_KEY", SECRET_KEY)  # production refuses the development default
     settings = IntakeSettings(_env_file=None)  # type: ignore[call-arg]
     assert (settings.environment, settings.bootstrap_api_key) == ("production", SECRET_KEY)
 

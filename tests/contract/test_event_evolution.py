@@ -56,6 +56,7 @@ from leadrelay.events import (
 from leadrelay.outbox import OutboxMessage
 from leadrelay.settings import ServiceSettings
 from leadrelay.stages import LeadStage, SlaState
+from leadrelay.testing import FAST_SETTINGS
 from router.assignments.handlers import handlers as router_handlers
 from router.config import RouterSettings
 from router.main import MIGRATIONS_DIR as ROUTER_MIGRATIONS
@@ -389,6 +390,7 @@ async def test_a_lead_with_an_unknown_field_is_refused_and_stores_nothing(
         IntakeSettings,
         database_url=await make_database("sqlite", "intake"),
         kafka_bootstrap_servers=broker.bootstrap_servers,
+        **FAST_SETTINGS,
     )
     app = create_intake(settings, CollectorRegistry())
     headers = {"Authorization": f"Bearer {settings.dev_api_key}"}  # seeded at start-up

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from intake.config import IntakeSettings
 from intake.main import create_app
 from leadrelay.broker import EmbeddedBroker
+from leadrelay.testing import FAST_SETTINGS
 
 DatabaseFactory = Callable[[str, str], Awaitable[str]]  # the root conftest's make_database
 
@@ -24,6 +25,7 @@ async def client(
         _env_file=None,  # type: ignore[call-arg]
         database_url=await make_database(backend, "intake"),
         kafka_bootstrap_servers=broker.bootstrap_servers,
+        **FAST_SETTINGS,
     )
     app = create_app(settings, CollectorRegistry())
     headers = {"Authorization": f"Bearer {settings.dev_api_key}"}

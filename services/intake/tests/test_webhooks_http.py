@@ -26,6 +26,7 @@ from leadrelay.audit import AuditEntry
 from leadrelay.broker import EmbeddedBroker
 from leadrelay.db import SessionFactory
 from leadrelay.limits import RateLimiter
+from leadrelay.testing import FAST_SETTINGS
 from services.intake.tests.webhook_signing import (
     body_of,
     hubspot_v1,
@@ -70,6 +71,7 @@ async def intake(database_url: str, broker: EmbeddedBroker) -> AsyncIterator[Int
         kafka_bootstrap_servers=broker.bootstrap_servers,
         webhook_public_url=PUBLIC_URL,
         LEADRELAY_DEMO_SOURCES=False,  # these tests count the sources they configure
+        **FAST_SETTINGS,
     )
     app = create_app(settings, CollectorRegistry())
     transport = httpx.ASGITransport(app=app)
