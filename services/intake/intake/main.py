@@ -29,23 +29,21 @@ from leadrelay.service import ServiceSpec, create_service_app
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
-DEV_KEY_ID = "key_development"
-DEMO_MARKETING_KEY_ID = "key_demo_marketing"
-DEMO_SALES_KEY_ID = "key_demo_sales"
 BOOTSTRAP_KEY_ID = "key_bootstrap"
 DEMO_MARKETING_SCOPES = [
-    Scope.LEADS_READ,
-    Scope.ICP_WRITE,
-    Scope.ICP_APPROVE,
-    Scope.ROUTING_READ,
-    Scope.SLA_READ,
-    Scope.SLA_WRITE,
-    Scope.SLA_APPROVE,
-]
+    Scope.LEADS_READ, Scope.ICP_WRITE, Scope.ICP_APPROVE, Scope.ROUTING_READ,
+    Scope.SLA_READ, Scope.SLA_WRITE, Scope.SLA_APPROVE,
+]  # fmt: skip
 DEMO_SALES_SCOPES = [
     Scope.LEADS_READ, Scope.ICP_APPROVE, Scope.ROUTING_READ, Scope.ROUTING_WRITE, Scope.REPS_WRITE,
     Scope.SLA_READ, Scope.SLA_WRITE, Scope.SLA_APPROVE,
 ]  # fmt: skip
+# The well-known keys seeded outside production: (id, name, team, scopes, the setting with the secret).
+SEEDED_KEYS: list[tuple[str, str, Team, list[Scope], str]] = [
+    ("key_development", "development", Team.OPS, list(Scope), "dev_api_key"),
+    ("key_demo_marketing", "demo-marketing", Team.MARKETING, DEMO_MARKETING_SCOPES, "demo_marketing_key"),
+    ("key_demo_sales", "demo-sales", Team.SALES, DEMO_SALES_SCOPES, "demo_sales_key"),
+]
 
 
 async def seed_keys(runtime: ServiceRuntime[IntakeSettings]) -> None:
@@ -57,7 +55,7 @@ async def seed_keys(runtime: ServiceRuntime[IntakeSettings]) -> None:
     settings = runtime.settings
     async with runtime.sessions() as session:
         if settings.environment == "production":
-            await keys.retire(session, key_ids=[DEV_KEY_ID, DEMO_MARKETING_KEY_ID, DEMO_SALES_KEY_ID])
+            await keys.retire(session, key_ids=[key_id for key_id, *_ in SEEDED_KEYS])
             if settings.bootstrap_api_key:
                 await keys.seed(
                     session,
@@ -68,30 +66,9 @@ async def seed_keys(runtime: ServiceRuntime[IntakeSettings]) -> None:
                     secret=settings.bootstrap_api_key,
                 )
             return
-        await keys.seed(
-            session,
-            key_id=DEV_KEY_ID,
-            name="development",
-            team=Team.OPS,
-            scopes=list(Scope),
-            secret=settings.dev_api_key,
-        )
-        await keys.seed(
-            session,
-            key_id=DEMO_MARKETING_KEY_ID,
-            name="demo-marketing",
-            team=Team.MARKETING,
-            scopes=DEMO_MARKETING_SCOPES,
-            secret=settings.demo_marketing_key,
-        )
-        await keys.seed(
-            session,
-            key_id=DEMO_SALES_KEY_ID,
-            name="demo-sales",
-            team=Team.SALES,
-            scopes=DEMO_SALES_SCOPES,
-            secret=settings.demo_sales_key,
-        )
+        for key_id, name, team, scopes, setting in SEEDED_KEYS:
+            secret = getattr(settings, setting)
+            await keys.seed(session, key_id=key_id, name=name, team=team, scopes=scopes, secret=secret)
 
 
 async def seed_demo_sources(runtime: ServiceRuntime[IntakeSettings]) -> None:
