@@ -87,12 +87,47 @@ class CloudEvent(BaseModel, Generic[DataT]):
         return self.model_dump_json().encode()
 
 
+class CriterionKind(StrEnum):
+    """Which part of the ICP a criterion belongs to."""
+
+    FIT = "fit"
+    ENGAGEMENT = "engagement"
+    DISQUALIFIER = "disqualifier"
+
+
 class ScoreCriterion(BaseModel):
     """Points one ICP criterion contributed to a score, and why."""
 
     criterion: str
     points: int
     reason: str
+    kind: CriterionKind = CriterionKind.FIT
+
+
+class MatchMethod(StrEnum):
+    """How a lead was matched to an account."""
+
+    DOMAIN = "domain"
+    SUBDOMAIN = "subdomain"
+    NAME = "name"
+    FUZZY_NAME = "fuzzy_name"
+
+
+class AccountMatch(BaseModel):
+    """The account a lead was matched to, how, and how sure the match is."""
+
+    account_id: str
+    method: MatchMethod
+    confidence: float = Field(ge=0, le=1)
+    owner_rep_id: str | None = None
+
+
+class ScoreTrigger(StrEnum):
+    """What made scoring score a lead (again)."""
+
+    RECEIVED = "received"
+    ENGAGEMENT = "engagement"
+    ICP_ACTIVATED = "icp_activated"
 
 
 class LeadReceived(LeadEventData):
@@ -141,6 +176,16 @@ class LeadScored(LeadEventData):
     explanation: list[ScoreCriterion]
     scored_at: datetime
     lead: LeadReceived
+    fit: int = 0
+    engagement: int = 0
+    grade: str | None = Field(default=None, pattern="^[A-D][1-4]$", examples=["A1"])
+    mql: bool = False
+    mql_reason: str | None = None
+    became_mql: bool = False
+    disqualified: str | None = None
+    account: AccountMatch | None = None
+    enriched_fields: list[str] = Field(default_factory=list)
+    trigger: ScoreTrigger = ScoreTrigger.RECEIVED
 
 
 class LeadAssigned(LeadEventData):
@@ -392,6 +437,7 @@ def parse_as(raw: bytes, data_type: type[DataT]) -> CloudEvent[DataT]:
 __all__ = [
     "EVENT_TYPES",
     "AccountChanged",
+    "AccountMatch",
     "AgreementActivated",
     "AgreementApproved",
     "AgreementDrafted",
@@ -400,13 +446,16 @@ __all__ = [
     "AgreementSuperseded",
     "ApiKeyChanged",
     "CloudEvent",
+    "CriterionKind",
     "EventData",
     "LeadActivity",
     "LeadAssigned",
     "LeadEventData",
     "LeadReceived",
     "LeadScored",
+    "MatchMethod",
     "ScoreCriterion",
+    "ScoreTrigger",
     "SlaBreached",
     "SlaMet",
     "SlaStarted",

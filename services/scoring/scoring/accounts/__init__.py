@@ -1,0 +1,1 @@
+"""The account book: accounts from account.changed, and matching leads to them."""
