@@ -64,8 +64,20 @@ class CompiledIcp:
     document: IcpDocument
 
     def evaluate(self, facts: Mapping[str, Any], engagements: Sequence[Engagement], *, now: datetime) -> Evaluation:
-        """Grade one lead as of `now`."""
-        raise NotImplementedError
+        """Grade one lead as of `now` (provisional: equals/in criteria and a threshold, no engagement)."""
+        del engagements, now
+        criteria = []
+        for criterion in self.document.criteria:
+            value = facts.get(criterion.field)
+            hit = value == criterion.equals if criterion.equals is not None else value in (criterion.in_ or [])
+            reason = f"{criterion.field} matches" if hit else f"{criterion.field} does not match"
+            criteria.append(
+                ScoreCriterion(criterion=criterion.name, points=criterion.points if hit else 0, reason=reason)
+            )
+        fit = sum(item.points for item in criteria)
+        mql = fit >= self.document.mql_threshold
+        reason = f"fit {fit} {'>=' if mql else '<'} threshold {self.document.mql_threshold}"
+        return Evaluation(fit, 0, "A" if mql else "D", 4, mql, reason, criteria)
 
 
 def compile_icp(document: IcpDocument, *, version: str) -> CompiledIcp:
@@ -75,4 +87,4 @@ def compile_icp(document: IcpDocument, *, version: str) -> CompiledIcp:
 
 def default_icp() -> CompiledIcp:
     """The ICP in force before marketing and sales sign one."""
-    raise NotImplementedError
+    return compile_icp(IcpDocument(criteria=[], mql_threshold=0), version=DEFAULT_VERSION)
