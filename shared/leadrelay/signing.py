@@ -1,7 +1,9 @@
 """Webhook signatures as each platform computes them: intake verifies with these, `leadrelay demo` signs with them.
 
 HubSpot ("Validating requests": v3, v2, v1), Mautic (Webhook-Signature), Segment (X-Signature) and
-Standard Webhooks (webhook-signature `v1,` entries); docs/sources.md has the details per kind.
+Standard Webhooks (webhook-signature `v1,` entries); docs/sources.md has the details and sources per
+kind, and services/intake/tests/test_webhook_documented_vectors.py checks each against the
+platform's own published examples.
 """
 
 import base64
@@ -9,7 +11,9 @@ import hashlib
 import hmac
 import re
 
-# HubSpot signs the URI with these escapes decoded (and no others).
+# HubSpot v3 signs the URI with these escapes decoded, and no others (a `%20`, `%26` or `%3D` stays
+# encoded): the table in "Validating requests", "Validate the v3 request signature". HubSpot's own
+# client libraries sign the URI as given, which agrees whenever the URI holds none of these escapes.
 _HUBSPOT_DECODED = {
     "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
     "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",
@@ -51,6 +55,7 @@ def segment(secret: str, body: bytes) -> str:
 
 def standard(secret: str, *, msg_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` value: `v1,` + base64 HMAC-SHA256 of `id.timestamp.body`, keyed by the whsec_ secret."""
-    key = base64.b64decode(secret.removeprefix(STANDARD_SECRET_PREFIX))
+    # Padded as the `standardwebhooks` library pads it, so an unpadded whsec_ secret signs as it verifies.
+    key = base64.b64decode(secret.removeprefix(STANDARD_SECRET_PREFIX) + "==")
     signed = f"{msg_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()

@@ -47,6 +47,8 @@ class HubSpot:
             if not timestamp.isascii() or not timestamp.isdigit():
                 raise SignatureInvalid("X-HubSpot-Request-Timestamp is not a time in milliseconds")
             signed_at = datetime.fromtimestamp(int(timestamp[:15]) / 1000, tz=UTC)
+            # HubSpot documents "reject if older than 5 minutes"; its SDKs accept any future time. More than
+            # 5 minutes ahead is refused too: a far-future stamp would stay valid after the replay store forgot it.
             if abs(delivery.now - signed_at) > SIGNATURE_TOLERANCE:
                 raise SignatureInvalid("X-HubSpot-Request-Timestamp is more than 5 minutes away")
             expected = [
