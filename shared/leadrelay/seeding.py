@@ -158,7 +158,7 @@ async def seed_all(
             outcome = await seed_agreement(
                 client, agreement, url=urls[agreement.service], settings=settings, deadline=deadline
             )
-        except (SeedingFailed, httpx.HTTPError, OSError, ValueError) as exc:
+        except (SeedingFailed, httpx.HTTPError, OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("demo agreement not seeded", extra={"kind": agreement.kind, "error": str(exc)})
             outcome = f"not seeded: {exc}"
         lines.append(f"  {agreement.kind + ' seeded':<12} {outcome}")
