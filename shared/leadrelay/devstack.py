@@ -1,11 +1,19 @@
-"""`python -m leadrelay.devstack` (what `make run` calls): banner, then honcho runs the Procfile."""
+"""`python -m leadrelay.devstack` (what `make run` calls): banner, honcho runs the Procfile, demo agreements seeded."""
 
+import asyncio
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Callable, Coroutine, Mapping
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import httpx
 from dotenv import dotenv_values
 
+from leadrelay import seeding
 from leadrelay.apikeys import DEFAULT_DEMO_MARKETING_KEY, DEFAULT_DEMO_SALES_KEY, DEFAULT_DEV_API_KEY
 from leadrelay.broker import is_listening
 from leadrelay.demo import DEMO_SOURCES, DEMO_STANDARD_SECRET, DEMO_WEBHOOK_SECRET
@@ -73,12 +81,46 @@ def main() -> None:
         "  Ctrl-C stops everything.",
         "",
     ]
-    sys.stdout.write("\n".join(lines) + "\n")
-    sys.stdout.flush()
+    _say(lines)
     bin_dir = Path(sys.executable).parent
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"  # the Procfile's `python`
-    honcho = bin_dir / "honcho"
-    os.execv(str(honcho), [str(honcho), "start", "--no-colour", *processes])
+    honcho = [str(bin_dir / "honcho"), "start", "--no-colour", *processes]
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    production = settings.get("ENVIRONMENT") == "production"
+    sys.exit(asyncio.run(_supervise(honcho, seed=None if production else partial(_seed, urls, settings))))
+
+
+def _say(lines: list[str]) -> None:
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+async def _seed(urls: dict[str, str], settings: Mapping[str, str | None]) -> None:
+    """Seed the demo agreements once the services know the demo keys; a line each."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        _say(await seeding.seed_all(client, urls=urls, settings=settings))
+
+
+async def _supervise(honcho: list[str], *, seed: Callable[[], Coroutine[Any, Any, None]] | None) -> int:
+    """Run honcho (which stops all on Ctrl-C) and seed beside it; honcho's exit code, as a shell reports it."""
+    loop = asyncio.get_running_loop()
+    process: asyncio.subprocess.Process | None = None
+
+    def forward(signum: signal.Signals) -> None:
+        # Ctrl-C reaches honcho too (one process group); a signal sent to this process alone must as well.
+        if process is not None and process.returncode is None:
+            process.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, forward, signum)
+    process = await asyncio.create_subprocess_exec(*honcho)
+    seeding_task = asyncio.create_task(seed()) if seed is not None else None
+    code = await process.wait()
+    if seeding_task is not None:
+        seeding_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await seeding_task
+    return code if code >= 0 else 128 - code
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -122,6 +123,19 @@ async def test_make_run_stack_routes_stops_cleanly_and_keeps_leads(tmp_path: Pat
 
             await wait_until(routed, timeout=60, what="the lead to be routed under make run")
 
+            icp_versions = f"http://127.0.0.1:{stack.ports['scoring']}/v1/icp/versions"
+
+            async def seeded_icp() -> list[dict[str, Any]] | None:
+                answer = await client.get(icp_versions)
+                versions: list[dict[str, Any]] = answer.json()["versions"]
+                return versions if any(version["status"] == "active" for version in versions) else None
+
+            [icp] = await wait_until(seeded_icp, timeout=60, what="the demo ICP to be seeded and active")
+            assert icp["approved_teams"] == ["marketing", "sales"]
+            assert [approval["key_id"] for approval in icp["approvals"]] == ["key_demo_marketing", "key_demo_sales"]
+            assert icp["author"]["team"] == "ops"
+            assert "icp seeded   v1 active: icp.yaml approved by marketing, sales" in stack.log_path.read_text()
+
             assert stack.ctrl_c() in (0, 130)
             assert _processes_with(stack.marker) == [], "Ctrl-C left processes behind"
             assert not is_listening("127.0.0.1", stack.broker_port)
@@ -135,6 +149,12 @@ async def test_make_run_stack_routes_stops_cleanly_and_keeps_leads(tmp_path: Pat
             kept = await _get_lead(client, lead_id)
             assert kept is not None
             assert kept["owner_rep_id"] == "rep-default"
+
+            async def seeding_looked_again() -> bool:
+                return "icp seeded   v1 already active (left alone)" in stack.log_path.read_text()
+
+            await wait_until(seeding_looked_again, timeout=60, what="seeding to find the ICP already active")
+            assert [version["version"] for version in (await client.get(icp_versions)).json()["versions"]] == [1]
             assert stack.ctrl_c() in (0, 130)
     finally:
         stack.force_stop()

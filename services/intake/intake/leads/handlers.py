@@ -16,6 +16,7 @@ from leadrelay.events import (
     EventData,
     LeadAssigned,
     LeadScored,
+    ScoreCriterion,
     SlaBreached,
     SlaMet,
     SlaStarted,
@@ -56,16 +57,49 @@ async def _fold(
         service.add_timeline(session, lead_id=lead.id, event=event, details=details)
 
 
+MAX_TIMELINE_CRITERIA = 50
+"""Criteria a timeline entry keeps (those that gave the most points): a 200-criterion ICP stays readable."""
+MAX_REASON_CHARS = 200
+
+
+def _bounded_explanation(explanation: Sequence[ScoreCriterion]) -> tuple[list[Details], int]:
+    """The criteria that weighed most, in the ICP's order, each reason cut to length; and how many were left out."""
+    weightiest = sorted(range(len(explanation)), key=lambda index: -abs(explanation[index].points))
+    kept = set(weightiest[:MAX_TIMELINE_CRITERIA])
+    entries = [
+        {**criterion.model_dump(mode="json"), "reason": criterion.reason[:MAX_REASON_CHARS]}
+        for index, criterion in enumerate(explanation)
+        if index in kept
+    ]
+    return entries, len(explanation) - len(entries)
+
+
 def _apply_score(lead: Lead, event: CloudEvent[LeadScored]) -> Details | None:
-    if (lead.score, lead.icp_version) == (event.data.score, event.data.icp_version):
+    scored = event.data
+    account_id = scored.account.account_id if scored.account is not None else None
+    decision = (scored.score, scored.icp_version, scored.grade, scored.fit, scored.engagement, scored.mql, account_id)
+    # A re-drive or a re-score that changed nothing adds no timeline entry; any new value does.
+    if decision == (lead.score, lead.icp_version, lead.grade, lead.fit, lead.engagement, lead.mql, lead.account_id):
         return None
-    lead.score, lead.icp_version = event.data.score, event.data.icp_version
-    service.advance_stage(lead, event.data.stage)
+    lead.score, lead.icp_version, lead.grade, lead.fit, lead.engagement, lead.mql, lead.account_id = decision
+    service.advance_stage(lead, scored.stage)
+    explanation, omitted = _bounded_explanation(scored.explanation)
     return {
-        "score": event.data.score,
-        "stage": event.data.stage,
-        "icp_version": event.data.icp_version,
-        "explanation": [criterion.model_dump() for criterion in event.data.explanation],
+        "score": scored.score,
+        "stage": scored.stage,
+        "icp_version": scored.icp_version,
+        "grade": scored.grade,
+        "fit": scored.fit,
+        "engagement": scored.engagement,
+        "mql": scored.mql,
+        "mql_reason": scored.mql_reason,
+        "became_mql": scored.became_mql,
+        "disqualified": scored.disqualified,
+        "trigger": scored.trigger,
+        "account": scored.account.model_dump(mode="json") if scored.account is not None else None,
+        "enriched_fields": scored.enriched_fields,
+        "explanation": explanation,
+        "explanation_omitted": omitted,
     }
 
 

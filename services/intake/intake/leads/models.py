@@ -67,6 +67,11 @@ class Lead(LeadBase, table=True):
     stage: LeadStage = Field(default=LeadStage.LEAD, sa_column=stage_column())
     score: int | None = None
     icp_version: str | None = Field(default=None, max_length=50)
+    grade: str | None = Field(default=None, max_length=2, index=True)
+    fit: int | None = None
+    engagement: int | None = None
+    mql: bool = Field(default=False, index=True)
+    account_id: str | None = Field(default=None, max_length=100)
     owner_rep_id: str | None = Field(default=None, max_length=100)
     assignment_id: str | None = Field(default=None, max_length=64)
     sla_due_at: datetime | None = None

@@ -128,6 +128,13 @@ async def list_leads(
     stage: Annotated[LeadStage | None, Query(description="Only leads in this stage.")] = None,
     owner_rep_id: Annotated[str | None, Query(max_length=100, description="Only leads this rep owns.")] = None,
     source: Annotated[str | None, Query(max_length=100, description="Only leads from this source.")] = None,
+    grade: Annotated[
+        str | None,
+        Query(pattern="^[A-D][1-4]$", description="Only leads of this grade (latest score).", examples=["A1"]),
+    ] = None,
+    mql: Annotated[
+        bool | None, Query(description="Only MQLs (true), or only leads that are not (false).", examples=[True])
+    ] = None,
     updated_since: Annotated[
         datetime | None, Query(description="Only leads updated at or after this time (with a timezone).")
     ] = None,
@@ -146,6 +153,8 @@ async def list_leads(
         stage=stage,
         owner_rep_id=owner_rep_id,
         source=source,
+        grade=grade,
+        mql=mql,
         updated_since=updated_since,
         after=after,
         limit=limit + 1,

@@ -192,8 +192,13 @@ READ_LEAD_EXAMPLE: dict[str, Any] = {
     **STORED_LEAD_EXAMPLE,
     "id": EXAMPLE_LEAD_ID,
     "stage": "mql",
-    "score": 100,
-    "icp_version": "placeholder-1",
+    "score": 78,
+    "icp_version": "3",
+    "grade": "A2",
+    "fit": 62,
+    "engagement": 16,
+    "mql": True,
+    "account_id": "acc-analytical-engines",
     "owner_rep_id": "rep-default",
     "sla_due_at": "2026-11-23T12:05:00.310000Z",
     "sla_state": "running",
@@ -203,6 +208,35 @@ READ_LEAD_EXAMPLE: dict[str, Any] = {
     "reengagement_count": 0,
     "merged_into_id": None,
 }
+
+
+SCORED_DETAILS_EXAMPLE: dict[str, Any] = {
+    "score": 78,
+    "stage": "mql",
+    "icp_version": "3",
+    "grade": "A2",
+    "fit": 62,
+    "engagement": 16,
+    "mql": True,
+    "mql_reason": "fit A >= B and engagement 2 >= 2",
+    "became_mql": True,
+    "disqualified": None,
+    "trigger": "received",
+    "account": {
+        "account_id": "acc-analytical-engines",
+        "method": "domain",
+        "confidence": 1.0,
+        "owner_rep_id": "rep-emea-1",
+    },
+    "enriched_fields": ["industry", "employees"],
+    "explanation": [
+        {"criterion": "target_industry", "points": 30, "reason": "industry Software is a target", "kind": "fit"},
+        {"criterion": "seniority", "points": 32, "reason": "job title says head of", "kind": "fit"},
+        {"criterion": "webinar_attended", "points": 16, "reason": "1 webinar, 2 days ago", "kind": "engagement"},
+    ],
+    "explanation_omitted": 0,
+}
+"""Timeline details of a lead.scored: the decision, the matched account and the criteria that weighed most."""
 
 
 class LeadRead(LeadBase):
@@ -218,7 +252,14 @@ class LeadRead(LeadBase):
     email_lookalike: bool
     stage: LeadStage
     score: int | None
-    icp_version: str | None
+    icp_version: str | None = Field(description="The ICP version of the latest score.")
+    grade: str | None = Field(
+        default=None, description="Fit band A-D and engagement band 1-4 of the latest score.", examples=["A2"]
+    )
+    fit: int | None = Field(default=None, description="Fit points of the latest score.")
+    engagement: int | None = Field(default=None, description="Engagement points of the latest score.")
+    mql: bool = Field(default=False, description="Whether scoring decided the lead is a marketing-qualified lead.")
+    account_id: str | None = Field(default=None, description="The account scoring matched the lead to.")
     owner_rep_id: str | None
     sla_due_at: datetime | None
     sla_state: SlaState | None
@@ -250,21 +291,7 @@ class LeadPublic(LeadRead):
                             "event_id": "96ff81e1-2698-4e32-8562-62fba1b54108",
                             "type": "lead.scored",
                             "occurred_at": "2026-11-23T12:00:00.201000Z",
-                            "details": {
-                                "score": 100,
-                                "stage": "mql",
-                                "icp_version": "placeholder-1",
-                                "explanation": [
-                                    {
-                                        "criterion": "business_email",
-                                        "points": 30,
-                                        "reason": "email on a company domain",
-                                    },
-                                    {"criterion": "company_known", "points": 30, "reason": "company given"},
-                                    {"criterion": "job_title_known", "points": 20, "reason": "job title given"},
-                                    {"criterion": "reachable_by_phone", "points": 20, "reason": "phone given"},
-                                ],
-                            },
+                            "details": SCORED_DETAILS_EXAMPLE,
                         },
                         {
                             "event_id": "27b602dd-0f56-4a8b-9129-3676fe15e185",

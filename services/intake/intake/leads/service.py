@@ -354,6 +354,8 @@ async def list_leads(
     stage: LeadStage | None = None,
     owner_rep_id: str | None = None,
     source: str | None = None,
+    grade: str | None = None,
+    mql: bool | None = None,
     updated_since: datetime | None = None,
     after: tuple[datetime, str] | None = None,
     limit: int,
@@ -370,6 +372,10 @@ async def list_leads(
         statement = statement.where(col(Lead.owner_rep_id) == owner_rep_id)
     if source is not None:
         statement = statement.where(col(Lead.source) == source)
+    if grade is not None:
+        statement = statement.where(col(Lead.grade) == grade)
+    if mql is not None:
+        statement = statement.where(col(Lead.mql) == mql)
     if updated_since is not None:
         statement = statement.where(col(Lead.updated_at) >= updated_since)
     if after is not None:

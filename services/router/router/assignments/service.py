@@ -1,6 +1,7 @@
 """Placeholder routing: every scored lead goes to the default rep; the routing issue replaces `choose`."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,20 +22,35 @@ async def get_by_lead(*, session: AsyncSession, lead_id: str) -> Assignment | No
     return (await session.exec(select(Assignment).where(Assignment.lead_id == lead_id))).first()
 
 
-async def assign_many(*, session: AsyncSession, lead_ids: Sequence[str], default_rep_id: str) -> list[Assignment]:
-    """The leads' assignments, existing ones read in one query and new ones inserted together.
+@dataclass(frozen=True)
+class Decision:
+    """A lead's assignment, and whether this call made it (a new assignment is announced)."""
+
+    assignment: Assignment
+    new: bool
+
+
+async def assign_many(*, session: AsyncSession, lead_ids: Sequence[str], default_rep_id: str) -> list[Decision]:
+    """The leads' assignments, in the order asked, existing ones read in one query and new ones inserted together.
 
     If another replica assigned one of these leads meanwhile, the insert fails and each lead is
     assigned on its own, where the other replica's assignment stands.
     """
     wanted = list(dict.fromkeys(lead_ids))
     existing = {
-        assignment.lead_id: assignment
+        assignment.lead_id: Decision(assignment, new=False)
         for assignment in (await session.exec(select(Assignment).where(col(Assignment.lead_id).in_(wanted)))).all()
     }
-    new = {lead_id: _new_assignment(lead_id, default_rep_id) for lead_id in wanted if lead_id not in existing}
-    if new and not await insert_unless_taken(session, new.values()):
-        return [await assign(session=session, lead_id=lead_id, default_rep_id=default_rep_id) for lead_id in lead_ids]
+    new = {
+        lead_id: Decision(_new_assignment(lead_id, default_rep_id), new=True)
+        for lead_id in wanted
+        if lead_id not in existing
+    }
+    if new and not await insert_unless_taken(session, [decision.assignment for decision in new.values()]):
+        decided: dict[str, Decision] = {}
+        for lead_id in wanted:
+            decided[lead_id] = await _decide(session=session, lead_id=lead_id, default_rep_id=default_rep_id)
+        return [decided[lead_id] for lead_id in lead_ids]
     chosen = existing | new
     return [chosen[lead_id] for lead_id in lead_ids]
 
@@ -52,13 +68,17 @@ def _new_assignment(lead_id: str, default_rep_id: str) -> Assignment:
 
 async def assign(*, session: AsyncSession, lead_id: str, default_rep_id: str) -> Assignment:
     """The lead's assignment: the existing one, or a new one (safe when two replicas race)."""
+    return (await _decide(session=session, lead_id=lead_id, default_rep_id=default_rep_id)).assignment
+
+
+async def _decide(*, session: AsyncSession, lead_id: str, default_rep_id: str) -> Decision:
     existing = await get_by_lead(session=session, lead_id=lead_id)
     if existing is not None:
-        return existing
+        return Decision(existing, new=False)
     assignment = _new_assignment(lead_id, default_rep_id)
     if not await insert_unless_taken(session, [assignment]):
         # Another replica assigned this lead between our read and our insert: theirs stands.
         winner = await get_by_lead(session=session, lead_id=lead_id)
         assert winner is not None
-        return winner
-    return assignment
+        return Decision(winner, new=False)
+    return Decision(assignment, new=True)
