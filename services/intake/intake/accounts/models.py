@@ -29,7 +29,7 @@ def _host(value: str) -> str:
 
 
 def normalise_domain(value: str) -> str:
-    """A company's web domain, lower-case, in Unicode (`https://www.Bücher.Example./x` -> `bücher.example`); or ValueError."""
+    """A company's web domain, lower-case, in Unicode (`https://www.Bücher.Example/x` -> `bücher.example`)."""
     text = _host(value)
     if ":" in text or "@" in text or "[" in text:
         raise ValueError(f"{value!r} is not a domain name: give the host only, like example.com")
