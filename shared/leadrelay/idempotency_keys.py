@@ -10,12 +10,13 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Header
+from fastapi import Header, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import JSON, Column, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col
@@ -80,6 +81,34 @@ class Answer:
     status_code: int
     body: Any
     replayed: bool = False
+
+
+def replayable(status_code: int, description: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI for an operation's success answer, which carries the replay header when it repeats a stored one."""
+    return {
+        status_code: {
+            "description": description,
+            "headers": {
+                REPLAYED_HEADER: {
+                    "description": f"`true` when this answer repeats the first answer to the same {HEADER}.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        }
+    }
+
+
+def response(answer: Answer, *, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The answer as JSON, marked with the replay header when it repeats a stored one."""
+    all_headers = dict(headers or {})
+    if answer.replayed:
+        all_headers[REPLAYED_HEADER] = "true"
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=all_headers)
+
+
+def request_for(http: Request, *, owner: str, key: str | None, payload: Any) -> IdempotentRequest | None:
+    """The idempotent request an HTTP request makes (its method and path, this payload), or None without a key."""
+    return request_of(owner=owner, key=key, method=http.method, path=http.url.path, payload=payload)
 
 
 def request_of(*, owner: str, key: str | None, method: str, path: str, payload: Any) -> IdempotentRequest | None:

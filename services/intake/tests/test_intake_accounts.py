@@ -90,13 +90,15 @@ async def test_the_same_put_twice_publishes_once_and_a_change_publishes_again(
     [
         ({"name": ""}, "name"),
         ({"name": "   "}, "name"),
-        ({"domains": ["https://analytical.example/about"]}, "domains"),
+        ({"domains": ["ada@analytical.example"]}, "domains"),
+        ({"domains": ["https://"]}, "domains"),
         ({"domains": ["analytical.example", "localhost"]}, "domains"),
         ({"domains": ["exa mple.com"]}, "domains"),
         ({"domains": ["10.0.0.1"]}, "domains"),
         ({"domains": [f"d{n}.example" for n in range(51)]}, "domains"),
         ({"country": "ßa"}, "country"),
-        ({"country": "GBR"}, "country"),
+        ({"country": "Narnia"}, "country"),
+        ({"country": "XX"}, "country"),
         ({"employees": -1}, "employees"),
         ({"annual_revenue": 10**16}, "annual_revenue"),
         ({"crm_id": "a\x00b"}, "crm_id"),
@@ -111,6 +113,35 @@ async def test_bad_input_is_422_naming_the_field_and_stores_nothing(
     assert field in {error["field"].split(".")[0] for error in answer.json()["errors"]}
     assert await _stored(intake_db) == []
     assert await intake_db.outbox_count() == 0
+
+
+async def test_countries_and_websites_are_normalised_like_leads(api: httpx.AsyncClient, intake_db: Storage) -> None:
+    answer = await api.put(
+        "/v1/accounts/acc-1",
+        json={
+            **ACCOUNT,
+            "country": " United Kingdom ",
+            "domains": ["HTTPS://www.Analytical.Example:443/about?ref=crm#team", "//cdn.analytical.example/", "uk"],
+        },
+    )
+    assert answer.status_code == 422, answer.text
+    assert [error["field"] for error in answer.json()["errors"]] == ["domains.2"]
+    assert answer.json()["errors"][0]["pointer"] == "/domains/2"
+
+    answer = await api.put(
+        "/v1/accounts/acc-1",
+        json={**ACCOUNT, "country": " United Kingdom ", "domains": ["HTTPS://www.Analytical.Example:443/about?x=1"]},
+    )
+    assert answer.status_code == 201, answer.text
+    assert (answer.json()["country"], answer.json()["domains"]) == ("GB", ["analytical.example"])
+    for spelling, code in [("gbr", "GB"), ("826", "GB"), ("Deutschland", None), ("germany", "DE"), ("  ", None)]:
+        answer = await api.put("/v1/accounts/acc-1", json={**ACCOUNT, "country": spelling})
+        if code is None and spelling.strip():
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["errors"][0]["field"] == "country"
+            continue
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["country"] == code
 
 
 @pytest.mark.parametrize("account_id", ["has space", "x" * 101, "-starts-with-dash"])

@@ -246,3 +246,51 @@ def test_a_pardot_post_must_be_form_encoded() -> None:
     assert (lead.email, lead.first_name) == ("ada@example.com", "Ada")
     with pytest.raises(PayloadInvalid):
         kind.records(delivery(b'{"email": "ada@example.com"}'))
+
+
+def _country_delivery(kind: SourceKind, country: str) -> Delivery:
+    """A documented body shape of each platform carrying a country where that platform puts it."""
+    if kind == SourceKind.PARDOT:
+        form = f"email=ada%40example.com&country={country.replace(' ', '+')}".encode()
+        return delivery(form, content_type="application/x-www-form-urlencoded")
+    email = "ada@example.com"
+    shapes: dict[SourceKind, Any] = {
+        SourceKind.HUBSPOT: {"vid": 7551, "properties": {"email": {"value": email}, "country": {"value": country}}},
+        SourceKind.MAUTIC: {
+            "mautic.lead_post_save_new": [
+                {"contact": {"id": 7, "fields": {"all": {"email": email, "country": country}}}}
+            ]
+        },
+        SourceKind.SEGMENT: {
+            "type": "identify",
+            "userId": "u-1",
+            "messageId": "m-1",
+            "traits": {"email": email, "address": {"country": country}},
+        },
+        SourceKind.MARKETO: {"email": email, "country": country},
+        SourceKind.STANDARD: {"type": "lead.created", "data": {"email": email, "country": country}},
+    }
+    import json
+
+    return delivery(json.dumps(shapes[kind]).encode())
+
+
+def _lead_of(kind: SourceKind, country: str) -> Any:
+    mapping = KINDS[kind]
+    records = mapping.records(_country_delivery(kind, country))
+    (lead,) = to_leads(records, builtin=mapping.builtin_mapping, custom={}, source_name="s")
+    return lead
+
+
+@pytest.mark.parametrize("kind", list(SourceKind))
+def test_each_kind_maps_the_country_where_its_platform_sends_it(kind: SourceKind) -> None:
+    lead = _lead_of(kind, "United Kingdom")
+    assert lead.country == "GB"
+    assert "country" not in lead.attributes
+
+
+@pytest.mark.parametrize("kind", list(SourceKind))
+def test_a_country_no_lead_can_hold_is_kept_as_an_attribute(kind: SourceKind) -> None:
+    lead = _lead_of(kind, "Untied Kingdom")
+    assert lead.country is None
+    assert lead.attributes["country"] == "Untied Kingdom"

@@ -2,13 +2,14 @@
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import idna
-from pydantic import field_validator
+from pydantic import AfterValidator, field_validator
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
+from intake.leads import normalise
 from leadrelay.events import utcnow
 from leadrelay.validation import storable
 
@@ -16,12 +17,21 @@ MAX_DOMAINS = 50
 ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}$"
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_PORT = re.compile(r":[0-9]{1,5}$")
+
+
+def _host(value: str) -> str:
+    # CRMs hold websites as often as domains: "https://www.example.com:443/about?x" names example.com.
+    text = _SCHEME.sub("", value.strip()).removeprefix("//")
+    text = re.split(r"[/?#]", text, maxsplit=1)[0]
+    return _PORT.sub("", text).rstrip(".")
 
 
 def normalise_domain(value: str) -> str:
-    """A company's web domain, lower-case, in Unicode (`www.Bücher.Example.` -> `bücher.example`); or ValueError."""
-    text = value.strip().rstrip(".")
-    if "/" in text or ":" in text or "@" in text:
+    """A company's web domain, lower-case, in Unicode (`https://www.Bücher.Example/x` -> `bücher.example`)."""
+    text = _host(value)
+    if ":" in text or "@" in text or "[" in text:
         raise ValueError(f"{value!r} is not a domain name: give the host only, like example.com")
     try:
         # UTS 46 maps case and compatibility forms the way browsers do; the A-label form is what DNS holds.
@@ -38,14 +48,21 @@ def normalise_domain(value: str) -> str:
     return idna.decode(ascii_form)
 
 
+Domain = Annotated[str, AfterValidator(normalise_domain)]
+"""A web domain normalised (a refusal names its index: `domains.2`)."""
+
+
 class AccountBase(SQLModel):
     """Fields a CRM sends about an account."""
 
     name: str = Field(min_length=1, max_length=300)
-    domains: list[str] = Field(
+    domains: list[Domain] = Field(
         default_factory=list,
         sa_column=Column(JSON, nullable=False),
-        description=f"The company's web domains (at most {MAX_DOMAINS}), stored lower-case; the first is the main one.",
+        description=(
+            f"The company's web domains (at most {MAX_DOMAINS}), stored lower-case without scheme, `www.` or "
+            "path; the first is the main one."
+        ),
     )
     industry: str | None = Field(default=None, min_length=1, max_length=100)
     employees: int | None = Field(default=None, ge=0, le=10_000_000)
@@ -79,19 +96,16 @@ class AccountBase(SQLModel):
     def _normalised_domains(cls, value: list[str]) -> list[str]:
         if len(value) > MAX_DOMAINS:
             raise ValueError(f"at most {MAX_DOMAINS} domains")
-        # Order kept (the first is the main domain), repeats dropped after normalising.
-        return list(dict.fromkeys(normalise_domain(domain) for domain in value))
+        # Order kept (the first is the main domain), repeats dropped (each is already normalised).
+        return list(dict.fromkeys(value))
 
     @field_validator("country")
     @classmethod
-    def _uppercase_country(cls, value: str | None) -> str | None:
-        if value is None:
+    def _iso_country(cls, value: str | None) -> str | None:
+        # The same normaliser as leads', so an account and its leads name a country alike.
+        if value is None or not normalise.text(value):
             return None
-        # Checked after upper-casing, which can lengthen text: "ß".upper() == "SS".
-        code = value.upper()
-        if not (len(code) == 2 and code.isascii() and code.isalpha()):
-            raise ValueError("must be two letters A-Z (ISO 3166-1 alpha-2)")
-        return code
+        return normalise.country(value)
 
 
 class Account(AccountBase, table=True):

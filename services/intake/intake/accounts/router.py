@@ -2,7 +2,8 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from intake.accounts import service
 from intake.accounts.models import ACCOUNT_ID_PATTERN
@@ -13,10 +14,11 @@ from intake.accounts.schemas import (
     AccountBatchResults,
     AccountPublic,
     AccountPut,
-    AccountResult,
 )
+from leadrelay import idempotency_keys
 from leadrelay.apikeys import ApiKey, Scope, require_scopes
 from leadrelay.db import SessionDep
+from leadrelay.idempotency_keys import IdempotencyKeyHeader
 from leadrelay.openapi import problem_responses
 from leadrelay.problems import ProblemException
 
@@ -88,22 +90,19 @@ async def read_account(account_id: AccountId, session: SessionDep, _key: Account
     ":batch",
     response_model=AccountBatchResults,
     summary="Create or replace up to 1,000 accounts",
-    responses=problem_responses(400, 401, 403, 422, 503, instance="/v1/accounts:batch", details=_403),
+    responses={
+        **idempotency_keys.replayable(200, "One result per item, in order"),
+        **problem_responses(400, 401, 403, 422, 503, instance="/v1/accounts:batch", details=_403),
+    },
 )
-async def put_accounts(batch: AccountBatch, session: SessionDep, _key: AccountsKey) -> AccountBatchResults:
+async def put_accounts(
+    batch: AccountBatch,
+    session: SessionDep,
+    key: AccountsKey,
+    request: Request,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
     """Store each account as `PUT` would, in one transaction; one result per item in order, a bad item fails alone."""
-    outcomes = await service.put_batch(session=session, items=batch.accounts)
-    results = []
-    for outcome in outcomes:
-        if outcome.stored is None:
-            results.append(AccountResult(id=outcome.account_id, status=422, errors=list(outcome.errors)))
-            continue
-        results.append(
-            AccountResult(
-                id=outcome.account_id,
-                status=201 if outcome.stored.created else 200,
-                changed=outcome.stored.changed,
-                account=_public(outcome.stored.account),
-            )
-        )
-    return AccountBatchResults(results=results)
+    idempotency = idempotency_keys.request_for(request, owner=key.id, key=idempotency_key, payload=batch.accounts)
+    answer = await service.put_batch(session=session, items=batch.accounts, idempotency=idempotency)
+    return idempotency_keys.response(answer)

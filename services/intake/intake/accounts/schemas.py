@@ -37,6 +37,14 @@ class AccountPut(AccountBase):
 
     model_config = SQLModelConfig(extra="forbid", json_schema_extra={"examples": [ACCOUNT_EXAMPLE]})
 
+    # Redeclared so a country name gets through to normalisation (stored as two letters).
+    country: str | None = Field(
+        default=None,
+        max_length=100,
+        description="An ISO 3166-1 code (alpha-2, alpha-3 or numeric) or an English name; stored as alpha-2.",
+        examples=["GB", "GBR", "United Kingdom"],
+    )
+
 
 class AccountBatchItem(AccountPut):
     """One account of a batch: its id and its whole state."""

@@ -10,10 +10,12 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from intake.accounts.models import Account, AccountBase
-from intake.accounts.schemas import AccountBatchItem
-from leadrelay import outbox
+from intake.accounts.schemas import AccountBatchItem, AccountBatchResults, AccountPublic, AccountResult
+from intake.leads.service import begin_writing
+from leadrelay import idempotency_keys, outbox
 from leadrelay.db import insert_unless_taken, is_unavailable, refusal
 from leadrelay.events import AccountChanged, new_event, utcnow
+from leadrelay.idempotency_keys import Answer, IdempotentRequest
 from leadrelay.problems import FieldError
 
 SOURCE = "leadrelay/intake"
@@ -46,7 +48,9 @@ def _announcement(account: Account) -> AccountChanged:
 
 
 async def _locked(session: AsyncSession, account_id: str) -> Account | None:
-    # The row lock makes two PUTs of one account take turns, so an unchanged one is seen as unchanged.
+    # The lock (a row lock on PostgreSQL, the writer lock on SQLite) makes two PUTs of one account
+    # take turns, so an unchanged one is seen as unchanged.
+    await begin_writing(session, Account)
     statement = (
         select(Account).where(Account.id == account_id).with_for_update().execution_options(populate_existing=True)
     )
@@ -104,8 +108,18 @@ def _item_errors(index: int, error: ValidationError) -> list[FieldError]:
     return errors
 
 
-async def put_batch(*, session: AsyncSession, items: Sequence[Any]) -> list[ItemOutcome]:
-    """Store each valid item in order, in one transaction; an invalid item is refused on its own."""
+def _result(outcome: ItemOutcome) -> AccountResult:
+    if outcome.stored is None:
+        return AccountResult(id=outcome.account_id, status=422, errors=list(outcome.errors))
+    return AccountResult(
+        id=outcome.account_id,
+        status=201 if outcome.stored.created else 200,
+        changed=outcome.stored.changed,
+        account=AccountPublic.model_validate(outcome.stored.account, from_attributes=True),
+    )
+
+
+async def _stage_batch(session: AsyncSession, *, items: Sequence[Any]) -> list[ItemOutcome]:
     outcomes = []
     for index, raw in enumerate(items):
         raw_id = raw.get("id") if isinstance(raw, dict) else None
@@ -131,5 +145,26 @@ async def put_batch(*, session: AsyncSession, items: Sequence[Any]) -> list[Item
             outcomes.append(ItemOutcome(account_id=item.id, errors=[field]))
             continue
         outcomes.append(ItemOutcome(account_id=item.id, stored=stored))
-    await session.commit()
     return outcomes
+
+
+async def put_batch(
+    *, session: AsyncSession, items: Sequence[Any], idempotency: IdempotentRequest | None = None
+) -> Answer:
+    """Store each valid item in order, in one transaction; an invalid item is refused on its own.
+
+    The answer holds one result per item, in order; a retry with the same Idempotency-Key repeats it.
+    """
+
+    async def store(session: AsyncSession) -> Answer:
+        outcomes = await _stage_batch(session, items=items)
+        results = AccountBatchResults(results=[_result(outcome) for outcome in outcomes])
+        return Answer(status_code=200, body=results.model_dump(mode="json"))
+
+    try:
+        answer = await idempotency_keys.answer_once(session, request=idempotency, work=store)
+    except BaseException:
+        await session.rollback()
+        raise
+    await session.commit()
+    return answer

@@ -2,12 +2,15 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Depends, Path, Request, status
+from fastapi.responses import JSONResponse
 
 from intake.activities import service
 from intake.activities.schemas import EXAMPLE_LEAD_ID, ActivityCreate, ActivityPublic
+from leadrelay import idempotency_keys
 from leadrelay.apikeys import ApiKey, Scope, require_scopes
 from leadrelay.db import SessionDep
+from leadrelay.idempotency_keys import IdempotencyKeyHeader
 from leadrelay.openapi import problem_example, problem_responses
 from leadrelay.problems import PROBLEM_JSON, FieldError, Problem, ProblemException
 from leadrelay.stages import InvalidTransition
@@ -34,6 +37,11 @@ _409_EXAMPLE = {
     response_model=ActivityPublic,
     summary="Record an activity on a lead",
     responses={
+        **idempotency_keys.replayable(201, "Recorded: the lead's new stage, on its timeline, published"),
+        200: {
+            "model": ActivityPublic,
+            "description": "The lead already has an activity with this `external_id`: that activity, nothing recorded",
+        },
         **problem_responses(
             400,
             401,
@@ -55,11 +63,21 @@ _409_EXAMPLE = {
     },
 )
 async def record_activity(
-    lead_id: LeadId, activity_in: ActivityCreate, session: SessionDep, _key: ActivitiesKey
-) -> ActivityPublic:
+    lead_id: LeadId,
+    activity_in: ActivityCreate,
+    session: SessionDep,
+    key: ActivitiesKey,
+    request: Request,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
     """Move the lead through its lifecycle (docs/lifecycle.md), add the activity to its timeline, publish it."""
+    idempotency = idempotency_keys.request_for(
+        request, owner=key.id, key=idempotency_key, payload=activity_in.model_dump(mode="json")
+    )
     try:
-        return await service.record(session=session, lead_id=lead_id, activity_in=activity_in)
+        answer = await service.record(
+            session=session, lead_id=lead_id, activity_in=activity_in, idempotency=idempotency
+        )
     except service.LeadNotFound:
         raise ProblemException(404, "Not Found", f"No lead with id {lead_id}.") from None
     except InvalidTransition as invalid:
@@ -72,3 +90,4 @@ async def record_activity(
         )
         problem.problem.errors = [FieldError(field="type", pointer="/type", message=f"not allowed in stage {stage}")]
         raise problem from None
+    return idempotency_keys.response(answer)

@@ -53,6 +53,22 @@ class ActivityCreate(BaseModel):
     occurred_at: AwareDatetime | None = Field(
         default=None, description="When it happened, with a timezone; the time intake received it if left out."
     )
+    external_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description=(
+            "The sender's own id for this activity (the CRM's activity id): sent again for the same lead, it "
+            "answers the activity first recorded (200) and records nothing."
+        ),
+        examples=["00T5g00000XyZaBEAZ"],
+    )
+
+    @field_validator("external_id")
+    @classmethod
+    def _storable_external_id(cls, value: str | None) -> str | None:
+        storable(value)
+        return value
 
     @field_validator("reason")
     @classmethod
@@ -107,6 +123,7 @@ class ActivityPublic(BaseModel):
                     "previous_stage": "mql",
                     "stage": "rejected",
                     "recorded_at": "2026-11-23T12:02:12.315000Z",
+                    "external_id": "00T5g00000XyZaBEAZ",
                 }
             ]
         }
@@ -122,3 +139,4 @@ class ActivityPublic(BaseModel):
     previous_stage: LeadStage
     stage: LeadStage
     recorded_at: datetime
+    external_id: str | None = None

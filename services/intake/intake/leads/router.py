@@ -27,7 +27,7 @@ from leadrelay import idempotency_keys
 from leadrelay.apikeys import ApiKey, Scope, require_scopes
 from leadrelay.batching import WriterDep
 from leadrelay.db import SessionDep
-from leadrelay.idempotency_keys import Answer, IdempotencyKeyHeader
+from leadrelay.idempotency_keys import IdempotencyKeyHeader
 from leadrelay.openapi import problem_responses
 from leadrelay.problems import VALIDATION_PROBLEM, FieldError, Problem, ProblemException, problem_response
 from leadrelay.stages import LeadStage
@@ -39,19 +39,15 @@ ReadKey = Annotated[ApiKey, Depends(require_scopes(Scope.LEADS_READ))]
 LeadId = Annotated[str, Path(description="The id `POST /v1/leads` answered.", examples=[EXAMPLE_LEAD_ID])]
 
 
-def _answer(answer: Answer, *, location: str | None = None) -> JSONResponse:
-    headers = {idempotency_keys.REPLAYED_HEADER: "true"} if answer.replayed else {}
-    if location is not None:
-        headers["Location"] = location
-    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
-
-
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=LeadAccepted,
     summary="Accept a lead",
-    responses=problem_responses(400, 401, 403, 422, 503, instance="/v1/leads"),
+    responses={
+        **idempotency_keys.replayable(202, "Accepted (`accepted`), or the person's lead re-engaged (`reengaged`)"),
+        **problem_responses(400, 401, 403, 422, 503, instance="/v1/leads"),
+    },
 )
 async def create_lead(
     lead_in: LeadCreate,
@@ -61,11 +57,11 @@ async def create_lead(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     """Store the lead and queue lead.received (202 `accepted`), or re-engage the person's lead (202 `reengaged`)."""
-    idempotency = idempotency_keys.request_of(
-        owner=key.id, key=idempotency_key, method="POST", path=request.url.path, payload=lead_in.model_dump(mode="json")
+    idempotency = idempotency_keys.request_for(
+        request, owner=key.id, key=idempotency_key, payload=lead_in.model_dump(mode="json")
     )
     answer = await service.create(writer=writer, lead_in=lead_in, idempotency=idempotency)
-    return _answer(answer, location=f"/v1/leads/{answer.body['id']}")
+    return idempotency_keys.response(answer, headers={"Location": f"/v1/leads/{answer.body['id']}"})
 
 
 def _item(index: int, raw: Any) -> LeadCreate | Problem:
@@ -85,7 +81,10 @@ def _item(index: int, raw: Any) -> LeadCreate | Problem:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=LeadBatchResults,
     summary="Accept up to 1,000 leads",
-    responses=problem_responses(400, 401, 403, 422, 503, instance="/v1/leads:batch"),
+    responses={
+        **idempotency_keys.replayable(202, "One result per item, in order"),
+        **problem_responses(400, 401, 403, 422, 503, instance="/v1/leads:batch"),
+    },
 )
 async def create_leads(
     batch: LeadBatch,
@@ -107,11 +106,9 @@ async def create_leads(
             Problem(type=VALIDATION_PROBLEM, title="Invalid request", status=422, detail=detail, errors=errors),
             request,
         )
-    idempotency = idempotency_keys.request_of(
-        owner=key.id, key=idempotency_key, method="POST", path=request.url.path, payload=batch.leads
-    )
+    idempotency = idempotency_keys.request_for(request, owner=key.id, key=idempotency_key, payload=batch.leads)
     answer = await service.create_many(writer=writer, items=items, idempotency=idempotency)
-    return _answer(answer)
+    return idempotency_keys.response(answer)
 
 
 @router.get(

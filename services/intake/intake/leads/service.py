@@ -10,10 +10,10 @@ from typing import Any
 from uuid import UUID
 
 from aiokafka.structs import RecordMetadata
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import bindparam, false, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from intake.leads import normalise
@@ -155,13 +155,29 @@ async def _stage_lead(session: AsyncSession, *, lead_in: LeadCreate) -> StagedLe
     return StagedLead(lead=known, status=AcceptStatus.REENGAGED)
 
 
+async def begin_writing(session: AsyncSession, table: type[SQLModel]) -> None:
+    """On SQLite, make the transaction a writer now, so what it reads next is the latest and stays so until it ends.
+
+    SQLite ignores SELECT ... FOR UPDATE, and pysqlite begins a transaction only at its first write:
+    a read before that write may be overtaken by another worker process's commit, and a merge made
+    from it would lose that commit. A write that matches nothing takes SQLite's one writer lock
+    (waiting for another writer to commit), as BEGIN IMMEDIATE would. PostgreSQL needs nothing: its
+    row locks do this per row.
+    """
+    connection = await session.connection()
+    if connection.dialect.name == "sqlite":
+        [key] = table.__table__.primary_key.columns  # type: ignore[attr-defined]
+        await connection.execute(update(table).where(false()).values({key.name: key}))
+
+
 async def _find_person(session: AsyncSession, *, lead_in: LeadCreate) -> Lead | None:
     """The lead of the person a submission names: by crm_id first (the CRM's own identity), then by email.
 
-    Locked (on PostgreSQL) until the transaction ends, so concurrent re-engagements of one person
-    take turns (attributes are merged from what was read); read afresh, as an earlier submission in
-    the same group commit may have changed it.
+    Locked until the transaction ends (a row lock on PostgreSQL, the writer lock on SQLite), so
+    concurrent re-engagements of one person take turns (attributes are merged from what was read);
+    read afresh, as an earlier submission in the same group commit may have changed it.
     """
+    await begin_writing(session, Lead)
     if lead_in.crm_id is not None:
         statement = (
             select(Lead)
@@ -195,8 +211,8 @@ _FILLABLE = tuple(name for name in LeadBase.model_fields if name not in {"email"
 async def _reengage(session: AsyncSession, *, lead: Lead, lead_in: LeadCreate) -> None:
     """A known person came back: fill the lead's empty fields and add an engagement to its timeline.
 
-    One UPDATE that fills only what is still empty and counts in the database, so concurrent
-    re-engagements lose nothing even where SELECT ... FOR UPDATE locks nothing (SQLite).
+    The lead was read under the transaction's lock (`_find_person`), so the attributes merged from
+    it are current; the UPDATE also fills only what is still empty and counts in the database.
     """
     offered = {name: getattr(lead_in, name) for name in _FILLABLE if getattr(lead_in, name) is not None}
     filled = [name for name in offered if getattr(lead, name) is None]

@@ -7,6 +7,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
+from intake.leads import normalise
 from intake.leads.schemas import MAX_ATTRIBUTES_BYTES, LeadCreate
 from intake.sources.schemas import ATTRIBUTES_PREFIX, lead_fields
 from intake.webhooks.kinds.base import PayloadInvalid, Record
@@ -61,14 +62,17 @@ def to_lead(
     fields = lead_fields()
     values: dict[str, Scalar] = {}
     attributes: dict[str, Scalar] = {}
+    origins: dict[str, str] = {}
     named = set(custom)
     for field, paths in builtin.items():
         named.update(paths)
         if field not in fields:
             continue  # a field this version of leads does not have yet
-        found = next((value for path in paths if (value := scalar(resolve(record.data, path))) is not None), None)
-        if found is not None:
-            values[field] = _as_field(field, found)
+        for path in paths:
+            found = scalar(resolve(record.data, path))
+            if found is not None:
+                values[field], origins[field] = _as_field(field, found), path
+                break
     for path, target in custom.items():  # the source's own mapping wins over the built-in one
         found = scalar(resolve(record.data, path))
         if found is None:
@@ -76,9 +80,10 @@ def to_lead(
         if target.startswith(ATTRIBUTES_PREFIX):
             attributes[target.removeprefix(ATTRIBUTES_PREFIX)] = found
         elif target in fields:
-            values[target] = _as_field(target, found)
+            values[target], origins[target] = _as_field(target, found), path
     if "email" not in values:
         return None
+    _keep_unknown_country(values, attributes, origin=origins.get("country", "country"))
     _add_unnamed(attributes, record, named)
     values.setdefault("source", source_name)
     try:
@@ -87,6 +92,21 @@ def to_lead(
         error = invalid.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
         raise PayloadInvalid(f"records.{index}.{where}", error["msg"]) from None
+
+
+def _keep_unknown_country(values: dict[str, Scalar], attributes: dict[str, Scalar], *, origin: str) -> None:
+    # Platforms take the country as free text ("Untied Kingdom"): one a lead cannot hold is kept as
+    # an attribute, as it was before a mapping named it, rather than refusing the whole delivery.
+    country = values.get("country")
+    if not isinstance(country, str):
+        return
+    try:
+        normalise.country(country)
+    except ValueError:
+        del values["country"]
+        kept = {**attributes, origin.rsplit(".", 1)[-1]: country}
+        if len(json.dumps(kept, default=str)) <= MAX_ATTRIBUTES_BYTES:
+            attributes.update(kept)
 
 
 def _add_unnamed(attributes: dict[str, Scalar], record: Record, named: set[str]) -> None:

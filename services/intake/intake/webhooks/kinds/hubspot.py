@@ -35,6 +35,7 @@ class HubSpot:
         "company": ["properties.company", "company"],
         "job_title": ["properties.jobtitle", "jobtitle"],
         "phone": ["properties.phone", "properties.mobilephone", "phone"],
+        "country": ["properties.country", "country"],
         "campaign": ["properties.hs_analytics_source_data_1"],
         "crm_id": ["objectId", "vid", "properties.hs_object_id"],
     }

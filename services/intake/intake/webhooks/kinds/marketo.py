@@ -15,6 +15,7 @@ class Marketo:
         "company": ["company", "Company"],
         "job_title": ["title", "Title"],
         "phone": ["phone", "Phone"],
+        "country": ["country", "Country"],
         "campaign": ["campaign", "program"],
         "crm_id": ["id", "leadId"],
     }

@@ -39,6 +39,7 @@ class Mautic:
         "company": [*_paths("company"), "submission.results.company"],
         "job_title": [*_paths("position"), "submission.results.position", "submission.results.job_title"],
         "phone": [*_paths("phone", "mobile"), "submission.results.phone"],
+        "country": [*_paths("country"), "submission.results.country"],
         "crm_id": ["contact.id", "lead.id", "submission.lead.id"],
     }
 

@@ -18,6 +18,7 @@ class Pardot:
         "company": ["company"],
         "job_title": ["job_title"],
         "phone": ["phone"],
+        "country": ["country"],
         "campaign": ["campaign"],
         "crm_id": ["crm_id"],
     }

@@ -21,6 +21,12 @@ class Segment:
         "company": ["traits.company.name", "traits.company", "context.traits.company.name"],
         "job_title": ["traits.title", "context.traits.title"],
         "phone": ["traits.phone", "context.traits.phone"],
+        "country": [
+            "traits.country",
+            "traits.address.country",
+            "context.traits.country",
+            "context.traits.address.country",
+        ],
         "campaign": ["context.campaign.name"],
         "crm_id": ["userId"],
     }

@@ -20,6 +20,7 @@ class Standard:
         "company": ["data.company", "company"],
         "job_title": ["data.job_title", "data.title", "job_title", "title"],
         "phone": ["data.phone", "phone"],
+        "country": ["data.country", "country"],
         "campaign": ["data.campaign", "campaign"],
         "crm_id": ["data.crm_id", "crm_id"],
     }
