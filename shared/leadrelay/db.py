@@ -12,7 +12,7 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 from fastapi import Depends, Request
-from sqlalchemy import event, text
+from sqlalchemy import event, false, text, update
 from sqlalchemy.engine import Connection, Dialect, ExceptionContext, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
@@ -247,3 +247,18 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def begin_writing(session: AsyncSession, table: type[SQLModel]) -> None:
+    """On SQLite, make the transaction a writer now, so what it reads next is the latest and stays so until it ends.
+
+    SQLite ignores SELECT ... FOR UPDATE, and pysqlite begins a transaction only at its first write:
+    a read before that write may be overtaken by another worker process's commit, and a merge made
+    from it would lose that commit. A write that matches nothing takes SQLite's one writer lock
+    (waiting for another writer to commit), as BEGIN IMMEDIATE would. PostgreSQL needs nothing: its
+    row locks do this per row.
+    """
+    connection = await session.connection()
+    if connection.dialect.name == "sqlite":
+        [key] = table.__table__.primary_key.columns  # type: ignore[attr-defined]
+        await connection.execute(update(table).where(false()).values({key.name: key}))

@@ -11,9 +11,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from intake.accounts.models import Account, AccountBase
 from intake.accounts.schemas import AccountBatchItem, AccountBatchResults, AccountPublic, AccountResult
-from intake.leads.service import begin_writing
 from leadrelay import idempotency_keys, outbox
-from leadrelay.db import insert_unless_taken, is_unavailable, refusal
+from leadrelay.db import begin_writing, insert_unless_taken, is_unavailable, refusal
 from leadrelay.events import AccountChanged, new_event, utcnow
 from leadrelay.idempotency_keys import Answer, IdempotentRequest
 from leadrelay.problems import FieldError

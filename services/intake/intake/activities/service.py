@@ -9,7 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from intake.activities.schemas import ActivityCreate, ActivityPublic
 from intake.leads import service as leads
 from intake.leads.models import Lead, TimelineEntry
-from leadrelay import idempotency_keys, outbox
+from leadrelay import db, idempotency_keys, outbox
 from leadrelay.events import LeadActivity, new_event, utcnow
 from leadrelay.idempotency_keys import Answer, IdempotentRequest
 from leadrelay.stages import next_stage
@@ -28,7 +28,7 @@ async def _locked_lead(session: AsyncSession, lead_id: str) -> Lead | None:
         return None  # ids are UUIDs: anything else cannot name a lead
     # The lock (a row lock on PostgreSQL, the writer lock on SQLite) makes two activities on one lead
     # take turns: the second sees the stage the first left, and the external ids it recorded.
-    await leads.begin_writing(session, Lead)
+    await db.begin_writing(session, Lead)
     statement = select(Lead).where(Lead.id == lead_id).with_for_update().execution_options(populate_existing=True)
     return (await session.exec(statement)).first()
 

@@ -10,10 +10,10 @@ from typing import Any
 from uuid import UUID
 
 from aiokafka.structs import RecordMetadata
-from sqlalchemy import bindparam, false, func, update
+from sqlalchemy import bindparam, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import SQLModel, col, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from intake.leads import normalise
@@ -27,7 +27,7 @@ from intake.leads.schemas import (
     LeadBatchResults,
     LeadCreate,
 )
-from leadrelay import idempotency_keys, outbox
+from leadrelay import db, idempotency_keys, outbox
 from leadrelay.batching import GroupCommitter
 from leadrelay.events import CloudEvent, LeadActivity, LeadReceived, new_event, utcnow
 from leadrelay.idempotency_keys import Answer, IdempotentRequest
@@ -155,21 +155,6 @@ async def _stage_lead(session: AsyncSession, *, lead_in: LeadCreate) -> StagedLe
     return StagedLead(lead=known, status=AcceptStatus.REENGAGED)
 
 
-async def begin_writing(session: AsyncSession, table: type[SQLModel]) -> None:
-    """On SQLite, make the transaction a writer now, so what it reads next is the latest and stays so until it ends.
-
-    SQLite ignores SELECT ... FOR UPDATE, and pysqlite begins a transaction only at its first write:
-    a read before that write may be overtaken by another worker process's commit, and a merge made
-    from it would lose that commit. A write that matches nothing takes SQLite's one writer lock
-    (waiting for another writer to commit), as BEGIN IMMEDIATE would. PostgreSQL needs nothing: its
-    row locks do this per row.
-    """
-    connection = await session.connection()
-    if connection.dialect.name == "sqlite":
-        [key] = table.__table__.primary_key.columns  # type: ignore[attr-defined]
-        await connection.execute(update(table).where(false()).values({key.name: key}))
-
-
 async def _find_person(session: AsyncSession, *, lead_in: LeadCreate) -> Lead | None:
     """The lead of the person a submission names: by crm_id first (the CRM's own identity), then by email.
 
@@ -177,7 +162,7 @@ async def _find_person(session: AsyncSession, *, lead_in: LeadCreate) -> Lead | 
     concurrent re-engagements of one person take turns (attributes are merged from what was read);
     read afresh, as an earlier submission in the same group commit may have changed it.
     """
-    await begin_writing(session, Lead)
+    await db.begin_writing(session, Lead)
     if lead_in.crm_id is not None:
         statement = (
             select(Lead)
