@@ -2,7 +2,7 @@
 and through POST /v1/leads beside signed webhooks.
 
 Run: .venv/bin/python bench/intake_throughput.py [--seconds 8] [--concurrency 64] [--runs 3] [--postgres URL]
-         [--compare group-commit,webhooks] [--webhook-paths standard,hubspot]
+         [--compare group-commit,webhooks] [--webhook-paths standard,hubspot] [--paths-group-commit 256]
 It starts the embedded broker and intake as a real process and loads it with wrk (Debian package
 `wrk`; Python HTTP clients saturate before intake does), then prints the median of the runs. wrk
 shares the machine's cores with intake.
@@ -119,6 +119,7 @@ async def measure_paths(
             # Capacity is measured with one key and one source per path: no per-key or per-source limit.
             "RATE_LIMIT_PER_KEY_PER_SECOND": "0",
             "WEBHOOK_RATE_PER_SOURCE_PER_SECOND": "0",
+            "GROUP_COMMIT_MAX_BATCH": str(args.paths_group_commit),
         },
         name="intake-paths",
     )
@@ -134,6 +135,7 @@ async def measure_paths(
             threads=1,
             max_rate=args.max_rate,
             workdir=workdir,
+            server_pid=intake.pid,
         )
     finally:
         await intake.stop()
@@ -146,8 +148,9 @@ def print_paths(backend: str, results: dict[str, dict[str, Any]]) -> None:
         runs = ", ".join(f"{rate:.0f}" for rate in figures["runs"])
         line = (
             f"{backend:8} {path_name:9} median {figures['median_per_s']:7.0f} leads/s ({runs})"
-            f"  p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms"
-            f"  non-2xx {figures['non_2xx']}  ratio to rest {figures['median_per_s'] / rest:.2f}x"
+            f"  p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms  non-2xx {figures['non_2xx']}"
+            f"  ratio to rest {figures['median_per_s'] / rest:.2f}x (paired {figures['paired_ratio']:.2f}x)"
+            f"  intake CPU {figures['cpu_ms_per_lead']:.2f} ms/lead ({figures['cpu_ratio']:.2f}x rest)"
         )
         print(line, flush=True)  # noqa: T201  (a benchmark prints its figures)
 
@@ -160,6 +163,12 @@ async def main() -> None:
     parser.add_argument("--postgres", help="an empty PostgreSQL database URL (postgresql+asyncpg://...)")
     parser.add_argument("--compare", type=names, default=["group-commit", "webhooks"], help="group-commit,webhooks")
     parser.add_argument("--webhook-paths", type=names, default=["standard", "hubspot"], help="standard,hubspot")
+    parser.add_argument(
+        "--paths-group-commit",
+        type=int,
+        default=256,
+        help="GROUP_COMMIT_MAX_BATCH of the webhooks comparison's intake (1: REST commits per request, as webhooks do)",
+    )
     parser.add_argument("--max-rate", type=int, default=4000, help="signed requests built per second of a run")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -591,6 +591,7 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
                 threads=args.wrk_threads,
                 max_rate=args.webhook_max_rate,
                 workdir=workdir,
+                server_pid=intake.pid,
             )
             out(
                 f"[{backend}] signed load: "
@@ -685,7 +686,8 @@ def table(results: list[BackendResult]) -> list[str]:
                 f" {fmt_ms(figures['p50_ms'])} / {fmt_ms(figures['p99_ms'])}"
                 f" | POST /v1/leads, same generator: {rest['median_per_s']:,.0f}/s,"
                 f" {fmt_ms(rest['p50_ms'])} / {fmt_ms(rest['p99_ms'])}"
-                f" | {ratio(figures['median_per_s'], rest['median_per_s'])} |"
+                f" | {ratio(figures['median_per_s'], rest['median_per_s'])}"
+                f" (paired {figures['paired_ratio']:.2f}x; intake CPU per lead {figures['cpu_ratio']:.2f}x) |"
             )
     return rows
 

@@ -12,6 +12,7 @@ no new lead): the script reports it, and the run is refused instead of counted.
 
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import time
@@ -129,6 +130,29 @@ BUILDERS: dict[str, Callable[[str, dict[str, str]], bytes]] = {
 }
 
 
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its living descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, its_parent in parents.items() if its_parent == parent and child not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(member, 0.0) for member in tree)
+
+
 def write_requests(path_name: str, host: str, *, count: int, threads: int, prefix: Path) -> None:
     """`count` unique, freshly signed requests, split over one file per wrk thread (<prefix>-<n>)."""
     token, build = uuid4().hex[:10], BUILDERS[path_name]
@@ -149,8 +173,13 @@ async def run(
     threads: int,
     max_rate: int,
     workdir: Path,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
-    """One wrk run of `path_name` against intake at `url`: accepted (2xx) per second and wrk's latency."""
+    """One wrk run of `path_name` against intake at `url`: accepted (2xx) per second and wrk's latency.
+
+    With `server_pid`, also the server's CPU time per accepted lead: on a shared machine it moves far
+    less than a rate does, since it does not count the time the server waited for a core.
+    """
     host = url.removeprefix("http://")
     script = workdir / "signed_load.lua"
     script.write_text(WRK_SCRIPT)
@@ -158,6 +187,7 @@ async def run(
     write_requests(path_name, host, count=max_rate * (seconds + 1), threads=threads, prefix=prefix)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script)]
     command += [f"{url}{PATHS[path_name]}", str(prefix)]
+    cpu_before = process_tree_cpu(server_pid) if server_pid else 0.0
     process = await asyncio.create_subprocess_exec(*command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         output, _ = await asyncio.wait_for(process.communicate(), seconds + 60)
@@ -173,13 +203,16 @@ async def run(
     requests, non_2xx, socket_errors, duration_us, p50_us, p99_us, wrapped = (int(part) for part in line.split()[1:])
     if wrapped:
         raise RuntimeError(f"{path_name}: wrk sent more than the {max_rate}/s built for it; raise --max-rate")
+    cpu = process_tree_cpu(server_pid) - cpu_before if server_pid else None
+    accepted = requests - non_2xx
     return {
         "requests": requests,
         "non_2xx": non_2xx,
         "socket_errors": socket_errors,
-        "accepted_per_s": round((requests - non_2xx) / (duration_us / 1e6), 1),
+        "accepted_per_s": round(accepted / (duration_us / 1e6), 1),
         "p50_ms": p50_us / 1000,
         "p99_ms": p99_us / 1000,
+        "server_cpu_ms_per_lead": round(cpu * 1000 / accepted, 2) if cpu is not None and accepted else None,
     }
 
 
@@ -193,8 +226,14 @@ async def compare(
     threads: int,
     max_rate: int,
     workdir: Path,
+    server_pid: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Every path `runs` times, alternating (so the machine's swings reach each path alike); the median run of each."""
+    """Every path `runs` times, alternating (so the machine's swings reach each path alike); the median run of each.
+
+    Besides the ratio of the medians, `paired_ratio` is the median of each round's ratio to the
+    first path's run of that round (the rounds take the machine's slow spells together), and
+    `cpu_ratio` the same for the server's CPU time per lead.
+    """
     unknown = set(path_names) - PATHS.keys()
     if unknown:
         raise ValueError(f"unknown paths {sorted(unknown)}: choose from {sorted(PATHS)}")
@@ -204,6 +243,7 @@ async def compare(
         "threads": threads,
         "max_rate": max_rate,
         "workdir": workdir,
+        "server_pid": server_pid,
     }
     for path_name in path_names:  # warm-up: connections, caches, the source lookup's first query
         await run(url, path_name, **{**settings, "seconds": 1})
@@ -211,9 +251,26 @@ async def compare(
     for _ in range(runs):
         for path_name in path_names:
             measured[path_name].append(await run(url, path_name, **settings))
+    base_runs = measured[path_names[0]]
     results = {}
     for path_name, path_runs in measured.items():
         rates = [path_run["accepted_per_s"] for path_run in path_runs]
         middle = sorted(path_runs, key=lambda path_run: path_run["accepted_per_s"])[len(path_runs) // 2]
-        results[path_name] = {**middle, "median_per_s": statistics.median(rates), "runs": rates}
+        paired = [
+            mine["accepted_per_s"] / base["accepted_per_s"] for mine, base in zip(path_runs, base_runs, strict=True)
+        ]
+        cpu = [path_run["server_cpu_ms_per_lead"] for path_run in path_runs]
+        base_cpu = [base["server_cpu_ms_per_lead"] for base in base_runs]
+        results[path_name] = {
+            **middle,
+            "median_per_s": statistics.median(rates),
+            "runs": rates,
+            "paired_ratio": round(statistics.median(paired), 3),
+            "cpu_ms_per_lead": statistics.median(cpu) if None not in cpu else None,
+            "cpu_ratio": (
+                round(statistics.median([mine / base for mine, base in zip(cpu, base_cpu, strict=True)]), 3)
+                if None not in cpu and None not in base_cpu
+                else None
+            ),
+        }
     return results
