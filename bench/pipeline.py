@@ -687,7 +687,7 @@ def table(results: list[BackendResult]) -> list[str]:
                 f" | POST /v1/leads, same generator: {rest['median_per_s']:,.0f}/s,"
                 f" {fmt_ms(rest['p50_ms'])} / {fmt_ms(rest['p99_ms'])}"
                 f" | {ratio(figures['median_per_s'], rest['median_per_s'])}"
-                f" (paired {figures['paired_ratio']:.2f}x; intake CPU per lead {figures['cpu_ratio']:.2f}x) |"
+                f" (paired {figures['paired_ratio'] or 0:.2f}x; intake CPU per lead {figures['cpu_ratio'] or 0:.2f}x) |"
             )
     return rows
 

@@ -257,7 +257,9 @@ async def compare(
         rates = [path_run["accepted_per_s"] for path_run in path_runs]
         middle = sorted(path_runs, key=lambda path_run: path_run["accepted_per_s"])[len(path_runs) // 2]
         paired = [
-            mine["accepted_per_s"] / base["accepted_per_s"] for mine, base in zip(path_runs, base_runs, strict=True)
+            mine["accepted_per_s"] / base["accepted_per_s"]
+            for mine, base in zip(path_runs, base_runs, strict=True)
+            if base["accepted_per_s"]  # a stalled round (nothing accepted) has no ratio
         ]
         cpu = [path_run["server_cpu_ms_per_lead"] for path_run in path_runs]
         base_cpu = [base["server_cpu_ms_per_lead"] for base in base_runs]
@@ -265,7 +267,8 @@ async def compare(
             **middle,
             "median_per_s": statistics.median(rates),
             "runs": rates,
-            "paired_ratio": round(statistics.median(paired), 3),
+            "non_2xx_all_runs": sum(path_run["non_2xx"] for path_run in path_runs),
+            "paired_ratio": round(statistics.median(paired), 3) if paired else None,
             "cpu_ms_per_lead": statistics.median(cpu) if None not in cpu else None,
             "cpu_ratio": (
                 round(statistics.median([mine / base for mine, base in zip(cpu, base_cpu, strict=True)]), 3)
