@@ -263,17 +263,14 @@ async def compare(
         ]
         cpu = [path_run["server_cpu_ms_per_lead"] for path_run in path_runs]
         base_cpu = [base["server_cpu_ms_per_lead"] for base in base_runs]
+        cpu_ratios = [mine / base for mine, base in zip(cpu, base_cpu, strict=True) if mine and base]
         results[path_name] = {
             **middle,
             "median_per_s": statistics.median(rates),
             "runs": rates,
             "non_2xx_all_runs": sum(path_run["non_2xx"] for path_run in path_runs),
             "paired_ratio": round(statistics.median(paired), 3) if paired else None,
-            "cpu_ms_per_lead": statistics.median(cpu) if None not in cpu else None,
-            "cpu_ratio": (
-                round(statistics.median([mine / base for mine, base in zip(cpu, base_cpu, strict=True)]), 3)
-                if None not in cpu and None not in base_cpu
-                else None
-            ),
+            "cpu_ms_per_lead": statistics.median(known) if (known := [c for c in cpu if c is not None]) else None,
+            "cpu_ratio": round(statistics.median(cpu_ratios), 3) if cpu_ratios else None,
         }
     return results
