@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/pipeline.py [--backend all|sqlite|postgres] [--rates 50,200] [--duration 20]
          [--steps 25,50,100,200,400,800,1600] [--step-duration 8] [--step-bound 5]
-         [--wrk-seconds 4] [--wrk-runs 3] [--json FILE]
+         [--wrk-seconds 4] [--wrk-runs 3] [--webhook-paths standard,hubspot] [--json FILE]
 (`make bench` runs it with the defaults; BENCH_ARGS="..." passes flags.)
 
 For each backend it starts a fresh embedded broker and the four services as real processes
@@ -19,6 +19,9 @@ PostgreSQL databases created on --postgres-url and dropped afterwards), then mea
   reached sla.started within --step-bound seconds of the step's end. Baseline: intake alone (wrk).
 - intake's accepted leads/s under wrk (64 connections) while the rest of the stack runs, beside a
   bare FastAPI endpoint (bench/bare_intake.py) with the same uvicorn settings.
+- the signed-webhook paths (POST /v1/webhooks/demo-<kind>, a valid fresh signature and a new
+  delivery per request) beside POST /v1/leads, on the same intake and database and through the
+  same wrk script sending pre-built requests (bench/signed_load.py): leads/s, p50/p99, ratio.
 
 Only HTTP, Kafka topics, `leadrelay.broker.EmbeddedBroker` and `leadrelay.testing.free_port /
 ServiceProcess / DEV_API_KEY` are used, so the script keeps working as the services change. The
@@ -48,6 +51,7 @@ from typing import Any
 from uuid import uuid4
 
 import asyncpg
+import signed_load
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from loadgen import HttpPool, LoadRun, WallClock, open_loop
@@ -355,6 +359,7 @@ class BackendResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     sustained_per_s: float | None = None
     wrk: dict[str, Any] = field(default_factory=dict)
+    webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     load_average: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
 
@@ -417,6 +422,7 @@ def service_env(bootstrap_servers: str, database_url: str) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "INTAKE_WORKERS": str(os.cpu_count() or 1),  # the product's default (the test helpers run one)
         "RATE_LIMIT_PER_KEY_PER_SECOND": "0",  # capacity is measured with one key: no per-key limit
+        "WEBHOOK_RATE_PER_SOURCE_PER_SECOND": "0",  # nor one source per webhook path: no per-source limit
         **os.environ,  # also wins over ServiceProcess's fast test timings when exported
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
         "DATABASE_URL": database_url,
@@ -574,6 +580,23 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
             f"[{backend}] wrk: intake {result.wrk['intake']['accepted_per_s']:.0f}/s,"
             f" bare FastAPI {result.wrk['bare']['accepted_per_s']:.0f}/s"
         )
+        if args.webhook_paths:
+            await settle("webhooks")
+            result.webhooks = await signed_load.compare(
+                intake.url,
+                ["rest", *args.webhook_paths],
+                runs=args.wrk_runs,
+                seconds=args.wrk_seconds,
+                connections=args.wrk_connections,
+                threads=args.wrk_threads,
+                max_rate=args.webhook_max_rate,
+                workdir=workdir,
+                server_pid=intake.pid,
+            )
+            out(
+                f"[{backend}] signed load: "
+                + ", ".join(f"{name} {figures['median_per_s']:.0f}/s" for name, figures in result.webhooks.items())
+            )
         for name, process in services.items():
             if not process.running:
                 result.notes.append(f"{name} exited during the run")
@@ -653,6 +676,19 @@ def table(results: list[BackendResult]) -> list[str]:
                 f" non-2xx {result.wrk['intake']['non_2xx']}) | {intake_wrk:,.0f}/s"
                 f" | bare FastAPI {bare_wrk or 0:,.0f}/s | {ratio(intake_wrk, bare_wrk)} |"
             )
+        rest = result.webhooks.get("rest")
+        for name, figures in result.webhooks.items():
+            if name == "rest" or rest is None:
+                continue
+            rows.append(
+                f"| {result.backend} | webhook {name} accepted leads/s, p50 / p99 (pre-built signed requests,"
+                f" non-2xx {figures['non_2xx']}) | {figures['median_per_s']:,.0f}/s,"
+                f" {fmt_ms(figures['p50_ms'])} / {fmt_ms(figures['p99_ms'])}"
+                f" | POST /v1/leads, same generator: {rest['median_per_s']:,.0f}/s,"
+                f" {fmt_ms(rest['p50_ms'])} / {fmt_ms(rest['p99_ms'])}"
+                f" | {ratio(figures['median_per_s'], rest['median_per_s'])}"
+                f" (paired {figures['paired_ratio'] or 0:.2f}x; intake CPU per lead {figures['cpu_ratio'] or 0:.2f}x) |"
+            )
     return rows
 
 
@@ -715,6 +751,13 @@ async def main() -> int:
     parser.add_argument("--wrk-connections", type=int, default=64)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--wrk-runs", type=int, default=3, help="alternating bare/intake runs; the median is reported")
+    parser.add_argument(
+        "--webhook-paths",
+        type=lambda text: [part for part in text.split(",") if part.strip()],
+        default=["standard", "hubspot"],
+        help="signed webhook kinds measured beside POST /v1/leads (of: standard, hubspot); '' skips them",
+    )
+    parser.add_argument("--webhook-max-rate", type=int, default=4000, help="signed requests built per second of a run")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
