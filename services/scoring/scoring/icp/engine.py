@@ -118,8 +118,23 @@ class _Alternative:
         return f"{self.name}: {', '.join(parts)}"
 
 
+_FIELDS_SET = frozenset(ScoreCriterion.model_fields)
+_new = ScoreCriterion.__new__
+_set = object.__setattr__
+
+
 def _criterion(name: str, points: int, reason: str, kind: CriterionKind) -> ScoreCriterion:
-    return ScoreCriterion(criterion=name, points=points, reason=reason, kind=kind)
+    """A `ScoreCriterion` built without validation: what `model_construct` does, at a tenth of its cost.
+
+    Every value comes from the compiled document or from the engine itself, already of the right
+    type; a test keeps the result equal to a validated one.
+    """
+    criterion = _new(ScoreCriterion)
+    _set(criterion, "__dict__", {"criterion": name, "points": points, "reason": reason, "kind": kind})
+    _set(criterion, "__pydantic_fields_set__", _FIELDS_SET)
+    _set(criterion, "__pydantic_extra__", None)
+    _set(criterion, "__pydantic_private__", None)
+    return criterion
 
 
 @cache
@@ -146,13 +161,13 @@ def _remembered(get: Getter, outcome: Callable[[Any], T]) -> Callable[[Facts], T
 
     def run(facts: Facts) -> T:
         value = get(facts)
-        key = (type(value), value)
+        key = (value.__class__, value)
         try:
-            return seen[key]
-        except KeyError:
-            pass
+            known = seen.get(key)
         except TypeError:  # a list or dict value: not remembered
             return outcome(value)
+        if known is not None:
+            return known
         result = outcome(value)
         if len(seen) >= CACHE_SIZE:
             seen.clear()
@@ -337,15 +352,15 @@ def _compile_test(spec: Any, path: str) -> Test:
         return is_in
     if isinstance(spec, DomainCriterion | DomainDisqualifier):
         domains = frozenset(_host(domain) for domain in spec.domains)
+        below = tuple(f".{domain}" for domain in domains)
 
         def in_domain(value: Any) -> tuple[bool, str]:
             if _missing(value):
                 return False, f"no {path}"
             for host in map(_host, value if isinstance(value, list) else [value]):
-                labels = host.split(".")
-                for start in range(len(labels) - 1):
-                    if ".".join(labels[start:]) in domains:
-                        return True, f"{path} {host} under {'.'.join(labels[start:])}"
+                if host in domains or host.endswith(below):
+                    listed = host if host in domains else next(d for d in domains if host.endswith(f".{d}"))
+                    return True, f"{path} {host} under {listed}"
             return False, f"{path} {_show(value)} not listed"
 
         return in_domain
