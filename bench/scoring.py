@@ -30,10 +30,28 @@ from scoring.icp.regions import REGIONS  # noqa: E402
 DEMO_ICP = Path(__file__).resolve().parent.parent / "deploy" / "demo" / "icp.yaml"
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 INDUSTRIES = [f"industry {n}" for n in range(40)] + ["software", "financial services", "logistics", "retail"]
-WORDS = (
-    "chief vp head director manager lead senior engineer sales marketing operations finance analyst developer founder "
-    "product data growth it security"
-).split()
+WORDS = [
+    "chief",
+    "vp",
+    "head",
+    "director",
+    "manager",
+    "lead",
+    "senior",
+    "engineer",
+    "sales",
+    "marketing",
+    "operations",
+    "finance",
+    "analyst",
+    "developer",
+    "founder",
+    "product",
+    "data",
+    "growth",
+    "it",
+    "security",
+]
 TECHNOLOGIES = [f"tech{n}" for n in range(60)] + ["salesforce", "hubspot", "snowflake"]
 SOURCES = ["webinar", "pricing-page", "ebook", "trade-show", "referral", "paid-search", "organic"]
 ENGAGEMENTS = ["demo_requested", "pricing_page_viewed", "content_downloaded", "webinar_attended", "email_clicked",
