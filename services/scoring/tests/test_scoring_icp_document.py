@@ -118,11 +118,12 @@ def test_engagement_grade_keys_may_be_yaml_integers_and_are_stored_as_text() -> 
 @pytest.mark.parametrize(
     ("edit", "location"),
     [
-        (fit(0, colour="red"), ("fit", 0, "in", "colour")),
+        (fit(0, colour="red"), ("fit", 0, "colour")),  # no `in` level: the pointer names the field as written
         (fit(0, type="regex"), ("fit", 0)),
         (setting("mql/any", []), ("mql", "any")),
         (setting("engagement/half_life_days", 0), ("engagement", "half_life_days")),
-        (band(0, points="many"), ("fit", 1, "bands", "bands", 0, "points")),
+        (band(0, points="many"), ("fit", 1, "bands", 0, "points")),
+        (lambda d: d["disqualifiers"][1].update(words=[]), ("disqualifiers", 1, "words")),
     ],
 )
 def test_structural_errors_come_from_pydantic(edit: Edit, location: tuple[Any, ...]) -> None:
@@ -169,8 +170,9 @@ async def test_a_draft_that_cannot_be_evaluated_is_refused_with_the_pointer(scor
     assert (await scoring_api.get("/v1/icp/versions")).json() == {"versions": []}
 
     unknown = await scoring_api.post("/v1/icp/versions", json={"document": edited(fit(0, type="regex"))})
-    assert unknown.status_code == 422
-    assert unknown.json()["errors"][0]["pointer"].startswith("/document/fit/0")
+    assert (unknown.status_code, unknown.json()["errors"][0]["pointer"]) == (422, "/document/fit/0")
+    too_many = await scoring_api.post("/v1/icp/versions", json={"document": edited(fit(0, points=1001))})
+    assert [error["pointer"] for error in too_many.json()["errors"]] == ["/document/fit/0/points"]
 
     drafted = await scoring_api.post("/v1/icp/versions", json={"document": EXAMPLE, "note": "demo"})
     assert drafted.status_code == 201, drafted.text

@@ -8,9 +8,9 @@ reader's guide to this format.
 import re
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, ValidationError, model_validator
 
 from leadrelay.agreements import AgreementKind, DocumentError, all_of, unique_names
 from leadrelay.apikeys import Scope, Team
@@ -346,6 +346,23 @@ class IcpDocument(BaseModel):
     grades: Grades
     mql: MqlRule
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _pointers_without_union_tags(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        # Pydantic puts the criterion's `type` into an error's location (`fit/0/in/points`); the
+        # document has no such level, and a JSON pointer must name the field as written.
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            for error in errors:
+                location = error["loc"]
+                if len(location) > 3 and location[0] in ("fit", "disqualifiers") and location[2] in _TAGS:
+                    error["loc"] = (*location[:2], *location[3:])
+            raise ValidationError.from_exception_data(exc.title, errors) from None  # type: ignore[arg-type]
+
+
+_TAGS = frozenset({"in", "domain", "region", "contains_any", "flag", "exists", "bands", "keywords"})
 
 FIT_GRADES = ("A", "B", "C", "D")
 ENGAGEMENT_GRADES = (1, 2, 3, 4)
