@@ -1,6 +1,6 @@
 """Benchmark: the cost of evaluating one lead against an ICP, with a 200-criterion document and the demo ICP.
 
-Run: .venv/bin/python bench/scoring.py [--leads 20000] [--batch 500] [--seed 7]
+Run: .venv/bin/python bench/icp_scoring.py [--leads 20000] [--batch 500] [--seed 7]
 It compiles each document once, builds synthetic leads (varied titles, industries, countries, sizes,
 technologies and zero to six engagements each, so the per-value outcome caches miss as they would on
 real traffic), evaluates every lead in batches and prints the median per-lead cost of the batches
@@ -19,13 +19,10 @@ from typing import Any
 
 import yaml
 
-# This file's folder comes first on sys.path, where its own name would hide the `scoring` package.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
-
-from leadrelay.stages import ActivityType  # noqa: E402
-from scoring.icp.document import IcpDocument, check  # noqa: E402
-from scoring.icp.engine import CompiledIcp, Engagement, compile_icp  # noqa: E402
-from scoring.icp.regions import REGIONS  # noqa: E402
+from leadrelay.stages import ActivityType
+from scoring.icp.document import IcpDocument, check
+from scoring.icp.engine import CompiledIcp, Engagement, compile_icp
+from scoring.icp.regions import REGIONS
 
 DEMO_ICP = Path(__file__).resolve().parent.parent / "deploy" / "demo" / "icp.yaml"
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
