@@ -1,6 +1,7 @@
 """The ICP engine, table by table: every criterion type, decay, bands, grades, the MQL rule and disqualifiers."""
 
 import copy
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -301,3 +302,30 @@ def test_compiled_icp_does_not_share_state_with_the_document_it_came_from() -> N
     compiled = compile_icp(IcpDocument.model_validate(document), version="2")
     document["fit"].clear()
     assert compiled.evaluate({"company": "AE"}, [], now=NOW).fit == 10
+
+
+def test_decide_agrees_with_evaluate_on_varied_leads() -> None:
+    rng = random.Random(8)
+    compiled = compile_icp(IcpDocument.model_validate(EXAMPLE), version="1")
+    titles = ["CTO", "VP Sales", "Head of Marketing", "Developer", "Student", "Looking for work", None]
+    for _ in range(3000):
+        facts = {
+            "job_title": rng.choice(titles),
+            "industry": rng.choice(["software", "retail", None]),
+            "employees": rng.choice([None, 40, 150, 450, 2000, 9000]),
+            "country": rng.choice(["GB", "DE", "FR", "US", None]),
+            "source": rng.choice(["referral", "webinar"]),
+            "company": rng.choice(["AE", None]),
+            "email_domain": rng.choice(["a.example", "x.rival.example"]),
+            "email_free_mail": rng.random() < 0.2,
+            "attributes": {"technologies": rng.choice(["", "hubspot", "slack"])},
+        }
+        engagements = [
+            Engagement(
+                ActivityType(rng.choice(list(EXAMPLE["engagement"]["points"]))),
+                NOW - timedelta(days=rng.uniform(-1, 60)),
+            )
+            for _ in range(rng.randint(0, 5))
+        ]
+        evaluated = compiled.evaluate(facts, engagements, now=NOW)
+        assert compiled.decide(facts, engagements, now=NOW) == (evaluated.grade, evaluated.mql)

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,7 +28,7 @@ from scoring.icp.document import ICP, IcpDocument
 from scoring.icp.engine import CompiledIcp, Engagement, Evaluation, compile_icp, default_icp
 from scoring.scores.models import LeadEngagement, LeadScore
 
-CHUNK = 1000
+CHUNK = 2000
 """Leads read per query, and their engagements in one more (rows as tuples, never ORM objects)."""
 SAMPLE = 50
 DEFAULT_DAYS, MAX_DAYS = 30, 365
@@ -115,20 +116,21 @@ class _Tally:
     flips: int = 0
     sample: list[Flip] = field(default_factory=list)
 
-    def add(self, lead_id: str, source: str, before: Evaluation, after: Evaluation) -> None:
+    def add(self, source: str, before: tuple[str, bool], after: tuple[str, bool]) -> bool:
+        """Count one lead's decisions; whether its MQL decision flips."""
         self.leads += 1
-        self.before[before.grade] += 1
-        self.after[after.grade] += 1
-        self.mql_before += before.mql
-        self.mql_after += after.mql
+        self.before[before[0]] += 1
+        self.after[after[0]] += 1
+        self.mql_before += before[1]
+        self.mql_after += after[1]
         counts = self.sources.setdefault(source, [0, 0, 0])
         counts[0] += 1
-        counts[1] += before.mql
-        counts[2] += after.mql
-        if before.mql != after.mql:
-            self.flips += 1
-            if len(self.sample) < SAMPLE:
-                self.sample.append(_flip(lead_id, source, before, after))
+        counts[1] += before[1]
+        counts[2] += after[1]
+        if before[1] == after[1]:
+            return False
+        self.flips += 1
+        return True
 
 
 def _flip(lead_id: str, source: str, before: Evaluation, after: Evaluation) -> Flip:
@@ -168,9 +170,10 @@ async def preview(*, session: AsyncSession, version: int, days: int, now: dateti
     since = now - timedelta(days=days)
     tally = _Tally()
     after_id = ""
+    connection = await session.connection()  # Core rows: no ORM identity map for 100,000 leads
     while True:
         rows = (
-            await session.exec(
+            await connection.execute(
                 select(col(LeadScore.lead_id), col(LeadScore.source), col(LeadScore.facts))
                 .where(col(LeadScore.received_at) >= since, col(LeadScore.lead_id) > after_id)
                 .order_by(col(LeadScore.lead_id))
@@ -180,7 +183,7 @@ async def preview(*, session: AsyncSession, version: int, days: int, now: dateti
         if not rows:
             break
         after_id = rows[-1][0]
-        engagements = await _engagements_of(session, [lead_id for lead_id, _, _ in rows])
+        engagements = await _engagements_of(connection, [lead_id for lead_id, _, _ in rows])
         # Evaluating a chunk is CPU work: off the event loop, so the service keeps answering meanwhile.
         await asyncio.to_thread(_score_chunk, tally, rows, engagements, active, candidate, now)
     return IcpPreview(
@@ -210,9 +213,9 @@ def _compiled(document: dict[str, Any], version: str) -> CompiledIcp | None:
         return None
 
 
-async def _engagements_of(session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, list[Engagement]]:
+async def _engagements_of(connection: AsyncConnection, lead_ids: Sequence[str]) -> dict[str, list[Engagement]]:
     rows = (
-        await session.exec(
+        await connection.execute(
             select(col(LeadEngagement.lead_id), col(LeadEngagement.activity), col(LeadEngagement.occurred_at)).where(
                 col(LeadEngagement.lead_id).in_(lead_ids)
             )
@@ -234,13 +237,12 @@ def _score_chunk(
     now: datetime,
 ) -> None:
     for lead_id, source, facts in rows:
-        done = engagements.get(lead_id, [])
-        tally.add(
-            lead_id,
-            source,
-            active.evaluate(facts, done, now=now),
-            candidate.evaluate(facts, done, now=now),
-        )
+        done = engagements.get(lead_id, ())
+        flipped = tally.add(source, active.decide(facts, done, now=now), candidate.decide(facts, done, now=now))
+        if flipped and len(tally.sample) < SAMPLE:
+            # Only a sampled flip needs the explanations, to name the criteria that changed.
+            before, after = active.evaluate(facts, done, now=now), candidate.evaluate(facts, done, now=now)
+            tally.sample.append(_flip(lead_id, source, before, after))
 
 
 router = APIRouter(prefix="/v1/icp", tags=["icp"])
