@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from leadrelay.events import CriterionKind
+from leadrelay.events import CriterionKind, ScoreCriterion
 from leadrelay.stages import ActivityType
 from scoring.icp.document import EXAMPLE, IcpDocument, check
 from scoring.icp.engine import (
@@ -329,3 +329,14 @@ def test_decide_agrees_with_evaluate_on_varied_leads() -> None:
         ]
         evaluated = compiled.evaluate(facts, engagements, now=NOW)
         assert compiled.decide(facts, engagements, now=NOW) == (evaluated.grade, evaluated.mql)
+
+
+def test_criteria_built_without_validation_equal_validated_ones() -> None:
+    compiled = compile_icp(IcpDocument.model_validate(EXAMPLE), version="1")
+    result = compiled.evaluate(
+        {"job_title": "CTO", "employees": 300}, [Engagement(ActivityType.EMAIL_CLICKED, NOW)], now=NOW
+    )
+    for criterion in result.criteria:
+        validated = ScoreCriterion.model_validate(criterion.model_dump())
+        assert (criterion, criterion.model_dump_json()) == (validated, validated.model_dump_json())
+        assert criterion.model_fields_set == validated.model_fields_set
