@@ -53,7 +53,6 @@ SECONDS_PER_DAY = 86_400.0
 MAX_REASON = 500
 
 Facts = Mapping[str, Any]
-Getter = Callable[[Facts], Any]
 Test = Callable[[Any], tuple[bool, str]]
 """Reads a value: whether it matches, and a short reason either way."""
 
@@ -159,17 +158,20 @@ def _capped(total: int, cap: int) -> ScoreCriterion:
 
 
 CACHE_SIZE = 512
-"""Outcomes each criterion remembers by value (most lead fields take few values: countries, sizes, titles)."""
+"""Outcomes each criterion remembers by value, the first seen (common values come early: countries, sizes, titles).
+
+Once full it remembers no more rather than forget: evicting would rebuild the same outcomes over
+and over on fields with many distinct values, where remembering cannot help anyway.
+"""
 
 T = TypeVar("T")
 
 
-def _remembered(get: Getter, outcome: Callable[[Any], T]) -> Callable[[Facts], T]:
-    """`outcome(get(facts))`, remembered per value: building a criterion costs more than finding it again."""
+def _remembered(path: str, outcome: Callable[[Any], T]) -> Callable[[Facts], T]:
+    """`outcome(value of path)`, remembered per value: building a criterion costs more than finding it again."""
     seen: dict[tuple[type, Any], T] = {}
 
-    def run(facts: Facts) -> T:
-        value = get(facts)
+    def decided(value: Any) -> T:
         key = (value.__class__, value)
         try:
             known = seen.get(key)
@@ -178,12 +180,30 @@ def _remembered(get: Getter, outcome: Callable[[Any], T]) -> Callable[[Facts], T
         if known is not None:
             return known
         result = outcome(value)
-        if len(seen) >= CACHE_SIZE:
-            seen.clear()
-        seen[key] = result
+        if len(seen) < CACHE_SIZE:
+            seen[key] = result
         return result
 
-    return run
+    head, _, rest = path.partition(".")
+    if rest and head in ("attributes", "account"):
+
+        def nested(facts: Facts) -> T:
+            inner = facts.get(head)
+            return decided(inner.get(rest) if isinstance(inner, dict) else None)
+
+        return nested
+
+    def top_level(facts: Facts) -> T:
+        # The common case inlined: one call per criterion and lead.
+        value = facts.get(path)
+        key = (value.__class__, value)
+        try:
+            known = seen.get(key)
+        except TypeError:
+            return outcome(value)
+        return known if known is not None else decided(value)
+
+    return top_level
 
 
 @dataclass(frozen=True)
@@ -341,18 +361,6 @@ def compile_icp(document: IcpDocument, *, version: str) -> CompiledIcp:
     )
 
 
-def _getter(path: str) -> Getter:
-    head, _, rest = path.partition(".")
-    if rest and head in ("attributes", "account"):
-
-        def nested(facts: Facts) -> Any:
-            inner = facts.get(head)
-            return inner.get(rest) if isinstance(inner, dict) else None
-
-        return nested
-    return lambda facts: facts.get(path)
-
-
 def _missing(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == {}
 
@@ -362,9 +370,12 @@ def _show(value: Any) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
+_SEQUENCES = (list, tuple, set)
+
+
 def _items(value: Any) -> list[str]:
     """A list value, or a comma-separated text, as case-folded items."""
-    if isinstance(value, list | tuple | set):
+    if isinstance(value, _SEQUENCES):
         return [str(item).strip().casefold() for item in value]
     return [item.strip().casefold() for item in str(value).split(",")]
 
@@ -490,7 +501,7 @@ def _compile_fit(criterion: Any) -> Callable[[Facts], ScoreCriterion]:
                     return scored(points, f"{path} {value:g} in band {span}")
             return scored(0, f"{path} {value:g} in no band")
 
-        return _remembered(_getter(path), banded)
+        return _remembered(path, banded)
     if isinstance(criterion, KeywordsCriterion):
         groups = tuple((group.label, group.points, _words_pattern(tuple(group.words))) for group in criterion.groups)
 
@@ -504,14 +515,14 @@ def _compile_fit(criterion: Any) -> Callable[[Facts], ScoreCriterion]:
                     return scored(points, f"{path} {label} ({found.group(0).lower()!r})")
             return scored(0, f"{path} {_show(text)} matches no group")
 
-        return _remembered(_getter(path), keywords)
+        return _remembered(path, keywords)
     test, points = _compile_test(criterion, path), criterion.points
 
     def tested(value: Any) -> ScoreCriterion:
         hit, reason = test(value)
         return scored(points if hit else 0, reason)
 
-    return _remembered(_getter(path), tested)
+    return _remembered(path, tested)
 
 
 def _compile_disqualifier(item: Any) -> Callable[[Facts], tuple[ScoreCriterion, str | None]]:
@@ -523,7 +534,7 @@ def _compile_disqualifier(item: Any) -> Callable[[Facts], tuple[ScoreCriterion, 
             return _criterion(name, 0, reason, CriterionKind.DISQUALIFIER), f"{name}: {why or reason}"
         return _criterion(name, 0, f"not met ({reason})", CriterionKind.DISQUALIFIER), None
 
-    return _remembered(_getter(item.field), disqualifies)
+    return _remembered(item.field, disqualifies)
 
 
 def _span(low: int | None, high: int | None) -> str:
@@ -532,10 +543,13 @@ def _span(low: int | None, high: int | None) -> str:
     return f"{low}+" if high is None else f"{low}-{high}"
 
 
+_NUMBERS = (int, float)
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, _NUMBERS):
         return value
     try:
         return float(str(value).replace(",", "").strip())
