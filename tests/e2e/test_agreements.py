@@ -10,11 +10,13 @@ from leadrelay.testing import DEV_API_KEY, read_topic
 from tests.e2e.conftest import StackFactory
 
 ICP = {
-    "criteria": [
-        {"name": "target_country", "field": "country", "in": ["GB", "DE"], "points": 40},
-        {"name": "webinar", "field": "source", "equals": "webinar", "points": 40},
+    "fit": [
+        {"name": "target_country", "type": "region", "field": "country", "countries": ["GB", "DE"], "points": 40},
+        {"name": "webinar", "type": "in", "field": "source", "values": ["webinar"], "points": 40},
     ],
-    "mql_threshold": 60,
+    "engagement": {"points": {"demo_requested": 40}},
+    "grades": {"fit": {"A": 80, "B": 60, "C": 40}, "engagement": {"1": 40, "2": 20, "3": 5}},
+    "mql": {"any": [{"name": "good_fit", "fit_at_least": "B"}]},
 }
 
 
@@ -68,12 +70,15 @@ async def test_demo_keys_co_sign_the_icp_and_a_new_version_supersedes_it(
         ]
         assert versions[1]["history"][-1]["name"] == "demo-sales"
 
-        bad = {**ICP, "criteria": [{**ICP["criteria"][0], "points": 101}, ICP["criteria"][1]]}
+        bad = {**ICP, "fit": [{**ICP["fit"][0], "points": 1001}, ICP["fit"][1]]}
         refused = await dev.post("/v1/icp/versions", json={"document": bad})
         assert (refused.status_code, refused.headers["content-type"]) == (422, "application/problem+json")
-        assert [error["pointer"] for error in refused.json()["errors"]] == ["/document/criteria/0/points"]
-        unreachable = await dev.post("/v1/icp/versions", json={"document": {**ICP, "mql_threshold": 90}})
-        assert [error["pointer"] for error in unreachable.json()["errors"]] == ["/document/mql_threshold"]
+        assert [error["pointer"] for error in refused.json()["errors"]] == ["/document/fit/0/points"]
+        unreachable = {**ICP, "grades": {**ICP["grades"], "fit": {"A": 90, "B": 85, "C": 40}}}
+        unreachable_answer = await dev.post("/v1/icp/versions", json={"document": unreachable})
+        assert [error["pointer"] for error in unreachable_answer.json()["errors"]] == [
+            "/document/mql/any/0/fit_at_least"
+        ]
 
         audit = (await dev.get("/v1/audit", params={"limit": 50})).json()["entries"]
         assert [(entry["action"], entry["target"], entry["actor_team"]) for entry in reversed(audit)] == [

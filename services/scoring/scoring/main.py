@@ -9,6 +9,7 @@ from leadrelay.agreements import agreement_router
 from leadrelay.service import ServiceSpec, create_service_app
 from scoring.config import ScoringSettings, get_settings
 from scoring.icp.document import ICP
+from scoring.icp.preview import router as icp_preview_router
 from scoring.scores.handlers import handlers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -22,7 +23,7 @@ def create_app(settings: ScoringSettings | None = None, registry: CollectorRegis
         description="Scores leads against the Ideal Customer Profile and explains every score.",
         migrations_dir=MIGRATIONS_DIR,
         handlers=handlers(settings),
-        routers=[agreement_router(ICP)],
+        routers=[agreement_router(ICP), icp_preview_router],
         openapi_tags=[
             {
                 "name": "icp",

@@ -234,3 +234,56 @@ def reject(
             "POST", f"/v1/{kind}/versions/{version}/rejections", json={"reason": reason}
         )
     _emit_version(rejected, as_json, headline=f"Rejected {kind} version {version}")
+
+
+@app.command()
+def preview(
+    kind: KindArgument,
+    version: VersionArgument,
+    days: Annotated[int, typer.Option("--days", min=1, max=365, help="Leads received in the last DAYS days.")] = 30,
+    url: AgreementUrl = None,
+    key: KeyOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """What a version would change (icp only): MQLs, the A1-D4 matrix and sources, before and after; changes nothing."""
+    if kind is not Kind.ICP:
+        raise CliError(ExitCode.USAGE, f"only icp versions can be previewed, not {kind}")
+    with _owner(kind, url, key) as owner:
+        answer: dict[str, Any] = owner.json("POST", f"/v1/{kind}/versions/{version}/preview", params={"days": days})
+    if as_json:
+        output.emit_json(answer)
+        return
+    mql = answer["mql"]
+    output.stdout.print(
+        f"icp version {version} against {answer['compared_with']}: {answer['leads']} lead(s) of the last "
+        f"{answer['days']} days; MQLs {mql['before']} -> {mql['after']} ({mql['after'] - mql['before']:+d}); "
+        f"{answer['flips']} decision(s) flip",
+        markup=False,
+    )
+    before, after = answer["grades"]["before"], answer["grades"]["after"]
+    matrix = [
+        {"fit": fit, **{str(level): _shift(before[f"{fit}{level}"], after[f"{fit}{level}"]) for level in range(1, 5)}}
+        for fit in "ABCD"
+    ]
+    output.stdout.print(output.table(matrix, ("fit", "1", "2", "3", "4"), title="grades (before -> after)"))
+    sources = [{**row, "mql": _shift(row["mql_before"], row["mql_after"])} for row in answer["sources"]]
+    output.stdout.print(output.table(sources, ("source", "leads", "mql"), title="MQLs per source (before -> after)"))
+    if answer["sample"]:
+        flips = [
+            {
+                "lead_id": flip["lead_id"],
+                "source": flip["source"],
+                "before": f"{flip['before']['grade']} {'MQL' if flip['before']['mql'] else 'not MQL'}",
+                "after": f"{flip['after']['grade']} {'MQL' if flip['after']['mql'] else 'not MQL'}",
+                "criteria": [f"{c['criterion']} {c['before']} -> {c['after']}" for c in flip["criteria"]],
+                "why": flip["after"]["mql_reason"],
+            }
+            for flip in answer["sample"]
+        ]
+        title = f"decisions that flip ({len(flips)} of {answer['flips']})"
+        columns = ("lead_id", "source", "before", "after", "criteria", "why")
+        output.stdout.print(output.table(flips, columns, title=title))
+
+
+def _shift(before: int, after: int) -> str:
+    return str(before) if before == after else f"{before} -> {after}"
