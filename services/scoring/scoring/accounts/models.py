@@ -42,3 +42,5 @@ class AccountNameKey(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=40)
     account_id: str = Field(primary_key=True, max_length=100, index=True)
+    name_key: str = Field(max_length=300)
+    """The account's normalised name, here so candidates are compared without reading their accounts."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 from sqlalchemy import delete, insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -99,7 +99,9 @@ async def apply_changes(*, session: AsyncSession, changes: Sequence[AccountChang
                 setattr(row, name, value)
             session.add(row)
         domain_rows += [{"domain": domain, "account_id": account_id} for domain in domains]
-        key_rows += [{"key": block, "account_id": account_id} for block in sorted(normalise.blocking_keys(key))]
+        key_rows += [
+            {"key": block, "account_id": account_id, "name_key": key} for block in sorted(normalise.blocking_keys(key))
+        ]
     # The account's domains and keys are replaced whole: a domain the change dropped stops matching.
     for ids in _chunks(newest):
         await session.exec(delete(AccountDomain).where(col(AccountDomain.account_id).in_(ids)))
@@ -159,35 +161,36 @@ async def _accounts_by_id(session: AsyncSession, ids: Iterable[str]) -> dict[str
     return found
 
 
-async def _accounts_by_name(session: AsyncSession, keys: Iterable[str]) -> dict[str, list[BookAccount]]:
-    named: dict[str, list[BookAccount]] = defaultdict(list)
+async def _accounts_by_name(session: AsyncSession, keys: Iterable[str]) -> dict[str, str]:
+    """The lowest account id holding each normalised name."""
+    named: dict[str, str] = {}
     for chunk in _chunks(keys):
-        for row in await session.exec(select(BookAccount).where(col(BookAccount.name_key).in_(chunk))):
-            named[row.name_key].append(row)
+        statement = select(BookAccount.name_key, BookAccount.id).where(col(BookAccount.name_key).in_(chunk))
+        for key, account_id in await session.exec(statement):
+            named[key] = min(account_id, named.get(key, account_id))
     return named
 
 
-async def _accounts_by_block(session: AsyncSession, blocks: Iterable[str]) -> dict[str, list[BookAccount]]:
-    blocked: dict[str, list[BookAccount]] = defaultdict(list)
+async def _names_by_block(session: AsyncSession, blocks: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+    """(account id, normalised name) of the accounts under each blocking key."""
+    blocked: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for chunk in _chunks(blocks):
-        statement = (
-            select(AccountNameKey.key, BookAccount)
-            .join(BookAccount, col(BookAccount.id) == col(AccountNameKey.account_id))
-            .where(col(AccountNameKey.key).in_(chunk))
+        statement = select(AccountNameKey.key, AccountNameKey.account_id, AccountNameKey.name_key).where(
+            col(AccountNameKey.key).in_(chunk)
         )
-        for block, row in await session.exec(statement):
-            blocked[block].append(row)
+        for block, account_id, key in await session.exec(statement):
+            blocked[block].append((account_id, key))
     return blocked
 
 
-def _fuzzy_best(key: str, candidates: Iterable[BookAccount], threshold: float) -> tuple[BookAccount, float] | None:
-    best: tuple[BookAccount, float] | None = None
-    cutoff = threshold * 100
-    for row in {row.id: row for row in candidates}.values():
-        ratio = fuzz.token_sort_ratio(key, row.name_key, score_cutoff=cutoff)
-        if ratio and ratio >= cutoff and (best is None or (-ratio, row.id) < (-best[1], best[0].id)):
-            best = (row, ratio)
-    return best
+def _fuzzy_best(key: str, candidates: Iterable[tuple[str, str]], threshold: float) -> tuple[str, float] | None:
+    """The most similar account (the lowest id among equals) at or above the threshold, and its ratio."""
+    names = dict(sorted(candidates))
+    best = process.extractOne(key, names, scorer=fuzz.token_sort_ratio, score_cutoff=threshold * 100)
+    if best is None:
+        return None
+    _, ratio, account_id = best
+    return account_id, ratio
 
 
 def _fields(row: BookAccount) -> dict[str, Any]:
@@ -208,8 +211,8 @@ async def match_many(
 ) -> list[MatchedAccount | None]:
     """Each lead's account, in order: domain first (never a free-mail domain), then company name.
 
-    The whole batch takes one query for its domains, one for exact names and one for fuzzy
-    candidates (plus one to read the accounts matched by domain), whatever the book's size.
+    The whole batch takes one query for its domains, one for exact names, one for fuzzy candidates
+    and one to read the matched accounts, whatever the book's size.
     """
     wanted = [_lead_domains(lead) for lead in leads]
     holders = await _accounts_by_domain(session, (domain for domains in wanted for domain, _, _ in domains))
@@ -221,8 +224,6 @@ async def match_many(
             for account_id in holders.get(domain, ())
         ]
         found.append(min(candidates, key=_Candidate.order) if candidates else None)
-    accounts = await _accounts_by_id(session, (candidate.account_id for candidate in found if candidate))
-
     name_keys = {
         index: normalise.name_key(lead.company)
         for index, lead in enumerate(leads)
@@ -231,24 +232,26 @@ async def match_many(
     name_keys = {index: key for index, key in name_keys.items() if key}
     named = await _accounts_by_name(session, name_keys.values())
     for index, key in name_keys.items():
-        if named.get(key):
-            row = min(named[key], key=lambda account: account.id)
-            accounts[row.id] = row
-            found[index] = _Candidate(account_id=row.id, method=MatchMethod.NAME, confidence=NAME_CONFIDENCE, rank=0)
+        if key in named:
+            found[index] = _Candidate(
+                account_id=named[key], method=MatchMethod.NAME, confidence=NAME_CONFIDENCE, rank=0
+            )
 
     fuzzy_keys = {index: key for index, key in name_keys.items() if found[index] is None}
     lead_blocks = {index: normalise.blocking_keys(key) for index, key in fuzzy_keys.items()}
-    blocked = await _accounts_by_block(session, (block for blocks in lead_blocks.values() for block in blocks))
+    blocked = await _names_by_block(session, (block for blocks in lead_blocks.values() for block in blocks))
     for index, key in fuzzy_keys.items():
-        rows = (row for block in lead_blocks[index] for row in blocked.get(block, ()))
-        best = _fuzzy_best(key, rows, fuzzy_threshold)
+        near = (candidate for block in lead_blocks[index] for candidate in blocked.get(block, ()))
+        best = _fuzzy_best(key, near, fuzzy_threshold)
         if best is not None:
-            row, ratio = best
-            accounts[row.id] = row
+            account_id, ratio = best
             # Scaled by the exact-name confidence, so a near miss never ranks above an exact name.
             confidence = round(NAME_CONFIDENCE * ratio / 100, 4)
-            found[index] = _Candidate(account_id=row.id, method=MatchMethod.FUZZY_NAME, confidence=confidence, rank=0)
+            found[index] = _Candidate(
+                account_id=account_id, method=MatchMethod.FUZZY_NAME, confidence=confidence, rank=0
+            )
 
+    accounts = await _accounts_by_id(session, (candidate.account_id for candidate in found if candidate))
     matched: list[MatchedAccount | None] = []
     for candidate in found:
         account = accounts.get(candidate.account_id) if candidate else None

@@ -1,8 +1,8 @@
 """account book
 
-Revision ID: 8c9dc34fa714
+Revision ID: 323cdba0d14c
 Revises: 5828aedf8c01
-Create Date: 2026-11-27 16:35:58.224272
+Create Date: 2026-11-27 16:41:02.786939
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 
-revision: str = '8c9dc34fa714'
+revision: str = '323cdba0d14c'
 down_revision: str | None = '5828aedf8c01'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -49,6 +49,7 @@ def upgrade() -> None:
     op.create_table('account_name_key',
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
     sa.Column('account_id', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('name_key', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
     sa.PrimaryKeyConstraint('key', 'account_id')
     )
     with op.batch_alter_table('account_name_key', schema=None) as batch_op:
