@@ -184,6 +184,28 @@ async def test_without_versions_the_later_change_wins(sessions: SessionFactory) 
     assert by_later.fields["name"] == "Laterco"
 
 
+async def test_without_versions_a_late_earlier_change_changes_nothing(sessions: SessionFactory) -> None:
+    later = _account("acc-1", "Laterco", "later.example", version=None, changed_at=CHANGED_AT + timedelta(minutes=1))
+    await _apply(sessions, [later])
+    await _apply(sessions, [_account("acc-1", "Firstco", "first.example", version=None)])
+
+    by_first, by_later = await _match(sessions, [_lead("a@first.example"), _lead("b@later.example")])
+
+    assert by_first is None
+    assert by_later is not None
+    assert by_later.fields["name"] == "Laterco"
+
+
+async def test_a_long_name_full_of_ampersands_is_stored(sessions: SessionFactory) -> None:
+    name = "A & " * 74 + "Co"  # 298 characters whose key is longer than 300
+    await _apply(sessions, [_account("acc-1", name, "amp.example")])
+
+    (matched,) = await _match(sessions, [_lead("a@amp.example")])
+
+    assert matched is not None
+    assert matched.fields["name"] == name
+
+
 async def test_a_dropped_domain_and_an_old_name_stop_matching(sessions: SessionFactory) -> None:
     await _apply(sessions, [_account("acc-1", "Oldname Ltd", "keep.example", "drop.example", version=1)])
     await _apply(sessions, [_account("acc-1", "Newname Ltd", "keep.example", version=2)])

@@ -5,6 +5,8 @@ from datetime import datetime
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
+NAME_KEY_LENGTH = 300
+
 
 class BookAccount(SQLModel, table=True):
     """An account as the newest account.changed described it."""
@@ -13,7 +15,7 @@ class BookAccount(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=100)
     name: str = Field(max_length=300)
-    name_key: str = Field(max_length=300, index=True)
+    name_key: str = Field(max_length=NAME_KEY_LENGTH, index=True)
     """The name normalised (`scoring.accounts.normalise.name_key`): exact name matches look it up."""
     domains: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     industry: str | None = Field(default=None, max_length=100)
@@ -42,5 +44,5 @@ class AccountNameKey(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=40)
     account_id: str = Field(primary_key=True, max_length=100, index=True)
-    name_key: str = Field(max_length=300)
+    name_key: str = Field(max_length=NAME_KEY_LENGTH)
     """The account's normalised name, here so candidates are compared without reading their accounts."""

@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.events import AccountChanged, AccountMatch, LeadReceived, MatchMethod
 from scoring.accounts import normalise
-from scoring.accounts.models import AccountDomain, AccountNameKey, BookAccount
+from scoring.accounts.models import NAME_KEY_LENGTH, AccountDomain, AccountNameKey, BookAccount
 
 DOMAIN_CONFIDENCE = 1.0
 SUBDOMAIN_CONFIDENCE = 0.95
@@ -77,7 +77,8 @@ async def apply_changes(*, session: AsyncSession, changes: Sequence[AccountChang
     domain_rows, key_rows = [], []
     for account_id, change in newest.items():
         domains = _account_domains(change)
-        key = normalise.name_key(change.name)
+        # "&" reads as " and ", so a key can outgrow its name; the column holds what the name's could.
+        key = normalise.name_key(change.name)[:NAME_KEY_LENGTH]
         values: dict[str, Any] = {
             "name": change.name,
             "name_key": key,
