@@ -26,8 +26,8 @@ _SECOND_LEVEL = frozenset(
     {"ac", "co", "com", "edu", "gob", "gov", "govt", "ltd", "net", "ne", "or", "org", "plc", "sch"}
 )
 
-FIRST_TOKEN_KEY_LENGTH = 12
-"""Fuzzy blocking looks at this many leading characters of a name's first word."""
+BLOCKING_PREFIX = 10
+"""Fuzzy blocking looks at this many leading letters of a normalised name, spaces left out."""
 
 
 def name_key(name: str) -> str:
@@ -45,17 +45,18 @@ def name_key(name: str) -> str:
 
 
 def blocking_keys(key: str) -> set[str]:
-    """Fuzzy candidates' keys: the name's first word and each spelling of it with one letter left out.
+    """Fuzzy candidates' keys: the name's first letters and each spelling of them with one letter left out.
 
-    Two first words one typo apart (an extra, a missing or a changed letter) always share a key, and
-    a key is as specific as a word, so a bigger book does not make the candidate lists longer.
+    Two names whose first letters are one typo apart (a letter added, missing, changed or two
+    swapped) always share a key, and a key is nearly as specific as a name, so a bigger book does
+    not make the candidate lists longer. Spaces are left out, so "Face Book" meets "Facebook".
     """
-    if not key:
+    prefix = key.replace(" ", "")[:BLOCKING_PREFIX]
+    if not prefix:
         return set()
-    word = key.split(" ", 1)[0][:FIRST_TOKEN_KEY_LENGTH]
-    keys = {word}
-    if len(word) > 2:
-        keys.update(word[:index] + word[index + 1 :] for index in range(len(word)))
+    keys = {prefix}
+    if len(prefix) > 2:
+        keys.update(prefix[:index] + prefix[index + 1 :] for index in range(len(prefix)))
     return keys
 
 

@@ -154,11 +154,17 @@ async def _accounts_by_domain(session: AsyncSession, domains: Iterable[str]) -> 
     return holders
 
 
-async def _accounts_by_id(session: AsyncSession, ids: Iterable[str]) -> dict[str, BookAccount]:
-    found: dict[str, BookAccount] = {}
+_FIELDS = ("name", "domains", "industry", "employees", "annual_revenue", "country", "owner_rep_id", "crm_id")
+
+
+async def _fields_by_id(session: AsyncSession, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The matched accounts' fields, read as plain rows: no ORM state is built for a read-only answer."""
+    columns = [getattr(BookAccount, name) for name in _FIELDS]
+    found: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(ids):
-        rows = await session.exec(select(BookAccount).where(col(BookAccount.id).in_(chunk)))
-        found.update((row.id, row) for row in rows)
+        statement = select(BookAccount.id, *columns).where(col(BookAccount.id).in_(chunk))
+        for account_id, *values in await session.exec(statement):
+            found[account_id] = dict(zip(_FIELDS, values, strict=True))
     return found
 
 
@@ -192,19 +198,6 @@ def _fuzzy_best(key: str, candidates: Iterable[tuple[str, str]], threshold: floa
         return None
     _, ratio, account_id = best
     return account_id, ratio
-
-
-def _fields(row: BookAccount) -> dict[str, Any]:
-    return {
-        "name": row.name,
-        "domains": list(row.domains),
-        "industry": row.industry,
-        "employees": row.employees,
-        "annual_revenue": row.annual_revenue,
-        "country": row.country,
-        "owner_rep_id": row.owner_rep_id,
-        "crm_id": row.crm_id,
-    }
 
 
 async def match_many(
@@ -252,20 +245,20 @@ async def match_many(
                 account_id=account_id, method=MatchMethod.FUZZY_NAME, confidence=confidence, rank=0
             )
 
-    accounts = await _accounts_by_id(session, (candidate.account_id for candidate in found if candidate))
+    accounts = await _fields_by_id(session, (candidate.account_id for candidate in found if candidate))
     matched: list[MatchedAccount | None] = []
     for candidate in found:
-        account = accounts.get(candidate.account_id) if candidate else None
-        if candidate is None or account is None:
+        fields = accounts.get(candidate.account_id) if candidate else None
+        if candidate is None or fields is None:
             matched.append(None)
             continue
         match = AccountMatch(
-            account_id=account.id,
+            account_id=candidate.account_id,
             method=candidate.method,
             confidence=candidate.confidence,
-            owner_rep_id=account.owner_rep_id,
+            owner_rep_id=fields["owner_rep_id"],
         )
-        matched.append(MatchedAccount(match=match, fields=_fields(account)))
+        matched.append(MatchedAccount(match=match, fields=fields))
     return matched
 
 
