@@ -323,6 +323,8 @@ def test_no_account_enriches_nothing() -> None:
         ("Ben & Jerry's", "ben and jerrys"),
         ("Johnson and Johnson", "johnson and johnson"),
         ("Company", "company"),
+        ("ÖKO-Strom GmbH", "oko strom"),
+        ("Ромашка", "ромашка"),
         ("Co-operative Bank", "co operative bank"),
     ],
 )

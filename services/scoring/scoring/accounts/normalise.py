@@ -18,7 +18,7 @@ LEGAL_SUFFIXES = frozenset(
 _JOINERS = frozenset({"and", "und", "et"})
 # Apostrophes and dots join what they separate ("McDonald's", "S.A."); other punctuation separates words.
 _JOINING = re.compile("['\u2019.]")
-_SEPARATING = re.compile(r"[^0-9a-z]+")
+_SEPARATING = re.compile(r"[\W_]+")  # letters of every script stay: "Ромашка" is a name too
 
 # Second-level labels under which country registries hand out names ("acme.co.uk"): the registrable
 # part is then three labels, so matching never climbs from "acme.co.uk" to "co.uk".
