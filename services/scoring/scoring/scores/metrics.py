@@ -14,6 +14,7 @@ class ScoringMetrics:
     """Counters and gauges of one scoring process, in the app's registry."""
 
     def __init__(self, registry: CollectorRegistry, *, sources: Iterable[str]) -> None:
+        self.registry = registry
         self._sources = frozenset(sources)
         self.leads_scored_total = Counter(
             "leadrelay_leads_scored_total",

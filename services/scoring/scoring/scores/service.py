@@ -147,15 +147,16 @@ async def record_activities(
     icp: CompiledIcp,
     now: datetime | None = None,
 ) -> list[Scored]:
-    """Store rep stages and engagements (once per event id), then re-score each engaged lead once.
+    """Store rep stages and engagements (once per event id), then re-score each lead with a new engagement once.
 
     `activities` are (event id, activity) in the order they happened. An engagement of a lead not
     seen yet is stored, and counts when the lead arrives; a rep's stage of an unseen lead is dropped.
     """
     now = now or utcnow()
-    engaged_ids = list(dict.fromkeys(a.lead_id for _, a in activities if a.activity.is_engagement))
     staged = {a.lead_id: a.stage for _, a in activities if not a.activity.is_engagement and a.stage is not None}
-    await _store_engagements(session, [(event_id, a) for event_id, a in activities if a.activity.is_engagement])
+    engaged_ids = await _store_engagements(
+        session, [(event_id, a) for event_id, a in activities if a.activity.is_engagement]
+    )
     stored = await _locked_scores(session, list(dict.fromkeys([*staged, *engaged_ids])))
     for lead_id, stage in staged.items():
         if lead_id in stored:
@@ -291,11 +292,11 @@ async def _engagements(session: AsyncSession, lead_ids: Sequence[str]) -> dict[s
     return grouped
 
 
-async def _store_engagements(session: AsyncSession, engagements: Sequence[tuple[str, LeadActivity]]) -> None:
-    # Keyed by event id: a redelivered event (even in another batch) is stored once.
+async def _store_engagements(session: AsyncSession, engagements: Sequence[tuple[str, LeadActivity]]) -> list[str]:
+    """Store engagements not stored before (keyed by event id); the leads that have a new one, in order."""
     wanted = dict(engagements)
     if not wanted:
-        return
+        return []
     statement = select(LeadEngagement.event_id).where(col(LeadEngagement.event_id).in_(list(wanted)))
     seen = set((await session.exec(statement)).all())
     rows = [
@@ -310,3 +311,4 @@ async def _store_engagements(session: AsyncSession, engagements: Sequence[tuple[
     ]
     if rows:
         await (await session.connection()).execute(insert(LeadEngagement), rows)
+    return list(dict.fromkeys(str(row["lead_id"]) for row in rows))
