@@ -8,7 +8,7 @@ import httpx
 from leadrelay.apikeys import DEFAULT_DEMO_MARKETING_KEY, DEFAULT_DEMO_SALES_KEY
 from leadrelay.broker import EmbeddedBroker
 from leadrelay.events import LeadActivity, LeadScored, Topic, parse_as
-from leadrelay.testing import Stack, metric_value, produce, read_to_end, wait_until
+from leadrelay.testing import DEV_API_KEY, Stack, metric_value, produce, read_to_end, wait_until
 from tests.e2e.conftest import StackFactory
 
 
@@ -27,22 +27,22 @@ FIT_ALONE = _icp({"name": "fit", "fit_at_least": "A"})
 
 
 async def _sign(stack: Stack, document: dict[str, Any]) -> int:
-    """Draft an ICP version (marketing) and have marketing and sales approve it; returns the active version."""
-    url = stack["scoring"].url
+    """Draft an ICP version (ops) and have marketing and sales approve it; returns the version, now active."""
     for key in (DEFAULT_DEMO_MARKETING_KEY, DEFAULT_DEMO_SALES_KEY):
         await stack.wait_key_known("scoring", key)
-    headers = {key: {"Authorization": f"Bearer {key}"} for key in (DEFAULT_DEMO_MARKETING_KEY, DEFAULT_DEMO_SALES_KEY)}
-    async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
-        drafted = await client.post(
-            "/v1/icp/versions", json={"document": document}, headers=headers[DEFAULT_DEMO_MARKETING_KEY]
-        )
+    async with httpx.AsyncClient(base_url=stack["scoring"].url, timeout=10.0) as client:
+        drafted = await client.post("/v1/icp/versions", json={"document": document}, headers=_auth(DEV_API_KEY))
         assert drafted.status_code == 201, drafted.text
         version: int = drafted.json()["version"]
         for key in (DEFAULT_DEMO_MARKETING_KEY, DEFAULT_DEMO_SALES_KEY):
-            approved = await client.post(f"/v1/icp/versions/{version}/approvals", headers=headers[key])
+            approved = await client.post(f"/v1/icp/versions/{version}/approvals", headers=_auth(key))
             assert approved.status_code == 200, approved.text
         assert approved.json()["status"] == "active"
     return version
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 async def _scores(broker: EmbeddedBroker, lead_id: str) -> list[LeadScored]:
