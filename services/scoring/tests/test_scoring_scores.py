@@ -1,6 +1,7 @@
 """The scores pipeline through its handlers: the active ICP, engagements, one MQL transition, re-scoring runs."""
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -8,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import text
 from sqlmodel import select
 
 from leadrelay.agreements.models import AgreementHead, AgreementVersion, VersionStatus
@@ -26,7 +28,7 @@ from leadrelay.events import (
 from leadrelay.outbox import OutboxMessage
 from leadrelay.runtime import ServiceRuntime
 from leadrelay.stages import ActivityType, LeadStage
-from leadrelay.testing import Storage, migrated
+from leadrelay.testing import Storage, migrated, wait_until
 from scoring.config import ScoringSettings
 from scoring.icp.document import ICP
 from scoring.icp.engine import DEFAULT_VERSION, CompiledIcp, Engagement, Evaluation
@@ -36,6 +38,8 @@ from scoring.scores.handlers import ScoringContext
 from scoring.scores.jobs import rescore_next_chunk
 from scoring.scores.metrics import ScoringMetrics
 from scoring.scores.models import LeadEngagement, LeadScore, RescoreRun
+
+DatabaseFactory = Callable[[str, str], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -291,3 +295,44 @@ async def test_an_activation_rescores_open_leads_in_chunks_and_a_newer_one_super
         current = await service.current_run(session)
     assert current is not None
     assert (current.icp_version, current.done) == (4, 2)
+
+
+BLOCKED_SESSIONS = text(
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+@pytest.mark.postgres
+async def test_racing_replicas_make_one_mql_transition(make_database: DatabaseFactory) -> None:
+    async with migrated(await make_database("postgres", "scoring"), MIGRATIONS_DIR) as storage:
+        context = _context()
+        context.icps = FixedIcps(versions={1: PointsIcp("1")})
+        await _handle(storage, handlers.on_lead_received, [_lead("lead-1")], context)
+        first_locked = asyncio.Event()
+
+        async def replica(activity: ActivityType, *, commit_late: bool) -> list[bool]:
+            async with storage.sessions() as session:
+                if not commit_late:
+                    await first_locked.wait()  # engage while the other replica holds the score
+                icp = await context.icps.active(session)
+                event = _activity("lead-1", activity)
+                scored = await service.record_activities(session=session, activities=[(event.id, event.data)], icp=icp)
+                if commit_late:
+                    first_locked.set()
+                    await wait_until(lambda: _someone_waits(storage), timeout=10, what="the other replica to wait")
+                await session.commit()
+                return [item.became_mql for item in scored]
+
+        results = await asyncio.gather(
+            replica(ActivityType.DEMO_REQUESTED, commit_late=True),
+            replica(ActivityType.WEBINAR_ATTENDED, commit_late=False),
+        )
+
+        assert results == [[True], [False]]
+        record = await _score(storage, "lead-1")
+        assert (record.mql, record.engagement) == (True, 60)
+
+
+async def _someone_waits(storage: Storage) -> bool:
+    async with storage.engine.connect() as connection:
+        return bool((await connection.execute(BLOCKED_SESSIONS)).scalar())
