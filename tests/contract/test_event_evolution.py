@@ -64,7 +64,10 @@ from router.main import create_app as create_router
 from scoring.config import ScoringSettings
 from scoring.main import MIGRATIONS_DIR as SCORING_MIGRATIONS
 from scoring.main import create_app as create_scoring
+from scoring.scores.handlers import ScoringContext
 from scoring.scores.handlers import handlers as scoring_handlers
+from scoring.scores.metrics import ScoringMetrics
+from scoring.scores.models import RescoreRun
 from sla_monitor.config import SlaMonitorSettings
 from sla_monitor.main import MIGRATIONS_DIR as SLA_MONITOR_MIGRATIONS
 from sla_monitor.main import create_app as create_sla_monitor
@@ -195,6 +198,16 @@ def published(expected_type: str) -> Check:
     return check
 
 
+async def scored(session: AsyncSession, event_type: str, event_id: str) -> None:
+    """Scoring's effect: a lead is scored, an ICP activation starts a re-scoring run; the rest stage nothing."""
+    if event_type == "lead.received":
+        await published("lead.scored")(session, event_type, event_id)
+    elif event_type == "agreement.activated":
+        assert [run.icp_version for run in (await session.exec(select(RescoreRun))).all()] == [3]
+    else:  # a rep's activity on a lead scoring has not seen, an account for the (stub) account book
+        assert (await session.exec(select(OutboxMessage))).all() == []
+
+
 async def read_model_changed(session: AsyncSession, event_type: str, event_id: str) -> None:
     """Intake's effect: the lead read model changed, and the event is on the lead's timeline."""
     lead = await session.get(Lead, LEAD_ID)
@@ -259,10 +272,10 @@ SERVICES = [
     ),
     Service(
         "scoring",
-        scoring_handlers(explicit(ScoringSettings)),
+        scoring_handlers(ScoringContext(explicit(ScoringSettings), ScoringMetrics(CollectorRegistry(), sources=[]))),
         SCORING_MIGRATIONS,
         seed_nothing,
-        published("lead.scored"),
+        scored,
     ),
     Service(
         "router",

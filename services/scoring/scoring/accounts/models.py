@@ -11,7 +11,7 @@ NAME_KEY_LENGTH = 300
 class BookAccount(SQLModel, table=True):
     """An account as the newest account.changed described it."""
 
-    __tablename__ = "account"
+    __tablename__ = "book_account"
 
     id: str = Field(primary_key=True, max_length=100)
     name: str = Field(max_length=300)
@@ -31,7 +31,7 @@ class BookAccount(SQLModel, table=True):
 class AccountDomain(SQLModel, table=True):
     """One domain of an account; a domain two accounts claim has a row for each."""
 
-    __tablename__ = "account_domain"
+    __tablename__ = "book_account_domain"
 
     domain: str = Field(primary_key=True, max_length=255)
     account_id: str = Field(primary_key=True, max_length=100, index=True)
@@ -40,7 +40,7 @@ class AccountDomain(SQLModel, table=True):
 class AccountNameKey(SQLModel, table=True):
     """One blocking key of an account's name: fuzzy matching compares a lead only with accounts sharing one."""
 
-    __tablename__ = "account_name_key"
+    __tablename__ = "book_account_name_key"
 
     key: str = Field(primary_key=True, max_length=40)
     account_id: str = Field(primary_key=True, max_length=100, index=True)

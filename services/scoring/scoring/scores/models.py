@@ -4,11 +4,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, BigInteger, Column, Integer
 from sqlmodel import Field, SQLModel
 
 from leadrelay.events import utcnow
 from leadrelay.stages import LeadStage, stage_column
+
+_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class LeadScore(SQLModel, table=True):
@@ -58,3 +60,26 @@ class LeadEngagement(SQLModel, table=True):
     activity: str = Field(max_length=30)
     """An `ActivityType` value."""
     occurred_at: datetime
+
+
+class RescoreRun(SQLModel, table=True):
+    """A re-scoring of open leads after an ICP version became active; its cursor makes it resumable.
+
+    Recorded in the transaction that handles agreement.activated; one run per version. A newer
+    activation supersedes an unfinished run (`finished_at` set, `superseded` true).
+    """
+
+    __tablename__ = "rescore_run"
+
+    id: int | None = Field(default=None, sa_column=Column(_ID, primary_key=True, autoincrement=True))
+    icp_version: int = Field(sa_column=Column(sa.Integer, nullable=False, unique=True))
+    started_at: datetime = Field(default_factory=utcnow)
+    received_since: datetime
+    """Leads received before this are left as they are (RESCORE_DAYS before the activation)."""
+    cursor: str | None = Field(default=None, max_length=36)
+    """The last lead id re-scored (keyset order)."""
+    total: int | None = None
+    """Leads to re-score, counted when the run starts."""
+    done: int = 0
+    finished_at: datetime | None = Field(default=None, index=True)
+    superseded: bool = False

@@ -1,73 +1,319 @@
-"""Placeholder ICP scoring; the ICP-agreement issue replaces `evaluate` with versioned, signed criteria."""
+"""Scores: each lead evaluated under the active ICP, with its account, engagements and MQL decision (made once).
 
-from collections.abc import Sequence
+Every function here reads the scores and engagements of a whole batch in one query each, and locks
+the scores it may change (in lead-id order, so the consumer and the re-scoring job never deadlock):
+the MQL transition of a lead happens once, whichever of them evaluates it first.
+"""
 
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
-from leadrelay.events import LeadReceived, ScoreCriterion, utcnow
-from leadrelay.stages import LeadStage
-from scoring.scores.models import LeadScore
-
-PLACEHOLDER_ICP_VERSION = "placeholder-1"
-FREE_MAIL_DOMAINS = frozenset(
-    {"gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com", "aol.com", "proton.me"}
+from leadrelay.agreements import service as agreements
+from leadrelay.agreements.models import AgreementHead
+from leadrelay.events import (
+    AccountMatch,
+    LeadActivity,
+    LeadReceived,
+    LeadScored,
+    MatchMethod,
+    ScoreCriterion,
+    ScoreTrigger,
+    utcnow,
 )
+from leadrelay.stages import SCORING_STAGES, ActivityType, LeadStage
+from scoring.accounts import service as accounts
+from scoring.icp.document import ICP, IcpDocument
+from scoring.icp.engine import CompiledIcp, Engagement, Evaluation, compile_icp, default_icp
+from scoring.scores.models import LeadEngagement, LeadScore, RescoreRun
+
+ICP_KIND = ICP.name
+T = TypeVar("T")
 
 
-def evaluate(lead: LeadReceived) -> list[ScoreCriterion]:
-    """Points per criterion of the placeholder ICP."""
-    domain = lead.email.rsplit("@", 1)[-1].lower()
-    business_email = domain not in FREE_MAIL_DOMAINS
-    return [
-        ScoreCriterion(
-            criterion="business_email",
-            points=30 if business_email else 0,
-            reason="email on a company domain" if business_email else "free-mail domain",
-        ),
-        ScoreCriterion(
-            criterion="company_known",
-            points=30 if lead.company else 0,
-            reason="company given" if lead.company else "no company",
-        ),
-        ScoreCriterion(
-            criterion="job_title_known",
-            points=20 if lead.job_title else 0,
-            reason="job title given" if lead.job_title else "no job title",
-        ),
-        ScoreCriterion(
-            criterion="reachable_by_phone",
-            points=20 if lead.phone else 0,
-            reason="phone given" if lead.phone else "no phone",
-        ),
-    ]
+class IcpVersions:
+    """The compiled ICPs of this process, one per version, compiled once.
+
+    The active version is read from the agreement head on every call (one primary-key read), so an
+    activation on any replica is seen by the others at their next batch.
+    """
+
+    def __init__(self) -> None:
+        self._compiled: dict[int, CompiledIcp] = {}
+        self._default = default_icp()
+
+    async def active(self, session: AsyncSession) -> CompiledIcp:
+        """The ICP in force now: the active version, or the default before any is signed."""
+        statement = select(AgreementHead.active_version).where(AgreementHead.kind == ICP_KIND)
+        version = (await session.exec(statement)).first()
+        return self._default if version is None else await self.version(session, version)
+
+    async def version(self, session: AsyncSession, version: int) -> CompiledIcp:
+        """One version, compiled on first use."""
+        compiled = self._compiled.get(version)
+        if compiled is None:
+            record = await agreements.get(session, kind=ICP_KIND, version=version)
+            if record is None:
+                raise LookupError(f"ICP version {version} does not exist")
+            document = IcpDocument.model_validate(record.version.document)
+            compiled = self._compiled[version] = compile_icp(document, version=str(version))
+        return compiled
 
 
-async def score(*, session: AsyncSession, lead: LeadReceived, mql_threshold: int) -> LeadScore:
-    """Score a lead and store the result (a re-driven lead is simply scored again)."""
-    (record,) = await score_many(session=session, leads=[lead], mql_threshold=mql_threshold)
-    return record
+@dataclass(frozen=True)
+class Scored:
+    """One lead's new score and what it means: the event to publish and whether it just became an MQL."""
 
+    record: LeadScore
+    evaluation: Evaluation
+    became_mql: bool
+    trigger: ScoreTrigger
 
-async def score_many(*, session: AsyncSession, leads: Sequence[LeadReceived], mql_threshold: int) -> list[LeadScore]:
-    """Score leads and store the results, reading the stored scores in one query; one result per lead, in order."""
-    ids = list({lead.lead_id for lead in leads})
-    stored = {
-        record.lead_id: record
-        for record in (await session.exec(select(LeadScore).where(col(LeadScore.lead_id).in_(ids)))).all()
-    }
-    records = []
-    for lead in leads:
-        explanation = evaluate(lead)
-        total = min(sum(criterion.points for criterion in explanation), 100)
-        stage = LeadStage.MQL if total >= mql_threshold else LeadStage.LEAD
-        record = stored.get(lead.lead_id) or LeadScore(
-            lead_id=lead.lead_id, score=total, stage=stage, icp_version=PLACEHOLDER_ICP_VERSION
+    def event(self) -> LeadScored:
+        """The lead.scored to publish."""
+        record = self.record
+        account = None
+        if record.account_id is not None and record.match_method is not None:
+            account = AccountMatch(
+                account_id=record.account_id,
+                method=MatchMethod(record.match_method),
+                confidence=record.match_confidence or 0.0,
+                owner_rep_id=(record.facts.get("account") or {}).get("owner_rep_id"),
+            )
+        return LeadScored(
+            lead_id=record.lead_id,
+            score=record.score,
+            stage=record.stage,
+            icp_version=record.icp_version,
+            explanation=[ScoreCriterion.model_validate(item) for item in record.explanation],
+            scored_at=record.scored_at,
+            lead=LeadReceived.model_validate(record.lead),
+            fit=record.fit,
+            engagement=record.engagement,
+            grade=record.grade,
+            mql=record.mql,
+            mql_reason=record.mql_reason,
+            became_mql=self.became_mql,
+            disqualified=record.disqualified,
+            account=account,
+            enriched_fields=list(record.enriched_fields),
+            trigger=self.trigger,
         )
-        stored[lead.lead_id] = record  # the same lead twice in a run: one row
-        record.score, record.stage, record.icp_version = total, stage, PLACEHOLDER_ICP_VERSION
-        record.explanation = [criterion.model_dump() for criterion in explanation]
-        record.scored_at = utcnow()
-        session.add(record)
-        records.append(record)
-    return records
+
+
+async def score_received(
+    *,
+    session: AsyncSession,
+    leads: Sequence[LeadReceived],
+    icp: CompiledIcp,
+    fuzzy_threshold: float = accounts.FUZZY_THRESHOLD,
+    now: datetime | None = None,
+) -> tuple[list[Scored], list[AccountMatch | None]]:
+    """Match, enrich, evaluate and store received leads, in order; a lead seen before is scored again.
+
+    Returns each lead's score and its account match (for the match metrics).
+    """
+    now = now or utcnow()
+    matched = await accounts.match_many(session=session, leads=leads, fuzzy_threshold=fuzzy_threshold)
+    ids = [lead.lead_id for lead in leads]
+    stored = await _locked_scores(session, ids)
+    engagements = await _engagements(session, ids)
+    results = []
+    for lead, account in zip(leads, matched, strict=True):
+        facts, enriched = accounts.enrich(lead.model_dump(mode="json"), account)
+        record = stored.get(lead.lead_id)
+        if record is None:
+            record = stored[lead.lead_id] = LeadScore(
+                lead_id=lead.lead_id, score=0, stage=LeadStage.LEAD, icp_version=icp.version
+            )
+        record.facts, record.enriched_fields = facts, enriched
+        record.lead = lead.model_dump(mode="json")
+        record.source, record.received_at = lead.source, lead.received_at
+        match = account.match if account else None
+        record.account_id = match.account_id if match else None
+        record.match_method = match.method.value if match else None
+        record.match_confidence = match.confidence if match else None
+        evaluation = icp.evaluate(facts, engagements.get(lead.lead_id, []), now=now)
+        results.append(_apply(session, record, icp, evaluation, ScoreTrigger.RECEIVED, now))
+    return results, [account.match if account else None for account in matched]
+
+
+async def record_activities(
+    *,
+    session: AsyncSession,
+    activities: Sequence[tuple[str, LeadActivity]],
+    icp: CompiledIcp,
+    now: datetime | None = None,
+) -> list[Scored]:
+    """Store rep stages and engagements (once per event id), then re-score each lead with a new engagement once.
+
+    `activities` are (event id, activity) in the order they happened. An engagement of a lead not
+    seen yet is stored, and counts when the lead arrives; a rep's stage of an unseen lead is dropped.
+    """
+    now = now or utcnow()
+    staged = {a.lead_id: a.stage for _, a in activities if not a.activity.is_engagement and a.stage is not None}
+    engaged_ids = await _store_engagements(
+        session, [(event_id, a) for event_id, a in activities if a.activity.is_engagement]
+    )
+    stored = await _locked_scores(session, list(dict.fromkeys([*staged, *engaged_ids])))
+    for lead_id, stage in staged.items():
+        if lead_id in stored:
+            stored[lead_id].stage = stage
+            session.add(stored[lead_id])
+    engaged = [lead_id for lead_id in engaged_ids if lead_id in stored]
+    engagements = await _engagements(session, engaged)
+    results = []
+    for lead_id in engaged:
+        record = stored[lead_id]
+        evaluation = icp.evaluate(record.facts, engagements.get(lead_id, []), now=now)
+        results.append(_apply(session, record, icp, evaluation, ScoreTrigger.ENGAGEMENT, now))
+    return results
+
+
+async def start_rescore_run(
+    *, session: AsyncSession, icp_version: int, days: int, now: datetime | None = None
+) -> RescoreRun | None:
+    """Record the re-scoring of open leads under a newly active version; unfinished older runs are superseded.
+
+    None when this version already has a run (the activation was seen before).
+    """
+    now = now or utcnow()
+    existing = (await session.exec(select(RescoreRun).where(RescoreRun.icp_version == icp_version))).first()
+    if existing is not None:
+        return None
+    await session.exec(
+        update(RescoreRun).where(col(RescoreRun.finished_at).is_(None)).values(finished_at=now, superseded=True)
+    )
+    run = RescoreRun(icp_version=icp_version, started_at=now, received_since=now - timedelta(days=days))
+    session.add(run)
+    await session.flush()
+    return run
+
+
+async def current_run(session: AsyncSession) -> RescoreRun | None:
+    """The unfinished re-scoring run of the newest version, if any (locked until the transaction ends)."""
+    statement = (
+        select(RescoreRun)
+        .where(col(RescoreRun.finished_at).is_(None))
+        .order_by(col(RescoreRun.icp_version).desc())
+        .limit(1)
+    )
+    return (await session.exec(_locking(statement))).first()
+
+
+async def rescore_chunk(
+    *, session: AsyncSession, run: RescoreRun, icp: CompiledIcp, limit: int, now: datetime | None = None
+) -> list[Scored]:
+    """Re-score the run's next leads (keyset on lead id) and move its cursor; finish it when none are left.
+
+    Open leads only: received since the run's window began, not yet an MQL, still in a scoring stage,
+    and not already scored under the run's version (a lead that arrived after the activation).
+    """
+    now = now or utcnow()
+    pending = _pending(run)
+    if run.total is None:
+        run.total = (await session.exec(select(func.count()).select_from(LeadScore).where(*pending))).one()
+    statement = select(LeadScore).where(*pending).order_by(col(LeadScore.lead_id)).limit(limit)
+    records = list((await session.exec(_locking(statement))).all())
+    engagements = await _engagements(session, [record.lead_id for record in records])
+    results = []
+    for record in records:
+        evaluation = icp.evaluate(record.facts, engagements.get(record.lead_id, []), now=now)
+        results.append(_apply(session, record, icp, evaluation, ScoreTrigger.ICP_ACTIVATED, now))
+    run.done += len(records)
+    if records:
+        run.cursor = records[-1].lead_id
+    if len(records) < limit:
+        run.finished_at = now
+    session.add(run)
+    return results
+
+
+def _pending(run: RescoreRun) -> list[Any]:
+    conditions = [
+        col(LeadScore.received_at) >= run.received_since,
+        col(LeadScore.mql).is_(False),
+        col(LeadScore.stage).in_(SCORING_STAGES),
+        col(LeadScore.icp_version) != str(run.icp_version),
+    ]
+    if run.cursor is not None:
+        conditions.append(col(LeadScore.lead_id) > run.cursor)
+    return conditions
+
+
+def _apply(
+    session: AsyncSession,
+    record: LeadScore,
+    icp: CompiledIcp,
+    evaluation: Evaluation,
+    trigger: ScoreTrigger,
+    now: datetime,
+) -> Scored:
+    """Store an evaluation; the lead becomes an MQL the first time one says so, and stays one."""
+    record.score, record.fit, record.engagement = evaluation.score, evaluation.fit, evaluation.engagement
+    record.grade, record.icp_version, record.disqualified = evaluation.grade, icp.version, evaluation.disqualified
+    record.explanation = [criterion.model_dump(mode="json") for criterion in evaluation.criteria]
+    record.scored_at = now
+    became_mql = evaluation.mql and record.mql_at is None
+    if became_mql:
+        record.mql, record.mql_at, record.mql_reason = True, now, evaluation.mql_reason
+        if record.stage in SCORING_STAGES:  # leads already with sales keep their stage
+            record.stage = LeadStage.MQL
+    session.add(record)
+    return Scored(record, evaluation, became_mql, trigger)
+
+
+async def _locked_scores(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadScore]:
+    ids = sorted(set(lead_ids))
+    if not ids:
+        return {}
+    statement = select(LeadScore).where(col(LeadScore.lead_id).in_(ids)).order_by(col(LeadScore.lead_id))
+    return {record.lead_id: record for record in (await session.exec(_locking(statement))).all()}
+
+
+def _locking(statement: SelectOfScalar[T]) -> SelectOfScalar[T]:
+    # FOR UPDATE on PostgreSQL (SQLite has one writer); rows already in the session are read afresh.
+    return statement.with_for_update().execution_options(populate_existing=True)
+
+
+async def _engagements(session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, list[Engagement]]:
+    if not lead_ids:
+        return {}
+    statement = (
+        select(LeadEngagement)
+        .where(col(LeadEngagement.lead_id).in_(list(set(lead_ids))))
+        .order_by(col(LeadEngagement.occurred_at))
+    )
+    grouped: dict[str, list[Engagement]] = defaultdict(list)
+    for row in (await session.exec(statement)).all():
+        grouped[row.lead_id].append(Engagement(activity=ActivityType(row.activity), occurred_at=row.occurred_at))
+    return grouped
+
+
+async def _store_engagements(session: AsyncSession, engagements: Sequence[tuple[str, LeadActivity]]) -> list[str]:
+    """Store engagements not stored before (keyed by event id); the leads that have a new one, in order."""
+    wanted = dict(engagements)
+    if not wanted:
+        return []
+    statement = select(LeadEngagement.event_id).where(col(LeadEngagement.event_id).in_(list(wanted)))
+    seen = set((await session.exec(statement)).all())
+    rows = [
+        {
+            "event_id": event_id,
+            "lead_id": activity.lead_id,
+            "activity": activity.activity.value,
+            "occurred_at": activity.occurred_at,
+        }
+        for event_id, activity in wanted.items()
+        if event_id not in seen
+    ]
+    if rows:
+        await (await session.connection()).execute(insert(LeadEngagement), rows)
+    return list(dict.fromkeys(str(row["lead_id"]) for row in rows))
