@@ -32,7 +32,7 @@ def create_app(settings: ScoringSettings | None = None, registry: CollectorRegis
         openapi_tags=[
             {
                 "name": "icp",
-                "description": "The Ideal Customer Profile: co-signed by marketing and sales; preview a draft before signing.",
+                "description": "The Ideal Customer Profile: co-signed by marketing and sales; preview a draft first.",
             }
         ],
     )
