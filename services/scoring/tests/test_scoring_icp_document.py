@@ -104,7 +104,8 @@ def test_check_refuses_with_a_pointer(edit: Edit, pointer: str, message: str) ->
 def test_the_example_the_default_and_the_demo_icp_pass_check() -> None:
     assert check(IcpDocument.model_validate(EXAMPLE)) == []
     demo = yaml.safe_load(DEMO_ICP.read_text())
-    assert set(demo) == {"note", "document"}
+    assert set(demo) == {"kind", "note", "document"}  # the export layout `leadrelay agreements import` takes
+    assert demo["kind"] == "icp"
     assert demo["document"] == EXAMPLE  # docs/icp.md and OpenAPI show what `make run` signs
 
 
