@@ -17,8 +17,11 @@ async def test_posted_lead_shows_up_assigned_with_a_deadline(
     lead = await stack.wait_routed(lead_id)
 
     assert lead["email"] == "ada@analytical.example"
-    assert lead["stage"] == "mql"
     assert lead["icp_version"] == "default"  # no ICP signed yet
+    # The default ICP: a CTO (executive, 25) at a named company (10) is fit 35, grade B; with no
+    # engagement yet (band 4) the MQL rule (fit B and engagement 2, or a demo request) is not met.
+    assert (lead["grade"], lead["fit"], lead["engagement"], lead["mql"]) == ("B4", 35, 0, False)
+    assert lead["stage"] == "lead"
     assert lead["owner_rep_id"] == "rep-default"
     assert lead["sla_state"] == "running"
     timeline = lead["timeline"]
