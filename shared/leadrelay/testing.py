@@ -33,10 +33,12 @@ from leadrelay.settings import ServiceSettings
 
 T = TypeVar("T")
 
-# Fast timings for tests; the embedded broker answers a group join after about half the session timeout.
+# Fast timings for tests. The embedded broker answers a group join after half the session timeout
+# rounded up to whole seconds (measured: 2 s at 3000 ms, 1 s at 2000 ms and at 1000 ms); 2000 ms
+# gets the 1 s join while a member still has four heartbeats of slack on a busy machine.
 FAST_SERVICE_ENV = {
     "ENVIRONMENT": "test",
-    "KAFKA_SESSION_TIMEOUT_MS": "3000",
+    "KAFKA_SESSION_TIMEOUT_MS": "2000",
     "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
     "OUTBOX_POLL_INTERVAL_SECONDS": "0.2",
     "CONSUMER_RETRY_BACKOFF_SECONDS": "0.05",
@@ -47,9 +49,9 @@ FAST_SERVICE_ENV = {
 
 
 # The same, for a service app built in the test's own process (its settings as keyword arguments):
-# a consumer joins the embedded broker's group after about half the session timeout, and an app
-# stopped before it joined waits that long.
-FAST_SETTINGS: dict[str, Any] = {"kafka_session_timeout_ms": 3000, "kafka_heartbeat_interval_ms": 500}
+# a consumer joins the embedded broker's group after that delay, and an app stopped before it
+# joined waits that long.
+FAST_SETTINGS: dict[str, Any] = {"kafka_session_timeout_ms": 2000, "kafka_heartbeat_interval_ms": 500}
 
 
 def free_port() -> int:
