@@ -196,25 +196,25 @@ class _View:
     """One field's value for one lead, in every form its criteria read (misses of the field's memory only)."""
 
     __slots__ = (
-        "raw",
-        "missing",
-        "is_list",
-        "text",
-        "shown",
-        "folded",
-        "items",
-        "hosts",
+        "band_text",
+        "code",
         "code_in",
         "code_not_in",
-        "code",
-        "truthy",
-        "number",
-        "band_text",
-        "in_yes",
+        "folded",
+        "hosts",
         "in_no",
-        "unlisted",
+        "in_yes",
+        "is_list",
+        "items",
+        "missing",
         "no_group",
+        "number",
         "present",
+        "raw",
+        "shown",
+        "text",
+        "truthy",
+        "unlisted",
     )
 
     def __init__(self, value: Any, needs: _Needs) -> None:
@@ -241,10 +241,9 @@ class _View:
                 self.code = code = text.strip().upper()
                 code_shown = _show(code)
                 self.code_in, self.code_not_in = f"{path} {code_shown} in ", f"{path} {code_shown} not in "
-            if needs.words:
-                # Whole-word matches need every token of the word in the text: a cheap test first (exact on ASCII).
-                low = text.lower() if text.isascii() else None
-                self.present = None if low is None else frozenset(word for word in needs.words if word in low)
+            # A whole-word match needs every token of the word in the text: a cheap test first (exact on ASCII).
+            low = text.lower() if needs.words and text.isascii() else None
+            self.present = None if low is None else frozenset(word for word in needs.words if word in low)
         if needs.truthy and value is not None:
             self.truthy = _truthy(value)
         if needs.number:
@@ -263,7 +262,7 @@ Outcome = tuple[tuple[ScoreCriterion, ...], int, int, str | None]
 class _Field:
     """The criteria reading one field, evaluated together and remembered per value of the field."""
 
-    __slots__ = ("path", "head", "rest", "needs", "fit", "disqualifiers", "seen")
+    __slots__ = ("disqualifiers", "fit", "head", "needs", "path", "rest", "seen")
 
     def __init__(
         self,
@@ -312,7 +311,7 @@ class CompiledIcp:
     _alternatives: tuple[_Alternative, ...] = field(repr=False, default=())
 
     def _read(self, facts: Facts) -> tuple[list[ScoreCriterion], int, str | None]:
-        """Every fit criterion and disqualifier, field by field (each field's value read once); fit; the disqualification."""
+        """Every fit criterion and disqualifier field by field (each value read once), the fit, the disqualification."""
         flat: list[ScoreCriterion] = []
         fit = 0
         first, disqualified = NEVER, None
@@ -451,8 +450,10 @@ def compile_icp(document: IcpDocument, *, version: str) -> CompiledIcp:
         paths.setdefault(item.field, ([], []))[1].append((position, item))
     fields = tuple(_compile_field(path, fit, disqualifiers) for path, (fit, disqualifiers) in paths.items())
     # The fields give their outcomes field by field; the explanation lists them in the document's order.
-    where = {id(criterion): at for at, criterion in enumerate(c for fit, items in paths.values() for c in
-                                                               [*fit, *(item for _, item in items)])}
+    where = {
+        id(criterion): at
+        for at, criterion in enumerate(c for fit, items in paths.values() for c in [*fit, *(item for _, item in items)])
+    }
     positions = [where[id(criterion)] for criterion in [*document.fit, *document.disqualifiers]]
     order: Callable[[list[ScoreCriterion]], Sequence[ScoreCriterion]] = _identity
     if positions != sorted(positions):
@@ -483,9 +484,13 @@ def compile_icp(document: IcpDocument, *, version: str) -> CompiledIcp:
     )
 
 
+_UNTESTED = (FlagCriterion, FlagDisqualifier, ExistsCriterion, ExistsDisqualifier, BandsCriterion)
+"""Criteria that read no text of their value."""
+
+
 def _compile_field(path: str, fit: list[Any], disqualifiers: list[tuple[int, Any]]) -> _Field:
     specs = [*fit, *(item for _, item in disqualifiers)]
-    kinds = {type(spec) for spec in specs}
+    kinds: set[type[Any]] = {type(spec) for spec in specs}
     words: set[str] = set()
     for spec in specs:
         if isinstance(spec, KeywordsCriterion):
@@ -494,14 +499,16 @@ def _compile_field(path: str, fit: list[Any], disqualifiers: list[tuple[int, Any
             words.update(_tokens(spec.words))
     needs = _Needs(
         path=path,
-        tested=bool(kinds - {FlagCriterion, FlagDisqualifier, ExistsCriterion, ExistsDisqualifier, BandsCriterion}),
-        folded=bool(kinds & {InCriterion, InDisqualifier}),
-        items=bool(kinds & {ContainsAnyCriterion, ContainsAnyDisqualifier}),
-        hosts=bool(kinds & {DomainCriterion, DomainDisqualifier}),
-        region=bool(kinds & {RegionCriterion, RegionDisqualifier}),
-        truthy=bool(kinds & {FlagCriterion, FlagDisqualifier}),
+        tested=bool(
+            kinds.difference((FlagCriterion, FlagDisqualifier, ExistsCriterion, ExistsDisqualifier, BandsCriterion))
+        ),
+        folded=bool(kinds.intersection((InCriterion, InDisqualifier))),
+        items=bool(kinds.intersection((ContainsAnyCriterion, ContainsAnyDisqualifier))),
+        hosts=bool(kinds.intersection((DomainCriterion, DomainDisqualifier))),
+        region=bool(kinds.intersection((RegionCriterion, RegionDisqualifier))),
+        truthy=bool(kinds.intersection((FlagCriterion, FlagDisqualifier))),
         number=BandsCriterion in kinds,
-        unlisted=bool(kinds & {DomainCriterion, DomainDisqualifier}),
+        unlisted=bool(kinds.intersection((DomainCriterion, DomainDisqualifier))),
         no_group=KeywordsCriterion in kinds,
         words=frozenset(words),
     )
