@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import Text, type_coerce
+from sqlalchemy import Text, cast
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -180,7 +180,7 @@ async def preview(*, session: AsyncSession, version: int, days: int, now: dateti
     while True:
         rows = (
             await connection.execute(
-                select(col(LeadScore.lead_id), col(LeadScore.source), type_coerce(col(LeadScore.facts), Text))
+                select(col(LeadScore.lead_id), col(LeadScore.source), cast(col(LeadScore.facts), Text))
                 .where(col(LeadScore.received_at) >= since, col(LeadScore.lead_id) > after_id)
                 .order_by(col(LeadScore.lead_id))
                 .limit(CHUNK)
@@ -256,8 +256,8 @@ def _score_chunk(
     now: datetime,
 ) -> None:
     for lead_id, source, stored in rows:
-        # Read as text and decoded here, off the event loop (a driver that decodes JSON itself gives a dict).
-        facts = stored if isinstance(stored, dict) else json.loads(stored)
+        # Read as text (PostgreSQL's driver would decode JSON on the event loop) and decoded here, off it.
+        facts = json.loads(stored)
         done = engagements.get(lead_id, ())
         flipped = tally.add(source, active.decide(facts, done, now=now), candidate.decide(facts, done, now=now))
         if flipped and len(tally.sample) < SAMPLE:
