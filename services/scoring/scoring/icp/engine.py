@@ -359,15 +359,52 @@ class CompiledIcp:
 
     def decide(self, facts: Facts, engagements: Sequence[Engagement], *, now: datetime) -> tuple[str, bool]:
         """The grade and the MQL decision alone, as `evaluate` would give them, without the explanation (faster)."""
-        _, fit, disqualified = self._read(facts)
+        fit, disqualified = self._score(facts)
         engagement, newest = self._engagement_total(engagements, now)
-        engagement_grade = next(grade for grade, least in self._engagement_bands if engagement >= least)
+        engagement_grade = 4
+        for grade, least in self._engagement_bands:
+            if engagement >= least:
+                engagement_grade = grade
+                break
         if disqualified:
             return f"D{engagement_grade}", False
-        fit_grade = next(grade for grade, least in self._fit_bands if fit >= least)
-        rank = FIT_GRADES.index(fit_grade)
-        mql = any(alternative.holds(rank, engagement_grade, newest) for alternative in self._alternatives)
-        return f"{fit_grade}{engagement_grade}", mql
+        rank = 3
+        for rank, (_, least) in enumerate(self._fit_bands):  # noqa: B007  (the rank is the answer)
+            if fit >= least:
+                break
+        for alternative in self._alternatives:
+            if alternative.holds(rank, engagement_grade, newest):
+                return f"{FIT_GRADES[rank]}{engagement_grade}", True
+        return f"{FIT_GRADES[rank]}{engagement_grade}", False
+
+    def _score(self, facts: Facts) -> tuple[int, bool]:
+        """`_read`'s fit and whether a disqualifier holds, without gathering the criteria.
+
+        `_read`'s loop repeated rather than shared: a call per field and lead would cost what it saves.
+        """
+        fit = 0
+        disqualified = False
+        for item in self._fields:
+            if item.head is None:
+                value = facts.get(item.path)
+            else:
+                inner = facts.get(item.head)
+                value = inner.get(item.rest) if isinstance(inner, dict) else None
+            seen = item.seen
+            key = (value.__class__, value)
+            try:
+                known = seen.get(key)
+            except TypeError:  # a list or dict value: not remembered
+                known = item.outcome(value)
+            else:
+                if known is None:
+                    known = item.outcome(value)
+                    if len(seen) < CACHE_SIZE:
+                        seen[key] = known
+            fit += known[1]
+            if known[3] is not None:
+                disqualified = True
+        return fit, disqualified
 
     def _engagement_total(self, engagements: Sequence[Engagement], now: datetime) -> tuple[int, dict[str, float]]:
         """`_engagement`'s total and newest ages, without the criteria."""
