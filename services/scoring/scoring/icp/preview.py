@@ -174,22 +174,16 @@ async def preview(*, session: AsyncSession, version: int, days: int, now: dateti
     ) or default_icp()
     since = now - timedelta(days=days)
     tally = _Tally()
-    after_id = ""
     scoring: asyncio.Future[None] | None = None
     connection = await session.connection()  # Core rows: no ORM identity map for 100,000 leads
-    while True:
-        rows = (
-            await connection.execute(
-                select(col(LeadScore.lead_id), col(LeadScore.source), cast(col(LeadScore.facts), Text))
-                .where(col(LeadScore.received_at) >= since, col(LeadScore.lead_id) > after_id)
-                .order_by(col(LeadScore.lead_id))
-                .limit(CHUNK)
-            )
-        ).all()
-        if not rows:
-            break
-        after_id = rows[-1][0]
-        engagements = await _engagements_of(connection, since=since, first=rows[0][0], last=after_id)
+    # One query, streamed in chunks: the database sorts the window once (pages by id would sort it per page).
+    leads = await connection.stream(
+        select(col(LeadScore.lead_id), col(LeadScore.source), cast(col(LeadScore.facts), Text))
+        .where(col(LeadScore.received_at) >= since)
+        .order_by(col(LeadScore.lead_id))
+    )
+    async for rows in leads.partitions(CHUNK):
+        engagements = await _engagements_of(connection, since=since, first=rows[0][0], last=rows[-1][0])
         if scoring is not None:
             await scoring
         # Evaluating a chunk is CPU work: off the event loop, while the next chunk is read.
