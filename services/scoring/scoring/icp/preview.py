@@ -182,16 +182,19 @@ async def preview(*, session: AsyncSession, version: int, days: int, now: dateti
         .where(col(LeadScore.received_at) >= since)
         .order_by(col(LeadScore.lead_id))
     )
-    async for rows in leads.partitions(CHUNK):
-        engagements = await _engagements_of(connection, since=since, first=rows[0][0], last=rows[-1][0])
+    try:
+        async for rows in leads.partitions(CHUNK):
+            engagements = await _engagements_of(connection, since=since, first=rows[0][0], last=rows[-1][0])
+            if scoring is not None:
+                await scoring
+            # Evaluating a chunk is CPU work: off the event loop, while the next chunk is read.
+            scoring = asyncio.ensure_future(
+                asyncio.to_thread(_score_chunk, tally, rows, engagements, active, candidate, now)
+            )
+    finally:
+        await leads.close()
         if scoring is not None:
-            await scoring
-        # Evaluating a chunk is CPU work: off the event loop, while the next chunk is read.
-        scoring = asyncio.ensure_future(
-            asyncio.to_thread(_score_chunk, tally, rows, engagements, active, candidate, now)
-        )
-    if scoring is not None:
-        await scoring
+            await scoring  # also when reading failed: the thread's outcome is never left unclaimed
     return IcpPreview(
         version=version,
         compared_with=active.version,
