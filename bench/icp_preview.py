@@ -142,11 +142,12 @@ async def main() -> None:
                     await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
                     await connection.close()
             runs = ", ".join(f"{value:.2f}" for value in seconds)
+            cpu_runs = ", ".join(f"{value:.2f}" for value in cpu)
             line = (
                 f"{name}: preview of {considered} leads (of {args.leads} stored, last {args.days} days), "
                 f"demo ICP against default: median {statistics.median(seconds):.2f} s (runs: {runs}); "
                 f"CPU of this process (database driver included, not the PostgreSQL server) median "
-                f"{statistics.median(cpu):.2f} s"
+                f"{statistics.median(cpu):.2f} s (runs: {cpu_runs})"
             )
             print(line, flush=True)  # noqa: T201  (a benchmark prints its figures)
 

@@ -14,9 +14,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
+from operator import itemgetter
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel
 
 from leadrelay.events import CriterionKind, ScoreCriterion
 from leadrelay.stages import ActivityType
@@ -53,8 +56,6 @@ SECONDS_PER_DAY = 86_400.0
 MAX_REASON = 500
 
 Facts = Mapping[str, Any]
-Test = Callable[[Any], tuple[bool, str]]
-"""Reads a value: whether it matches, and a short reason either way."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,11 @@ class _Alternative:
 
 _FIELDS_SET = frozenset(ScoreCriterion.model_fields)
 _new = object.__new__
-_set = object.__setattr__
+# A pydantic model's four slots, set through their descriptors: the cheapest way to fill one.
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def _criterion(name: str, points: int, reason: str, kind: CriterionKind) -> ScoreCriterion:
@@ -138,10 +143,10 @@ def _criterion(name: str, points: int, reason: str, kind: CriterionKind) -> Scor
     type; a test keeps the result equal to a validated one.
     """
     criterion = _new(ScoreCriterion)
-    _set(criterion, "__dict__", {"criterion": name, "points": points, "reason": reason, "kind": kind})
-    _set(criterion, "__pydantic_fields_set__", _FIELDS_SET)
-    _set(criterion, "__pydantic_extra__", None)
-    _set(criterion, "__pydantic_private__", None)
+    _set_dict(criterion, {"criterion": name, "points": points, "reason": reason, "kind": kind})
+    _set_fields_set(criterion, _FIELDS_SET)
+    _set_extra(criterion, None)
+    _set_private(criterion, None)
     return criterion
 
 
@@ -158,52 +163,136 @@ def _capped(total: int, cap: int) -> ScoreCriterion:
 
 
 CACHE_SIZE = 512
-"""Outcomes each criterion remembers by value, the first seen (common values come early: countries, sizes, titles).
+"""Values each field remembers the outcomes of, the first seen (common values come early: countries, sizes, titles).
 
 Once full it remembers no more rather than forget: evicting would rebuild the same outcomes over
-and over on fields with many distinct values, where remembering cannot help anyway.
+and over on fields with many distinct values, where remembering cannot help anyway. Each criterion
+also remembers up to this many of its outcomes by reason, so a value seen once still reuses the
+outcomes that do not depend on it ("no job_title", "has none listed").
 """
 
-T = TypeVar("T")
+NEVER = 1 << 30
+"""The position of the disqualifier that holds, when none does."""
 
 
-def _remembered(path: str, outcome: Callable[[Any], T]) -> Callable[[Facts], T]:
-    """`outcome(value of path)`, remembered per value: building a criterion costs more than finding it again."""
-    seen: dict[tuple[type, Any], T] = {}
+@dataclass(frozen=True)
+class _Needs:
+    """What the criteria on one field read of its value, so each form is derived once per value."""
 
-    def decided(value: Any) -> T:
-        key = (value.__class__, value)
-        try:
-            known = seen.get(key)
-        except TypeError:  # a list or dict value: not remembered
-            return outcome(value)
-        if known is not None:
-            return known
-        result = outcome(value)
-        if len(seen) < CACHE_SIZE:
-            seen[key] = result
-        return result
+    path: str
+    tested: bool = False
+    folded: bool = False
+    items: bool = False
+    hosts: bool = False
+    region: bool = False
+    truthy: bool = False
+    number: bool = False
+    unlisted: bool = False
+    no_group: bool = False
+    words: frozenset[str] = frozenset()
 
-    head, _, rest = path.partition(".")
-    if rest and head in ("attributes", "account"):
 
-        def nested(facts: Facts) -> T:
-            inner = facts.get(head)
-            return decided(inner.get(rest) if isinstance(inner, dict) else None)
+class _View:
+    """One field's value for one lead, in every form its criteria read (misses of the field's memory only)."""
 
-        return nested
+    __slots__ = (
+        "band_text",
+        "code",
+        "code_in",
+        "code_not_in",
+        "folded",
+        "hosts",
+        "in_no",
+        "in_yes",
+        "is_list",
+        "items",
+        "missing",
+        "no_group",
+        "number",
+        "present",
+        "raw",
+        "shown",
+        "text",
+        "truthy",
+        "unlisted",
+    )
 
-    def top_level(facts: Facts) -> T:
-        # The common case inlined: one call per criterion and lead.
-        value = facts.get(path)
-        key = (value.__class__, value)
-        try:
-            known = seen.get(key)
-        except TypeError:
-            return outcome(value)
-        return known if known is not None else decided(value)
+    def __init__(self, value: Any, needs: _Needs) -> None:
+        path = needs.path
+        self.raw = value
+        self.missing = missing = _missing(value)
+        self.is_list = is_list = isinstance(value, list)
+        if needs.tested and not missing:
+            self.text = text = str(value)
+            self.shown = shown = _show(text)
+            if needs.folded:
+                self.in_yes, self.in_no = f"{path} {shown} in list", f"{path} {shown} not in list"
+                if not is_list:
+                    self.folded = text.strip().casefold()
+            if needs.items or (needs.folded and is_list):
+                self.items = _items(value)
+            if needs.hosts:
+                self.hosts = None if is_list else (_host(value),)  # a list's hosts are read lazily, as listed
+            if needs.unlisted:
+                self.unlisted = f"{path} {shown} not listed"
+            if needs.no_group:
+                self.no_group = f"{path} {shown} matches no group"
+            if needs.region:
+                self.code = code = text.strip().upper()
+                code_shown = _show(code)
+                self.code_in, self.code_not_in = f"{path} {code_shown} in ", f"{path} {code_shown} not in "
+            # A whole-word match needs every token of the word in the text: a cheap test first (exact on ASCII).
+            low = text.lower() if needs.words and text.isascii() else None
+            self.present = None if low is None else frozenset(word for word in needs.words if word in low)
+        if needs.truthy and value is not None:
+            self.truthy = _truthy(value)
+        if needs.number:
+            self.number = number = _number(value)
+            if number is not None:
+                self.band_text = f"{path} {number:g} in "
 
-    return top_level
+
+Test = Callable[[_View], tuple[bool, str]]
+"""Reads a field's value: whether it matches, and a short reason either way."""
+
+Outcome = tuple[tuple[ScoreCriterion, ...], int, int, str | None]
+"""One field's criteria for one value: their outcomes, their fit points, the first disqualifier that holds and why."""
+
+
+class _Field:
+    """The criteria reading one field, evaluated together and remembered per value of the field."""
+
+    __slots__ = ("disqualifiers", "fit", "head", "needs", "path", "rest", "seen")
+
+    def __init__(
+        self,
+        path: str,
+        needs: _Needs,
+        fit: list[Callable[[_View], ScoreCriterion]],
+        disqualifiers: list[tuple[int, Callable[[_View], tuple[ScoreCriterion, str | None]]]],
+    ) -> None:
+        head, _, rest = path.partition(".")
+        nested = bool(rest) and head in ("attributes", "account")
+        self.path, self.head, self.rest = path, head if nested else None, rest
+        self.needs, self.fit, self.disqualifiers = needs, tuple(fit), tuple(disqualifiers)
+        self.seen: dict[tuple[type, Any], Outcome] = {}
+
+    def outcome(self, value: Any) -> Outcome:
+        """Every criterion on this field for `value` (not remembered: `CompiledIcp` does that)."""
+        view = _View(value, self.needs)
+        criteria = [run(view) for run in self.fit]
+        points = sum(criterion.points for criterion in criteria)
+        first, said = NEVER, None
+        for position, run_disqualifier in self.disqualifiers:
+            criterion, says = run_disqualifier(view)
+            criteria.append(criterion)
+            if says is not None and first == NEVER:
+                first, said = position, says
+        return tuple(criteria), points, first, said
+
+
+def _identity(flat: list[ScoreCriterion]) -> list[ScoreCriterion]:
+    return flat
 
 
 @dataclass(frozen=True)
@@ -212,8 +301,8 @@ class CompiledIcp:
 
     version: str
     document: IcpDocument
-    _fit: tuple[Callable[[Facts], ScoreCriterion], ...] = field(repr=False, default=())
-    _disqualifiers: tuple[Callable[[Facts], tuple[ScoreCriterion, str | None]], ...] = field(repr=False, default=())
+    _fields: tuple[_Field, ...] = field(repr=False, default=())
+    _order: Callable[[list[ScoreCriterion]], Sequence[ScoreCriterion]] = field(repr=False, default=_identity)
     _engagement_points: Mapping[str, int] = field(repr=False, default_factory=dict)
     _half_life_seconds: float | None = field(repr=False, default=None)
     _cap: int | None = field(repr=False, default=None)
@@ -221,20 +310,42 @@ class CompiledIcp:
     _engagement_bands: tuple[tuple[int, float], ...] = field(repr=False, default=())
     _alternatives: tuple[_Alternative, ...] = field(repr=False, default=())
 
+    def _read(self, facts: Facts) -> tuple[list[ScoreCriterion], int, str | None]:
+        """Every fit criterion and disqualifier field by field (each value read once), the fit, the disqualification."""
+        flat: list[ScoreCriterion] = []
+        fit = 0
+        first, disqualified = NEVER, None
+        for item in self._fields:
+            if item.head is None:
+                value = facts.get(item.path)
+            else:
+                inner = facts.get(item.head)
+                value = inner.get(item.rest) if isinstance(inner, dict) else None
+            seen = item.seen
+            key = (value.__class__, value)
+            try:
+                known = seen.get(key)
+            except TypeError:  # a list or dict value: not remembered
+                known = item.outcome(value)
+            else:
+                if known is None:
+                    known = item.outcome(value)
+                    if len(seen) < CACHE_SIZE:
+                        seen[key] = known
+            flat += known[0]
+            fit += known[1]
+            if known[2] < first:
+                first, disqualified = known[2], known[3]
+        return flat, fit, disqualified
+
     def evaluate(self, facts: Facts, engagements: Sequence[Engagement], *, now: datetime) -> Evaluation:
         """Grade one lead as of `now`: every criterion's points and why, the A1-D4 cell and the MQL decision.
 
         The `ScoreCriterion` objects are shared between evaluations with the same outcome: read them,
         never change them.
         """
-        criteria = [run(facts) for run in self._fit]
-        fit = sum(criterion.points for criterion in criteria)
-        disqualified = None
-        for run_disqualifier in self._disqualifiers:
-            criterion, said = run_disqualifier(facts)
-            if said is not None and disqualified is None:
-                disqualified = said
-            criteria.append(criterion)
+        flat, fit, disqualified = self._read(facts)
+        criteria = list(self._order(flat))
         engagement, newest = self._engagement(engagements, now, criteria)
         fit_grade = "D" if disqualified else next(grade for grade, least in self._fit_bands if fit >= least)
         engagement_grade = next(grade for grade, least in self._engagement_bands if engagement >= least)
@@ -248,16 +359,52 @@ class CompiledIcp:
 
     def decide(self, facts: Facts, engagements: Sequence[Engagement], *, now: datetime) -> tuple[str, bool]:
         """The grade and the MQL decision alone, as `evaluate` would give them, without the explanation (faster)."""
-        fit = sum(run(facts).points for run in self._fit)
-        if any(run(facts)[1] is not None for run in self._disqualifiers):
-            engagement, _ = self._engagement_total(engagements, now)
-            return f"D{next(grade for grade, least in self._engagement_bands if engagement >= least)}", False
+        fit, disqualified = self._score(facts)
         engagement, newest = self._engagement_total(engagements, now)
-        fit_grade = next(grade for grade, least in self._fit_bands if fit >= least)
-        engagement_grade = next(grade for grade, least in self._engagement_bands if engagement >= least)
-        rank = FIT_GRADES.index(fit_grade)
-        mql = any(alternative.holds(rank, engagement_grade, newest) for alternative in self._alternatives)
-        return f"{fit_grade}{engagement_grade}", mql
+        engagement_grade = 4
+        for grade, least in self._engagement_bands:
+            if engagement >= least:
+                engagement_grade = grade
+                break
+        if disqualified:
+            return f"D{engagement_grade}", False
+        rank = 3
+        for rank, (_, least) in enumerate(self._fit_bands):  # noqa: B007  (the rank is the answer)
+            if fit >= least:
+                break
+        for alternative in self._alternatives:
+            if alternative.holds(rank, engagement_grade, newest):
+                return f"{FIT_GRADES[rank]}{engagement_grade}", True
+        return f"{FIT_GRADES[rank]}{engagement_grade}", False
+
+    def _score(self, facts: Facts) -> tuple[int, bool]:
+        """`_read`'s fit and whether a disqualifier holds, without gathering the criteria.
+
+        `_read`'s loop repeated rather than shared: a call per field and lead would cost what it saves.
+        """
+        fit = 0
+        disqualified = False
+        for item in self._fields:
+            if item.head is None:
+                value = facts.get(item.path)
+            else:
+                inner = facts.get(item.head)
+                value = inner.get(item.rest) if isinstance(inner, dict) else None
+            seen = item.seen
+            key = (value.__class__, value)
+            try:
+                known = seen.get(key)
+            except TypeError:  # a list or dict value: not remembered
+                known = item.outcome(value)
+            else:
+                if known is None:
+                    known = item.outcome(value)
+                    if len(seen) < CACHE_SIZE:
+                        seen[key] = known
+            fit += known[1]
+            if known[3] is not None:
+                disqualified = True
+        return fit, disqualified
 
     def _engagement_total(self, engagements: Sequence[Engagement], now: datetime) -> tuple[int, dict[str, float]]:
         """`_engagement`'s total and newest ages, without the criteria."""
@@ -332,9 +479,22 @@ class CompiledIcp:
 
 
 def compile_icp(document: IcpDocument, *, version: str) -> CompiledIcp:
-    """Prepare a document for evaluation (regexes, keyword tables and bands built once)."""
-    fit = tuple(_compile_fit(criterion) for criterion in document.fit)
-    disqualifiers = tuple(_compile_disqualifier(item) for item in document.disqualifiers)
+    """Prepare a document for evaluation (regexes, keyword tables and bands built once, criteria grouped by field)."""
+    paths: dict[str, tuple[list[Any], list[tuple[int, Any]]]] = {}
+    for criterion in document.fit:
+        paths.setdefault(criterion.field, ([], []))[0].append(criterion)
+    for position, item in enumerate(document.disqualifiers):
+        paths.setdefault(item.field, ([], []))[1].append((position, item))
+    fields = tuple(_compile_field(path, fit, disqualifiers) for path, (fit, disqualifiers) in paths.items())
+    # The fields give their outcomes field by field; the explanation lists them in the document's order.
+    where = {
+        id(criterion): at
+        for at, criterion in enumerate(c for fit, items in paths.values() for c in [*fit, *(item for _, item in items)])
+    }
+    positions = [where[id(criterion)] for criterion in [*document.fit, *document.disqualifiers]]
+    order: Callable[[list[ScoreCriterion]], Sequence[ScoreCriterion]] = _identity
+    if positions != sorted(positions):
+        order = itemgetter(*positions)  # several positions: it gives a tuple
     rules = document.engagement
     fit_needed, engagement_needed = fit_thresholds(document.grades), engagement_thresholds(document.grades)
     alternatives = tuple(
@@ -350,8 +510,8 @@ def compile_icp(document: IcpDocument, *, version: str) -> CompiledIcp:
     return CompiledIcp(
         version=version,
         document=document,
-        _fit=fit,
-        _disqualifiers=disqualifiers,
+        _fields=fields,
+        _order=order,
         _engagement_points=dict(rules.points),
         _half_life_seconds=None if rules.half_life_days is None else rules.half_life_days * SECONDS_PER_DAY,
         _cap=rules.cap,
@@ -359,6 +519,47 @@ def compile_icp(document: IcpDocument, *, version: str) -> CompiledIcp:
         _engagement_bands=tuple(engagement_needed.items()),
         _alternatives=alternatives,
     )
+
+
+_UNTESTED = (FlagCriterion, FlagDisqualifier, ExistsCriterion, ExistsDisqualifier, BandsCriterion)
+"""Criteria that read no text of their value."""
+
+
+def _compile_field(path: str, fit: list[Any], disqualifiers: list[tuple[int, Any]]) -> _Field:
+    specs = [*fit, *(item for _, item in disqualifiers)]
+    kinds: set[type[Any]] = {type(spec) for spec in specs}
+    words: set[str] = set()
+    for spec in specs:
+        if isinstance(spec, KeywordsCriterion):
+            words.update(token for group in spec.groups for token in _tokens(group.words))
+        elif isinstance(spec, KeywordsDisqualifier):
+            words.update(_tokens(spec.words))
+    needs = _Needs(
+        path=path,
+        tested=bool(
+            kinds.difference((FlagCriterion, FlagDisqualifier, ExistsCriterion, ExistsDisqualifier, BandsCriterion))
+        ),
+        folded=bool(kinds.intersection((InCriterion, InDisqualifier))),
+        items=bool(kinds.intersection((ContainsAnyCriterion, ContainsAnyDisqualifier))),
+        hosts=bool(kinds.intersection((DomainCriterion, DomainDisqualifier))),
+        region=bool(kinds.intersection((RegionCriterion, RegionDisqualifier))),
+        truthy=bool(kinds.intersection((FlagCriterion, FlagDisqualifier))),
+        number=BandsCriterion in kinds,
+        unlisted=bool(kinds.intersection((DomainCriterion, DomainDisqualifier))),
+        no_group=KeywordsCriterion in kinds,
+        words=frozenset(words),
+    )
+    return _Field(
+        path,
+        needs,
+        [_compile_fit(criterion) for criterion in fit],
+        [(position, _compile_disqualifier(item)) for position, item in disqualifiers],
+    )
+
+
+def _tokens(words: Sequence[str]) -> list[str]:
+    """The lower-case tokens of ASCII words (the cheap test before a regex; other words always take the regex)."""
+    return [token.lower() for word in words if word.isascii() for token in word.split()]
 
 
 def _missing(value: Any) -> bool:
@@ -390,33 +591,30 @@ def _host(value: Any) -> str:
 
 
 def _compile_test(spec: Any, path: str) -> Test:
-    """The test a criterion or disqualifier applies to its field's value."""
+    """The test a criterion or disqualifier applies to its field's value (seen through `_View`)."""
+    absent = f"no {path}"
     if isinstance(spec, InCriterion | InDisqualifier):
         wanted = frozenset(value.strip().casefold() for value in spec.values)
 
-        def is_in(value: Any) -> tuple[bool, str]:
-            if _missing(value):
-                return False, f"no {path}"
-            hit = (
-                any(item in wanted for item in _items(value))
-                if isinstance(value, list)
-                else (str(value).strip().casefold() in wanted)
-            )
-            return hit, f"{path} {_show(value)} {'in' if hit else 'not in'} list"
+        def is_in(view: _View) -> tuple[bool, str]:
+            if view.missing:
+                return False, absent
+            hit = not wanted.isdisjoint(view.items) if view.is_list else view.folded in wanted
+            return hit, view.in_yes if hit else view.in_no
 
         return is_in
     if isinstance(spec, DomainCriterion | DomainDisqualifier):
         domains = frozenset(_host(domain) for domain in spec.domains)
         below = tuple(f".{domain}" for domain in domains)
 
-        def in_domain(value: Any) -> tuple[bool, str]:
-            if _missing(value):
-                return False, f"no {path}"
-            for host in map(_host, value if isinstance(value, list) else [value]):
+        def in_domain(view: _View) -> tuple[bool, str]:
+            if view.missing:
+                return False, absent
+            for host in view.hosts if view.hosts is not None else map(_host, view.raw):
                 if host in domains or host.endswith(below):
                     listed = host if host in domains else next(d for d in domains if host.endswith(f".{d}"))
                     return True, f"{path} {host} under {listed}"
-            return False, f"{path} {_show(value)} not listed"
+            return False, view.unlisted
 
         return in_domain
     if isinstance(spec, RegionCriterion | RegionDisqualifier):
@@ -425,49 +623,80 @@ def _compile_test(spec: Any, path: str) -> Test:
             [*(region.upper() for region in spec.regions), *(["listed countries"] if spec.countries else [])]
         )
 
-        def in_region(value: Any) -> tuple[bool, str]:
-            if _missing(value):
-                return False, f"no {path}"
-            code = str(value).strip().upper()
-            hit = code in codes
-            return hit, f"{path} {_show(code)} {'in' if hit else 'not in'} {label}"
+        def in_region(view: _View) -> tuple[bool, str]:
+            if view.missing:
+                return False, absent
+            hit = view.code in codes
+            return hit, (view.code_in if hit else view.code_not_in) + label
 
         return in_region
     if isinstance(spec, ContainsAnyCriterion | ContainsAnyDisqualifier):
-        wanted = frozenset(value.strip().casefold() for value in spec.values)
+        reasons = {value.strip().casefold(): f"{path} has {_show(value.strip().casefold())}" for value in spec.values}
+        none_listed = f"{path} has none listed"
 
-        def contains_any(value: Any) -> tuple[bool, str]:
-            if _missing(value):
-                return False, f"no {path}"
-            found = [item for item in _items(value) if item in wanted]
-            return (True, f"{path} has {_show(found[0])}") if found else (False, f"{path} has none listed")
+        def contains_any(view: _View) -> tuple[bool, str]:
+            if view.missing:
+                return False, absent
+            for item in view.items:
+                reason = reasons.get(item)
+                if reason is not None:
+                    return True, reason
+            return False, none_listed
 
         return contains_any
     if isinstance(spec, FlagCriterion | FlagDisqualifier):
         equals = spec.equals
         yes, no = f"{path} is {str(equals).lower()}", f"{path} is {str(not equals).lower()}"
 
-        def flag(value: Any) -> tuple[bool, str]:
-            if value is None:
-                return False, f"no {path}"
-            hit = _truthy(value) is equals
+        def flag(view: _View) -> tuple[bool, str]:
+            if view.raw is None:
+                return False, absent
+            hit = view.truthy is equals
             return hit, yes if hit else no
 
         return flag
     if isinstance(spec, ExistsCriterion | ExistsDisqualifier):
-        given, absent = f"{path} given", f"no {path}"
-        return lambda value: (False, absent) if _missing(value) else (True, given)
+        given = f"{path} given"
+        return lambda view: (False, absent) if view.missing else (True, given)
     if isinstance(spec, KeywordsDisqualifier):
-        pattern = _words_pattern(tuple(spec.words))
+        pattern, screen = _words_pattern(tuple(spec.words)), _Screen.of(spec.words)
+        clear = f"{path} clear"
 
-        def has_words(value: Any) -> tuple[bool, str]:
-            if _missing(value):
-                return False, f"no {path}"
-            found = pattern.search(str(value))
-            return (True, f"{path} says {_show(found.group(0).lower())}") if found else (False, f"{path} clear")
+        def has_words(view: _View) -> tuple[bool, str]:
+            if view.missing:
+                return False, absent
+            if screen.rules_out(view.present):
+                return False, clear
+            found = pattern.search(view.text)
+            return (True, f"{path} says {_show(found.group(0).lower())}") if found else (False, clear)
 
         return has_words
     raise TypeError(f"no test for {type(spec).__name__}")  # pragma: no cover - the document's union is closed
+
+
+@dataclass(frozen=True)
+class _Screen:
+    """A cheap test that rules out a regex search: some token of each word is absent from the (ASCII) text."""
+
+    singles: frozenset[str]
+    phrases: tuple[frozenset[str], ...]
+    usable: bool
+
+    @classmethod
+    def of(cls, words: Sequence[str]) -> "_Screen":
+        """The screen of these words (unusable when a word is not ASCII: case-insensitive matching is subtler there)."""
+        tokens = [word.lower().split() for word in words]
+        return cls(
+            singles=frozenset(parts[0] for parts in tokens if len(parts) == 1),
+            phrases=tuple(frozenset(parts) for parts in tokens if len(parts) > 1),
+            usable=all(word.isascii() for word in words),
+        )
+
+    def rules_out(self, present: frozenset[str] | None) -> bool:
+        """Whether no word can match, given the tokens `present` in the text (None: the text is not ASCII)."""
+        if present is None or not self.usable:
+            return False
+        return self.singles.isdisjoint(present) and not any(phrase <= present for phrase in self.phrases)
 
 
 def _truthy(value: Any) -> bool:
@@ -483,58 +712,101 @@ def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
-def _compile_fit(criterion: Any) -> Callable[[Facts], ScoreCriterion]:
+T = TypeVar("T")
+
+
+def _remembering(build: Callable[[str], T]) -> Callable[[str], T]:
+    """`build(reason)`, remembered for the first `CACHE_SIZE` reasons."""
+    seen: dict[str, T] = {}
+
+    def known(reason: str) -> T:
+        found = seen.get(reason)
+        if found is None:
+            found = build(reason)
+            if len(seen) < CACHE_SIZE:
+                seen[reason] = found
+        return found
+
+    return known
+
+
+def _compile_fit(criterion: Any) -> Callable[[_View], ScoreCriterion]:
     name, path = criterion.name, criterion.field
-
-    def scored(points: int, reason: str) -> ScoreCriterion:
-        return _criterion(name, points, reason, CriterionKind.FIT)
-
+    absent = _criterion(name, 0, f"no {path}", CriterionKind.FIT)
     if isinstance(criterion, BandsCriterion):
-        bands = tuple((band.min, band.max, band.points, _span(band.min, band.max)) for band in criterion.bands)
+        bands = tuple(
+            (band.min, band.max, _remembering(partial(_scored, name, band.points)), f"band {_span(band.min, band.max)}")
+            for band in criterion.bands
+        )
+        outside = _remembering(partial(_scored, name, 0))
 
-        def banded(raw: Any) -> ScoreCriterion:
-            value = _number(raw)
+        def banded(view: _View) -> ScoreCriterion:
+            value = view.number
             if value is None:
-                return scored(0, f"no {path}")
-            for low, high, points, span in bands:
+                return absent
+            for low, high, scored, phrase in bands:
                 if (low is None or value >= low) and (high is None or value <= high):
-                    return scored(points, f"{path} {value:g} in band {span}")
-            return scored(0, f"{path} {value:g} in no band")
+                    return scored(view.band_text + phrase)
+            return outside(view.band_text + "no band")
 
-        return _remembered(path, banded)
+        return banded
     if isinstance(criterion, KeywordsCriterion):
-        groups = tuple((group.label, group.points, _words_pattern(tuple(group.words))) for group in criterion.groups)
+        groups = tuple(
+            (
+                _Screen.of(group.words),
+                _words_pattern(tuple(group.words)),
+                _remembering(partial(_labelled, name, group.points, f"{path} {group.label}")),
+            )
+            for group in criterion.groups
+        )
+        unmatched = _remembering(partial(_scored, name, 0))
 
-        def keywords(value: Any) -> ScoreCriterion:
-            if _missing(value):
-                return scored(0, f"no {path}")
-            text = str(value)
-            for label, points, pattern in groups:
-                found = pattern.search(text)
+        def keywords(view: _View) -> ScoreCriterion:
+            if view.missing:
+                return absent
+            for screen, pattern, scored in groups:
+                if screen.rules_out(view.present):
+                    continue
+                found = pattern.search(view.text)
                 if found:
-                    return scored(points, f"{path} {label} ({found.group(0).lower()!r})")
-            return scored(0, f"{path} {_show(text)} matches no group")
+                    return scored(found.group(0).lower())
+            return unmatched(view.no_group)
 
-        return _remembered(path, keywords)
+        return keywords
     test, points = _compile_test(criterion, path), criterion.points
+    hits, misses = _remembering(partial(_scored, name, points)), _remembering(partial(_scored, name, 0))
 
-    def tested(value: Any) -> ScoreCriterion:
-        hit, reason = test(value)
-        return scored(points if hit else 0, reason)
+    def tested(view: _View) -> ScoreCriterion:
+        hit, reason = test(view)
+        return hits(reason) if hit else misses(reason)
 
-    return _remembered(path, tested)
+    return tested
 
 
-def _compile_disqualifier(item: Any) -> Callable[[Facts], tuple[ScoreCriterion, str | None]]:
+def _scored(name: str, points: int, reason: str) -> ScoreCriterion:
+    return _criterion(name, points, reason, CriterionKind.FIT)
+
+
+def _labelled(name: str, points: int, label: str, matched: str) -> ScoreCriterion:
+    return _criterion(name, points, f"{label} ({matched!r})", CriterionKind.FIT)
+
+
+def _compile_disqualifier(item: Any) -> Callable[[_View], tuple[ScoreCriterion, str | None]]:
     test, name, why = _compile_test(item, item.field), item.name, item.reason
 
-    def disqualifies(value: Any) -> tuple[ScoreCriterion, str | None]:
-        hit, reason = test(value)
-        if hit:
-            return _criterion(name, 0, reason, CriterionKind.DISQUALIFIER), f"{name}: {why or reason}"
+    def holds(reason: str) -> tuple[ScoreCriterion, str | None]:
+        return _criterion(name, 0, reason, CriterionKind.DISQUALIFIER), f"{name}: {why or reason}"
+
+    def fails(reason: str) -> tuple[ScoreCriterion, str | None]:
         return _criterion(name, 0, f"not met ({reason})", CriterionKind.DISQUALIFIER), None
 
-    return _remembered(item.field, disqualifies)
+    said, unsaid = _remembering(holds), _remembering(fails)
+
+    def disqualifies(view: _View) -> tuple[ScoreCriterion, str | None]:
+        hit, reason = test(view)
+        return said(reason) if hit else unsaid(reason)
+
+    return disqualifies
 
 
 def _span(low: int | None, high: int | None) -> str:

@@ -5,6 +5,7 @@ the active ICP at the same moment; nothing is stored and no event is published.
 """
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import Text, cast
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,8 +30,11 @@ from scoring.icp.document import ICP, IcpDocument
 from scoring.icp.engine import CompiledIcp, Engagement, Evaluation, compile_icp, default_icp
 from scoring.scores.models import LeadEngagement, LeadScore
 
-CHUNK = 2000
-"""Leads read per query, and their engagements in one more (rows as tuples, never ORM objects)."""
+CHUNK = 10_000
+"""Leads read per query, and their engagements in one more (rows as tuples, never ORM objects).
+
+Larger chunks mean fewer round trips and thread hand-offs; 10,000 leads' facts stay a few MB.
+"""
 SAMPLE = 50
 DEFAULT_DAYS, MAX_DAYS = 30, 365
 CELLS = [f"{fit}{engagement}" for fit in "ABCD" for engagement in range(1, 5)]
@@ -169,23 +174,27 @@ async def preview(*, session: AsyncSession, version: int, days: int, now: dateti
     ) or default_icp()
     since = now - timedelta(days=days)
     tally = _Tally()
-    after_id = ""
+    scoring: asyncio.Future[None] | None = None
     connection = await session.connection()  # Core rows: no ORM identity map for 100,000 leads
-    while True:
-        rows = (
-            await connection.execute(
-                select(col(LeadScore.lead_id), col(LeadScore.source), col(LeadScore.facts))
-                .where(col(LeadScore.received_at) >= since, col(LeadScore.lead_id) > after_id)
-                .order_by(col(LeadScore.lead_id))
-                .limit(CHUNK)
+    # One query, streamed in chunks: the database sorts the window once (pages by id would sort it per page).
+    leads = await connection.stream(
+        select(col(LeadScore.lead_id), col(LeadScore.source), cast(col(LeadScore.facts), Text))
+        .where(col(LeadScore.received_at) >= since)
+        .order_by(col(LeadScore.lead_id))
+    )
+    try:
+        async for rows in leads.partitions(CHUNK):
+            engagements = await _engagements_of(connection, since=since, first=rows[0][0], last=rows[-1][0])
+            if scoring is not None:
+                await scoring
+            # Evaluating a chunk is CPU work: off the event loop, while the next chunk is read.
+            scoring = asyncio.ensure_future(
+                asyncio.to_thread(_score_chunk, tally, rows, engagements, active, candidate, now)
             )
-        ).all()
-        if not rows:
-            break
-        after_id = rows[-1][0]
-        engagements = await _engagements_of(connection, [lead_id for lead_id, _, _ in rows])
-        # Evaluating a chunk is CPU work: off the event loop, so the service keeps answering meanwhile.
-        await asyncio.to_thread(_score_chunk, tally, rows, engagements, active, candidate, now)
+    finally:
+        await leads.close()
+        if scoring is not None:
+            await scoring  # also when reading failed: the thread's outcome is never left unclaimed
     return IcpPreview(
         version=version,
         compared_with=active.version,
@@ -213,11 +222,18 @@ def _compiled(document: dict[str, Any], version: str) -> CompiledIcp | None:
         return None
 
 
-async def _engagements_of(connection: AsyncConnection, lead_ids: Sequence[str]) -> dict[str, list[Engagement]]:
+async def _engagements_of(
+    connection: AsyncConnection, *, since: datetime, first: str, last: str
+) -> dict[str, list[Engagement]]:
+    """The engagements of the leads received since `since` with ids from `first` to `last` (a range: no bound list)."""
     rows = (
         await connection.execute(
-            select(col(LeadEngagement.lead_id), col(LeadEngagement.activity), col(LeadEngagement.occurred_at)).where(
-                col(LeadEngagement.lead_id).in_(lead_ids)
+            select(col(LeadEngagement.lead_id), col(LeadEngagement.activity), col(LeadEngagement.occurred_at))
+            .join(LeadScore, col(LeadScore.lead_id) == col(LeadEngagement.lead_id))
+            .where(
+                col(LeadEngagement.lead_id) >= first,
+                col(LeadEngagement.lead_id) <= last,
+                col(LeadScore.received_at) >= since,
             )
         )
     ).all()
@@ -236,7 +252,9 @@ def _score_chunk(
     candidate: CompiledIcp,
     now: datetime,
 ) -> None:
-    for lead_id, source, facts in rows:
+    for lead_id, source, stored in rows:
+        # Read as text (PostgreSQL's driver would decode JSON on the event loop) and decoded here, off it.
+        facts = json.loads(stored)
         done = engagements.get(lead_id, ())
         flipped = tally.add(source, active.decide(facts, done, now=now), candidate.decide(facts, done, now=now))
         if flipped and len(tally.sample) < SAMPLE:
