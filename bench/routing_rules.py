@@ -88,7 +88,9 @@ def percentiles(samples_ns: list[int]) -> str:
     """p50, p99 and the worst, in microseconds."""
     ordered = sorted(samples_ns)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return f"p50 {statistics.median(ordered) / 1000:7.1f} us  p99 {p99 / 1000:7.1f} us  max {ordered[-1] / 1000:7.1f} us"
+    return (
+        f"p50 {statistics.median(ordered) / 1000:7.1f} us  p99 {p99 / 1000:7.1f} us  max {ordered[-1] / 1000:7.1f} us"
+    )
 
 
 def timed(
@@ -137,7 +139,9 @@ def main() -> None:
     everything, walked_all = timed(compiled, facts)
     full, _ = timed(compiled, facts[:2000], explained=None)
     bounded, _ = timed(compiled, facts, explained=50)
-    demo = compile_rules(RoutingDocument.model_validate(yaml.safe_load(DEMO_RULES.read_text())["document"]), version="demo")
+    demo = compile_rules(
+        RoutingDocument.model_validate(yaml.safe_load(DEMO_RULES.read_text())["document"]), version="demo"
+    )
     demo_costs, _ = timed(demo, facts)
     lines = [
         f"routing rules: {args.rules} rules compiled in {compile_ms:.1f} ms; {args.leads} synthetic scored leads",

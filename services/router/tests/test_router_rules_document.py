@@ -1,4 +1,4 @@
-"""The routing rules document: what `check` refuses, at which JSON pointer, and a refused draft through router's HTTP API."""
+"""The routing rules document: what `check` refuses, at which JSON pointer, and a refused draft over HTTP."""
 
 import copy
 from collections.abc import AsyncIterator, Callable
@@ -74,7 +74,8 @@ TEAM = {"type": "team", "team": "team-na"}
         (lambda d: d.update(rules=[]), "/rules", "at least one rule is needed"),
         (rule(1, name="enterprise_accounts"), "/rules/1/name", "duplicate name 'enterprise_accounts'"),
         # fields and operators
-        (when(2, {"field": "lead.email", "equals": "a@b.example"}), "/rules/2/when/field", "unknown field 'lead.email'"),
+        (when(2, {"field": "lead.email", "equals": "a@b.example"}), "/rules/2/when/field",
+         "unknown field 'lead.email'"),
         (when(2, {"field": "country", "equals": "DE"}), "/rules/2/when/field", "unknown field 'country'"),
         (when(2, {"field": "score.colour", "exists": True}), "/rules/2/when/field", "unknown field 'score.colour'"),
         (when(2, {"field": "lead.attributes.", "exists": True}), "/rules/2/when/field", "unknown field"),
@@ -202,7 +203,9 @@ async def _add_writer(storage: Storage) -> None:
 async def test_a_draft_that_cannot_route_every_lead_is_refused_with_the_pointer(
     router_api: httpx.AsyncClient,
 ) -> None:
-    bad = edited(when(0, {"all": [{"field": "account.owner_rep_id", "exists": True}, {"field": "lead.size", "exists": True}]}))
+    bad = edited(
+        when(0, {"all": [{"field": "account.owner_rep_id", "exists": True}, {"field": "lead.size", "exists": True}]})
+    )
     refused = await router_api.post("/v1/routing/versions", json={"document": bad, "note": "typo"})
     assert refused.status_code == 422, refused.text
     assert refused.headers["content-type"].startswith("application/problem+json")

@@ -74,7 +74,7 @@ ATTRIBUTE_PREFIX = "lead.attributes."
 _ATTRIBUTE = re.compile(r"^lead\.attributes\.[A-Za-z0-9_\-]{1,64}$")
 
 MAX_DEPTH = 6
-"""How deep combinators may nest (`all` inside `any` inside `not` ...): deeper is unreadable, and unbounded is a risk."""
+"""How deep combinators may nest (`all` in `any` in `not` ...): deeper is unreadable, and unbounded a risk."""
 MAX_REGEX = 200
 """The longest pattern a `regex` takes: long patterns are where catastrophic backtracking hides."""
 

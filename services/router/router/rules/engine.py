@@ -91,7 +91,10 @@ class RuleDecision:
         """The rules evaluated, at most `limit` of them: the first `limit - 1` and the matched one."""
         if limit is None or self.index < limit:
             return self._rules.explain(self._facts, upto=self.index)
-        return (*self._rules.explain(self._facts, upto=max(0, limit - 1) - 1), self._rules.explain_one(self._facts, self.index))
+        return (
+            *self._rules.explain(self._facts, upto=max(0, limit - 1) - 1),
+            self._rules.explain_one(self._facts, self.index),
+        )
 
     @property
     def rule_path(self) -> list[str]:
@@ -204,7 +207,7 @@ def _keys(value: Any) -> list[tuple[str, Any]]:
         return [key for item in value for key in _keys(item)]
     if isinstance(value, bool):
         return [("flag", value)]
-    keys = [("text", _text(str(value)))]
+    keys: list[tuple[str, Any]] = [("text", _text(str(value)))]
     number = _number(value)
     if number is not None:
         keys.append(("number", number))
@@ -303,6 +306,7 @@ def compile_rules(document: RoutingDocument, *, version: str) -> CompiledRules:
         multi_field: list[Test] = []
         when = rule.when
         parts = [] if when is None else (when.all if when.all is not None else [when])
+        indexed: set[tuple[str, bool]] = set()
         for number, part in enumerate(parts):
             where = f"{at}/when/all/{number}" if when is not None and when.all is not None else f"{at}/when"
             test = _compile(part, at=where)
@@ -310,6 +314,12 @@ def compile_rules(document: RoutingDocument, *, version: str) -> CompiledRules:
             if len(paths) == 1:
                 (path,) = paths
                 operator = part.operator()
+                # One table entry per rule and field: a second part of the same rule on the same field
+                # must hold too, which a table that lets a rule through on either cannot say.
+                tabled = (path, operator == "range")
+                if tabled in indexed:
+                    operator = None
+                indexed.add(tabled)
                 if operator in ("equals", "in"):
                     listed.setdefault(path, []).append((bit, [part.equals] if operator == "equals" else part.in_ or []))
                 elif operator == "range" and part.range is not None:
@@ -333,13 +343,12 @@ def compile_rules(document: RoutingDocument, *, version: str) -> CompiledRules:
     masks: dict[str, _FieldMasks] = {}
     for path in [*by_field, *listed, *ranged]:
         masks.setdefault(path, _FieldMasks(path, predicates=by_field.get(path, [])))
-    for path, parts in listed.items():
+    for path, tabled_parts in listed.items():
         table = masks[path]
-        for bit, values in parts:
+        for bit, values in tabled_parts:
             table.listed_rules |= bit
             for wanted in values:
-                key = _key(wanted)
-                table.listed[key] = table.listed.get(key, 0) | bit
+                table.listed[_key(wanted)] = table.listed.get(_key(wanted), 0) | bit
     for path, spans in ranged.items():
         masks[path].index_ranges(spans)
     fields = tuple(masks.values())
