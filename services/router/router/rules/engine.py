@@ -4,6 +4,10 @@ Pure: no database, no clock, no availability. `evaluate` answers which rule matc
 rule before it did not, and the matched rule's action and fallback chain as data; choosing a rep
 among the action's candidates (availability, fairness) is the caller's part.
 
+CONTRACT (issue 9, next session): the assignment flow, simulate and replay call only `compile_rules`
+(once per ruleset version), `facts_of`, `CompiledRules.evaluate` and what `RuleDecision` offers
+(`rule`, `index`, `action`, `fallbacks`, `rule_path`, `evaluated`, `explain`, `as_dict`).
+
 `facts` is a flat mapping from field path (`lead.country`, `score.mql`, `account.owner_rep_id`,
 `lead.attributes.plan`) to value: `facts_of(lead.scored)` builds it; a path missing from it has no
 value.
@@ -317,9 +321,10 @@ def compile_rules(document: RoutingDocument, *, version: str) -> CompiledRules:
                 # One table entry per rule and field: a second part of the same rule on the same field
                 # must hold too, which a table that lets a rule through on either cannot say.
                 tabled = (path, operator == "range")
-                if tabled in indexed:
-                    operator = None
-                indexed.add(tabled)
+                if operator in ("equals", "in", "range"):
+                    if tabled in indexed:
+                        operator = None
+                    indexed.add(tabled)
                 if operator in ("equals", "in"):
                     listed.setdefault(path, []).append((bit, [part.equals] if operator == "equals" else part.in_ or []))
                 elif operator == "range" and part.range is not None:
