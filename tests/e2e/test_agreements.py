@@ -109,7 +109,7 @@ async def test_demo_keys_co_sign_the_icp_and_a_new_version_supersedes_it(
     assert {event["source"] for event in published} == {"leadrelay/scoring"}
 
     router = stack["router"].url
-    rules = {"rules": [{"name": "everyone", "when": None, "assign": {"queue": "inbound"}}]}
+    rules = {"rules": [{"name": "everyone", "when": "always", "action": {"type": "queue", "team": "team-inbound"}}]}
     async with client(router, DEV_API_KEY) as dev, client(router, DEFAULT_DEMO_SALES_KEY) as sales:
         assert (await dev.post("/v1/routing/versions", json={"document": rules})).status_code == 201
         active = await sales.post("/v1/routing/versions/1/approvals")  # routing: sales or ops alone suffices

@@ -26,7 +26,7 @@ def create_app(settings: RouterSettings | None = None, registry: CollectorRegist
         openapi_tags=[
             {
                 "name": "routing",
-                "description": "The routing rules: approved by sales or ops (provisional format).",
+                "description": "The routing rules (docs/routing.md): approved by sales or ops.",
             }
         ],
     )
