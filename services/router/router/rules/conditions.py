@@ -6,44 +6,12 @@ is the reader's guide.
 """
 
 import re
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from leadrelay.agreements import DocumentError
-
-
-class FieldType(StrEnum):
-    """What kind of value a field holds, which decides the operators it takes."""
-
-    TEXT = "text"
-    NUMBER = "number"
-    FLAG = "flag"
-    ANY = "any"
-
-
-LEAD_FIELDS: dict[str, FieldType] = {
-    "company": FieldType.TEXT,
-    "job_title": FieldType.TEXT,
-    "country": FieldType.TEXT,
-    "source": FieldType.TEXT,
-    "campaign": FieldType.TEXT,
-    "industry": FieldType.TEXT,
-    "employees": FieldType.NUMBER,
-    "annual_revenue": FieldType.NUMBER,
-    "website": FieldType.TEXT,
-    "utm_source": FieldType.TEXT,
-    "utm_medium": FieldType.TEXT,
-    "utm_campaign": FieldType.TEXT,
-    "crm_id": FieldType.TEXT,
-    "marketing_opt_in": FieldType.FLAG,
-    "email_domain": FieldType.TEXT,
-    "email_free_mail": FieldType.FLAG,
-    "email_disposable": FieldType.FLAG,
-    "email_lookalike": FieldType.FLAG,
-}
-"""`lead.<field>`: the lead as scoring saw it (personal data such as email, names and phone is deliberately absent)."""
+from leadrelay.lead_fields import LEAD_FIELDS, FieldType
 
 SCORE_FIELDS: dict[str, FieldType] = {
     "score": FieldType.NUMBER,
@@ -83,9 +51,9 @@ FIELD_OPERATORS = frozenset({"equals", "in", "range", "regex", "exists"})
 
 _ACCEPTS: dict[str, frozenset[FieldType]] = {
     "equals": frozenset(FieldType),
-    "in": frozenset({FieldType.TEXT, FieldType.NUMBER, FieldType.ANY}),
+    "in": frozenset({FieldType.TEXT, FieldType.COUNTRY, FieldType.NUMBER, FieldType.ANY}),
     "range": frozenset({FieldType.NUMBER, FieldType.ANY}),
-    "regex": frozenset({FieldType.TEXT, FieldType.ANY}),
+    "regex": frozenset({FieldType.TEXT, FieldType.COUNTRY, FieldType.ANY}),
     "exists": frozenset(FieldType),
 }
 """Which field types each test reads (an attribute, of unknown type, goes with any)."""
@@ -217,7 +185,7 @@ def _check_value(value: Any, found: FieldType, *, at: str) -> list[DocumentError
         return [(at, f"the field holds a flag: compare it with true or false, not {value!r}")]
     if found is FieldType.NUMBER and not is_number:
         return [(at, f"the field holds a number: compare it with a number, not {value!r}")]
-    if found is FieldType.TEXT and not isinstance(value, str):
+    if found in (FieldType.TEXT, FieldType.COUNTRY) and not isinstance(value, str):
         return [(at, f"the field holds a text: compare it with a text, not {value!r}")]
     return []
 

@@ -21,7 +21,8 @@ from functools import cached_property
 from typing import Any
 
 from leadrelay.events import LeadScored
-from router.rules.conditions import LEAD_FIELDS, Condition, Range
+from leadrelay.lead_fields import LEAD_FIELDS
+from router.rules.conditions import Condition, Range
 from router.rules.document import Action, NurtureAction, RoutingDocument, chain, check
 
 Facts = Mapping[str, Any]

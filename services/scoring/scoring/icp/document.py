@@ -7,13 +7,13 @@ reader's guide to this format.
 
 import re
 from collections.abc import Iterable
-from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, ValidationError, model_validator
 
 from leadrelay.agreements import AgreementKind, DocumentError, all_of, unique_names
 from leadrelay.apikeys import Scope, Team
+from leadrelay.lead_fields import LEAD_FIELDS, FieldType
 from leadrelay.stages import ENGAGEMENT_ACTIVITIES
 from scoring.icp.regions import COUNTRIES, REGIONS
 
@@ -32,39 +32,6 @@ FieldPath = Annotated[
 Points = Annotated[int, Field(ge=-1000, le=1000)]
 Values = Annotated[list[Text], Field(min_length=1, max_length=1000)]
 
-
-class FieldType(StrEnum):
-    """What kind of value a lead or account field holds, which decides the criteria it can take."""
-
-    TEXT = "text"
-    NUMBER = "number"
-    FLAG = "flag"
-    COUNTRY = "country"
-    LIST = "list"
-    ANY = "any"
-
-
-LEAD_FIELDS: dict[str, FieldType] = {
-    "company": FieldType.TEXT,
-    "job_title": FieldType.TEXT,
-    "country": FieldType.COUNTRY,
-    "source": FieldType.TEXT,
-    "campaign": FieldType.TEXT,
-    "industry": FieldType.TEXT,
-    "employees": FieldType.NUMBER,
-    "annual_revenue": FieldType.NUMBER,
-    "website": FieldType.TEXT,
-    "utm_source": FieldType.TEXT,
-    "utm_medium": FieldType.TEXT,
-    "utm_campaign": FieldType.TEXT,
-    "crm_id": FieldType.TEXT,
-    "marketing_opt_in": FieldType.FLAG,
-    "email_domain": FieldType.TEXT,
-    "email_free_mail": FieldType.FLAG,
-    "email_disposable": FieldType.FLAG,
-    "email_lookalike": FieldType.FLAG,
-}
-"""Lead fields an ICP may read (personal data such as email, names and phone is deliberately absent)."""
 
 ACCOUNT_FIELDS: dict[str, FieldType] = {
     "name": FieldType.TEXT,
