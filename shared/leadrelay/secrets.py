@@ -28,3 +28,7 @@ class SecretBox:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
             return None
+
+
+# The development default of LEADRELAY_SECRET_KEY; a service refuses it when ENVIRONMENT=production.
+DEFAULT_SECRET_KEY = "lr_dev_secret_key_insecure_change_me"
