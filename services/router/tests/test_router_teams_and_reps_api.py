@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlmodel import col, select
 
 from leadrelay.apikeys import ApiKey, Scope, Team, hash_key
 from leadrelay.audit import AuditEntry
+from leadrelay.calendar import TeamCalendar
 from leadrelay.events import TeamChanged, parse_as
 from leadrelay.outbox import OutboxMessage
 from leadrelay.problems import install_problem_handlers
@@ -150,6 +152,22 @@ async def test_a_team_is_stored_announced_once_per_change_and_audited(
     read = await api.get("/v1/teams/team-emea", headers=READER)
     assert read.json()["timezone"] == "Europe/Dublin"
     assert (await api.get("/v1/teams/nobody", headers=READER)).status_code == 404
+
+
+async def test_the_announced_calendar_is_enough_to_run_a_business_clock(
+    api: httpx.AsyncClient, router_db: Storage
+) -> None:
+    await api.put("/v1/teams/team-emea", json=TEAM)
+    [event] = await team_events(router_db)
+    payload = event.model_dump(mode="json")
+    calendar = TeamCalendar.from_payload(
+        timezone=payload["timezone"], working_hours=payload["working_hours"], holiday_calendar=payload["holidays"]
+    )
+    monday_0930_bst = datetime(2026, 6, 15, 8, 30, tzinfo=UTC)
+    assert calendar.is_open(monday_0930_bst)
+    assert not calendar.is_open(datetime(2026, 6, 15, 11, 45, tzinfo=UTC))  # 12:45 BST: lunch
+    assert not calendar.is_open(datetime(2026, 5, 25, 8, 30, tzinfo=UTC))  # Spring Bank Holiday
+    assert calendar.business_seconds_between(monday_0930_bst, monday_0930_bst + timedelta(hours=4)) == 3 * 3600
 
 
 BAD_TEAMS = [
