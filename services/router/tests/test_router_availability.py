@@ -1,5 +1,6 @@
 """Availability and business calendars, table-driven: timezones, DST, holidays, out of office, caps, toggles."""
 
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -232,3 +233,22 @@ def test_an_instant_in_another_timezone_means_the_same_moment() -> None:
     assert LONDON.is_open(at.astimezone(LONDON.zone))
     assert LONDON.is_open(at.astimezone(NEW_YORK.zone))
     assert not LONDON.is_open(at - timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    "team", [LONDON, NEW_YORK, LONDON_LUNCH, LONDON_ALWAYS], ids=["london", "new-york", "lunch", "always"]
+)
+def test_adding_and_measuring_business_time_agree_over_a_year(team: TeamCalendar) -> None:
+    chooser = random.Random(9)  # fixed seed: the same 300 instants every run, spread over 2026's DST changes
+    year_start = utc("2026-01-01T00:00")
+    for _ in range(300):
+        start = year_start + timedelta(seconds=chooser.randrange(365 * 86400))
+        seconds = float(chooser.randrange(0, 5 * 86400, 60))
+        end = team.add_business_seconds(start, seconds)
+        assert end is not None
+        assert team.business_seconds_between(start, end) == seconds, (start, seconds)
+        opening = team.next_open(start)
+        assert opening is not None
+        assert team.is_open(opening)
+        assert opening == start or not team.is_open(start)
+        assert team.business_seconds_between(start, opening) == 0
