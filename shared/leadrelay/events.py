@@ -21,6 +21,7 @@ class Topic(StrEnum):
     ACCOUNTS_CHANGED = "accounts.changed"
     API_KEYS = "leadrelay.apikeys"
     AGREEMENTS = "leadrelay.agreements"
+    TEAMS = "leadrelay.teams"
 
 
 def dlq_topic(topic: str) -> str:
@@ -326,6 +327,45 @@ class ApiKeyChanged(EventData):
         return self.key_id
 
 
+class WorkingInterval(BaseModel):
+    """Open from `start` to `end`, local `HH:MM` in the team's timezone (`end` may be 24:00)."""
+
+    start: str
+    end: str
+
+
+class HolidayCalendar(BaseModel):
+    """Public holidays of a country (ISO 3166-1 alpha-2) and subdivision, as the `holidays` package has them."""
+
+    country: str
+    subdivision: str | None = None
+
+
+class TeamChanged(EventData):
+    """The whole state of one team, announced by router whenever it changes; keyed by team id.
+
+    A state transfer carrying the full business calendar (timezone, working hours, holiday
+    calendar), so the sla-monitor runs business clocks without reading router's tables: keep the
+    highest `version` per team.
+    """
+
+    event_type: ClassVar[str] = "team.changed"
+    topic: ClassVar[Topic] = Topic.TEAMS
+
+    team_id: str
+    name: str
+    timezone: str
+    working_hours: dict[str, list[WorkingInterval]] = Field(default_factory=dict)
+    holidays: HolidayCalendar | None = None
+    manager_rep_id: str | None = None
+    version: int
+    changed_at: datetime
+
+    def subject(self) -> str:
+        """Keyed by team id, so one team's changes stay in order."""
+        return self.team_id
+
+
 class AgreementEventData(EventData):
     """A transition of one version of an agreement (ICP, routing rules, SLA); keyed by kind."""
 
@@ -391,6 +431,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         SlaMet,
         AccountChanged,
         ApiKeyChanged,
+        TeamChanged,
         AgreementDrafted,
         AgreementApproved,
         AgreementRejected,
@@ -448,6 +489,7 @@ __all__ = [
     "CloudEvent",
     "CriterionKind",
     "EventData",
+    "HolidayCalendar",
     "LeadActivity",
     "LeadAssigned",
     "LeadEventData",
@@ -460,9 +502,11 @@ __all__ = [
     "SlaMet",
     "SlaStarted",
     "SlaWarning",
+    "TeamChanged",
     "Topic",
     "UnknownEventType",
     "ValidationError",
+    "WorkingInterval",
     "dlq_topic",
     "new_event",
     "parse_as",

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 # broker that lost its data (the embedded one keeps nothing across a restart) has lost the marker.
 MARKER_TOPIC = "leadrelay.markers"
 # Topics that hold the latest state per key (every key's announcement): kept forever, compacted.
-COMPACTED_TOPICS = {Topic.API_KEYS.value}
+COMPACTED_TOPICS = {Topic.API_KEYS.value, Topic.TEAMS.value}
 COMPACTED = {"cleanup.policy": "compact"}
 
 

@@ -49,6 +49,7 @@ from leadrelay.events import (
     SlaMet,
     SlaStarted,
     SlaWarning,
+    TeamChanged,
     ValidationError,
     new_event,
     parse_event,
@@ -139,6 +140,17 @@ EXAMPLES: dict[str, EventData] = {
         version=1,
         created_at=AT,
         changed_at=AT,
+    ),
+    "team.changed": TeamChanged.model_validate(
+        {
+            "team_id": "team-emea",
+            "name": "EMEA inside sales",
+            "timezone": "Europe/London",
+            "working_hours": {"mon": [{"start": "09:00", "end": "17:30"}]},
+            "holidays": {"country": "GB", "subdivision": "ENG"},
+            "version": 1,
+            "changed_at": AT,
+        }
     ),
     **{
         data_type.event_type: data_type(

@@ -9,7 +9,9 @@ from leadrelay.agreements import agreement_router
 from leadrelay.service import ServiceSpec, create_service_app
 from router.assignments.handlers import handlers
 from router.config import RouterSettings, get_settings
+from router.reps.router import router as reps_router
 from router.rules.document import ROUTING
+from router.teams.router import router as teams_router
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -22,12 +24,20 @@ def create_app(settings: RouterSettings | None = None, registry: CollectorRegist
         description="Assigns leads to reps and explains every assignment.",
         migrations_dir=MIGRATIONS_DIR,
         handlers=handlers(settings),
-        routers=[agreement_router(ROUTING)],
+        routers=[agreement_router(ROUTING), teams_router, reps_router],
         openapi_tags=[
             {
                 "name": "routing",
                 "description": "The routing rules (docs/routing.md): approved by sales or ops.",
-            }
+            },
+            {
+                "name": "teams",
+                "description": "Teams: timezone, working hours, holiday calendar, manager; announced as team.changed.",
+            },
+            {
+                "name": "reps",
+                "description": "Reps: teams, weight, caps, skills, availability and notification channels.",
+            },
         ],
     )
     return create_service_app(spec, settings, registry)
