@@ -24,6 +24,7 @@ from leadrelay.events import (
     SlaMet,
     SlaStarted,
     SlaWarning,
+    TeamChanged,
     Topic,
     UnknownEventType,
     ValidationError,
@@ -133,6 +134,17 @@ SAMPLES: dict[str, EventData] = {
         revoked_at=AT,
         changed_at=AT,
     ),
+    "team.changed": TeamChanged.model_validate(
+        {
+            "team_id": "team-emea",
+            "name": "EMEA inside sales",
+            "timezone": "Europe/London",
+            "working_hours": {"mon": [{"start": "09:00", "end": "17:30"}]},
+            "holidays": {"country": "GB", "subdivision": "ENG"},
+            "version": 1,
+            "changed_at": AT,
+        }
+    ),
     **{
         data_type.event_type: data_type(
             kind="sla", version=2, status="draft", actor_key_id="key_1", actor_team="sales", reason="why", at=AT
@@ -170,8 +182,8 @@ def test_event_round_trips_through_bytes(event_type: str) -> None:
     assert type(parsed.data) is type(data)
     assert parsed.data == data
     assert parsed.topic == data.topic
-    # Accounts are keyed by account, keys by key, agreements by kind; everything else by lead.
-    expected_subject = {"account.changed": "acct-42", "apikey.changed": "key_1"}.get(
+    # Accounts are keyed by account, keys by key, teams by team, agreements by kind; everything else by lead.
+    expected_subject = {"account.changed": "acct-42", "apikey.changed": "key_1", "team.changed": "team-emea"}.get(
         event_type, "sla" if event_type.startswith("agreement.") else "lead-1"
     )
     assert parsed.subject == expected_subject == event.subject

@@ -90,7 +90,7 @@ TEAM = {"type": "team", "team": "team-na"}
         (when(2, {"field": "lead.country", "range": {"min": 1}}), "/rules/2/when/field",
          "'lead.country' holds a country; 'range' reads a number"),
         (when(2, {"field": "lead.employees", "regex": "^1"}), "/rules/2/when/field", "'regex' reads a country or text"),
-        (when(2, {"field": "score.mql", "in": [True]}), "/rules/2/when/field", "'in' reads a country or number or text"),
+        (when(2, {"field": "score.mql", "in": [True]}), "/rules/2/when/field", "'in' reads a country or number"),
         (when(2, {"field": "score.mql", "equals": "yes"}), "/rules/2/when/equals", "compare it with true or false"),
         (when(2, {"field": "lead.employees", "equals": "many"}), "/rules/2/when/equals", "compare it with a number"),
         (when(2, {"field": "lead.country", "equals": 49}), "/rules/2/when/equals", "compare it with a text"),
