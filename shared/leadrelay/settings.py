@@ -2,8 +2,10 @@
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from leadrelay.secrets import DEFAULT_SECRET_KEY
 
 Environment = Literal["development", "test", "production"]
 
@@ -63,3 +65,17 @@ class ServiceSettings(BaseSettings):
     def consumer_group(self) -> str:
         """Kafka consumer group of this service."""
         return f"leadrelay-{self.service_name}"
+
+
+class SecretKeySettings(ServiceSettings):
+    """Settings of a service that encrypts secrets at rest with a key derived from LEADRELAY_SECRET_KEY."""
+
+    secret_key: SecretStr = Field(
+        default=SecretStr(DEFAULT_SECRET_KEY), validation_alias="LEADRELAY_SECRET_KEY", min_length=16
+    )
+
+    @model_validator(mode="after")
+    def _no_development_secret_key_in_production(self) -> "SecretKeySettings":
+        if self.environment == "production" and self.secret_key.get_secret_value() == DEFAULT_SECRET_KEY:
+            raise ValueError("LEADRELAY_SECRET_KEY must be set in production: the development default is refused")
+        return self

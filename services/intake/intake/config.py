@@ -3,17 +3,14 @@
 import os
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field
 
 from leadrelay.apikeys import DEFAULT_DEMO_MARKETING_KEY, DEFAULT_DEMO_SALES_KEY, DEFAULT_DEV_API_KEY
-from leadrelay.settings import ServiceSettings
-
-# Documented in docs/configuration.md; intake refuses to start with it when ENVIRONMENT=production.
-DEFAULT_SECRET_KEY = "lr_dev_secret_key_insecure_change_me"
+from leadrelay.settings import SecretKeySettings
 
 
-class IntakeSettings(ServiceSettings):
-    """Intake's settings (see docs/configuration.md)."""
+class IntakeSettings(SecretKeySettings):
+    """Intake's settings (see docs/configuration.md); LEADRELAY_SECRET_KEY encrypts webhook signing secrets."""
 
     service_name: str = "intake"
     port: int = 8000
@@ -32,22 +29,12 @@ class IntakeSettings(ServiceSettings):
     redrive_check_interval_seconds: float = Field(default=30.0, gt=0)
     redrive_max_attempts: int = Field(default=10, ge=1)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, validation_alias="INTAKE_WORKERS", ge=1)
-    # Encrypts webhook sources' signing secrets at rest (a key is derived from it with HKDF).
-    secret_key: SecretStr = Field(
-        default=SecretStr(DEFAULT_SECRET_KEY), validation_alias="LEADRELAY_SECRET_KEY", min_length=16
-    )
     # The scheme and host senders address (HubSpot signs the full URI it posted to); unset: the request's own.
     webhook_public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+$")
     webhook_prune_interval_seconds: float = Field(default=3600.0, gt=0)
     demo_sources: bool = Field(default=True, validation_alias="LEADRELAY_DEMO_SOURCES")
     webhook_rate_per_source_per_second: float = Field(default=200.0, ge=0)
     webhook_rate_burst: int = Field(default=1000, ge=1)
-
-    @model_validator(mode="after")
-    def _no_development_secret_key_in_production(self) -> "IntakeSettings":
-        if self.environment == "production" and self.secret_key.get_secret_value() == DEFAULT_SECRET_KEY:
-            raise ValueError("LEADRELAY_SECRET_KEY must be set in production: the development default is refused")
-        return self
 
 
 @lru_cache

@@ -17,7 +17,7 @@ from intake.leads.handlers import handlers
 from intake.leads.jobs import prune_idempotency_keys, redrive_lost_leads
 from intake.leads.router import router as leads_router
 from intake.sources import service as sources
-from intake.sources.crypto import SecretBox
+from intake.sources.crypto import source_box
 from intake.sources.router import router as sources_router
 from intake.sources.schemas import SourcePut
 from intake.webhooks.jobs import prune_webhook_deliveries
@@ -75,7 +75,7 @@ async def seed_demo_sources(runtime: ServiceRuntime[IntakeSettings]) -> None:
     """Outside production, configure the demo webhook sources `leadrelay demo` signs for (once: kept if edited)."""
     if runtime.settings.environment == "production" or not runtime.settings.demo_sources:
         return
-    box = SecretBox(runtime.settings.secret_key.get_secret_value())
+    box = source_box(runtime.settings.secret_key.get_secret_value())
     async with runtime.sessions() as session:
         for name, (kind, secret) in DEMO_SOURCES.items():
             if await sources.get(session, name=name) is None:

@@ -9,7 +9,7 @@ from standardwebhooks.webhooks import Webhook
 from starlette.datastructures import Headers, QueryParams
 
 from intake.config import IntakeSettings
-from intake.sources.crypto import SecretBox
+from intake.sources.crypto import source_box
 from intake.sources.models import SourceKind
 from intake.webhooks.kinds import KINDS, hubspot
 from intake.webhooks.kinds.base import Delivery, Record, SignatureInvalid
@@ -197,7 +197,7 @@ def test_many_unnamed_fields_are_kept_while_they_fit() -> None:
 def test_the_development_secret_key_is_refused_in_production_without_showing_it() -> None:
     from pydantic import ValidationError
 
-    from intake.config import DEFAULT_SECRET_KEY
+    from leadrelay.secrets import DEFAULT_SECRET_KEY
 
     with pytest.raises(ValidationError) as refused:
         IntakeSettings(_env_file=None, environment="production")  # type: ignore[call-arg]
@@ -209,11 +209,11 @@ def test_the_development_secret_key_is_refused_in_production_without_showing_it(
 
 
 def test_secrets_encrypted_with_one_key_do_not_open_with_another() -> None:
-    box = SecretBox("first-key-0123456789")
+    box = source_box("first-key-0123456789")
     token = box.encrypt("hubspot-client-secret")
     assert "hubspot-client-secret" not in token
     assert box.decrypt(token) == "hubspot-client-secret"
-    assert SecretBox("second-key-0123456789").decrypt(token) is None
+    assert source_box("second-key-0123456789").decrypt(token) is None
 
 
 def test_a_hubspot_workflow_body_is_one_lead_from_its_properties() -> None:

@@ -5,12 +5,12 @@ from datetime import datetime
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from intake.sources.crypto import SecretBox
 from intake.sources.models import WebhookSource
 from intake.sources.schemas import DEFAULT_TOKEN_HEADER, SecretPublic, SourcePublic, SourcePut
 from leadrelay import audit
 from leadrelay.apikeys import ApiKey
 from leadrelay.events import utcnow
+from leadrelay.secrets import SecretBox
 
 
 async def put(
