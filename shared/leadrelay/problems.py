@@ -5,6 +5,7 @@ How the OpenAPI document shows these answers lives in leadrelay.openapi.
 
 import logging
 import sqlite3
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -12,7 +13,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -94,6 +95,15 @@ def problem_response(problem: Problem, request: Request, headers: dict[str, str]
 
 
 _SOURCES = {"body", "query", "path", "header", "cookie"}
+
+
+def item_field_errors(error: ValidationError, *, at: Sequence[str]) -> list[FieldError]:
+    """A batch item's validation errors, each named under the item's place (`at`: e.g. ("leads", "3"))."""
+    errors = []
+    for detail in error.errors():
+        location = [*at, *(str(part) for part in detail["loc"])]
+        errors.append(FieldError(field=".".join(location), pointer="/" + "/".join(location), message=detail["msg"]))
+    return errors
 
 
 def _field_errors(errors: Any) -> list[FieldError]:

@@ -15,7 +15,7 @@ from leadrelay import idempotency_keys, outbox
 from leadrelay.db import begin_writing, insert_unless_taken, is_unavailable, refusal
 from leadrelay.events import AccountChanged, new_event, utcnow
 from leadrelay.idempotency_keys import Answer, IdempotentRequest
-from leadrelay.problems import FieldError
+from leadrelay.problems import FieldError, item_field_errors
 
 SOURCE = "leadrelay/intake"
 
@@ -100,11 +100,7 @@ class ItemOutcome:
 
 
 def _item_errors(index: int, error: ValidationError) -> list[FieldError]:
-    errors = []
-    for detail in error.errors():
-        location = ["accounts", str(index), *(str(part) for part in detail["loc"])]
-        errors.append(FieldError(field=".".join(location), pointer="/" + "/".join(location), message=detail["msg"]))
-    return errors
+    return item_field_errors(error, at=("accounts", str(index)))
 
 
 def _result(outcome: ItemOutcome) -> AccountResult:

@@ -29,7 +29,13 @@ from leadrelay.batching import WriterDep
 from leadrelay.db import SessionDep
 from leadrelay.idempotency_keys import IdempotencyKeyHeader
 from leadrelay.openapi import problem_responses
-from leadrelay.problems import VALIDATION_PROBLEM, FieldError, Problem, ProblemException, problem_response
+from leadrelay.problems import (
+    VALIDATION_PROBLEM,
+    Problem,
+    ProblemException,
+    item_field_errors,
+    problem_response,
+)
 from leadrelay.stages import LeadStage
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"])
@@ -68,10 +74,7 @@ def _item(index: int, raw: Any) -> LeadCreate | Problem:
     try:
         return LeadCreate.model_validate(raw)
     except ValidationError as invalid:
-        errors = []
-        for error in invalid.errors():
-            location = ["leads", str(index), *(str(part) for part in error["loc"])]
-            errors.append(FieldError(field=".".join(location), pointer="/" + "/".join(location), message=error["msg"]))
+        errors = item_field_errors(invalid, at=("leads", str(index)))
         detail = "; ".join(f"{error.field}: {error.message}" for error in errors)
         return Problem(type=VALIDATION_PROBLEM, title="Invalid lead", status=422, detail=detail, errors=errors)
 

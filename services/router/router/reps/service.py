@@ -13,7 +13,7 @@ from leadrelay import audit
 from leadrelay.apikeys import ApiKey
 from leadrelay.db import begin_writing, insert_unless_taken, is_unavailable, refusal
 from leadrelay.events import utcnow
-from leadrelay.problems import FieldError
+from leadrelay.problems import FieldError, item_field_errors
 from leadrelay.secrets import SecretBox
 from router.reps.models import Rep
 from router.reps.schemas import RepBatchItem, RepBatchResults, RepPublic, RepPut, RepResult
@@ -232,11 +232,7 @@ class ItemOutcome:
 
 
 def _item_errors(index: int, error: ValidationError) -> list[FieldError]:
-    errors = []
-    for detail in error.errors():
-        location = ["reps", str(index), *(str(part) for part in detail["loc"])]
-        errors.append(FieldError(field=".".join(location), pointer="/" + "/".join(location), message=detail["msg"]))
-    return errors
+    return item_field_errors(error, at=("reps", str(index)))
 
 
 def _result(outcome: ItemOutcome) -> RepResult:
