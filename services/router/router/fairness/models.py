@@ -36,5 +36,6 @@ class RotationMember(SQLModel, table=True):
     credit: int = Field(default=0, sa_column=_big(0))
     last_seen: int = Field(default=-1, sa_column=_big(-1))
     last_won: int = Field(default=-1, sa_column=_big(-1))
+    waiting_since: int = Field(default=-1, sa_column=_big(-1))
     wins: int = Field(default=0, sa_column=_big(0))
     updated_at: datetime = Field(default_factory=utcnow)

@@ -2,7 +2,8 @@
 
 Weighted round robin is nginx's smooth weighted round robin, counted in leads: at every pick each
 candidate's credit grows by its share of the pick (its weight over the candidates' total weight),
-the highest credit wins (ties to the lowest rep id), and the winner pays one lead. With equal
+the highest credit wins (ties to the rep waiting longest, then to the lowest rep id), and
+the winner pays one lead. With equal
 weights that is a strict rotation; with weights w_i each rep's share stays within a bounded number
 of leads of w_i / sum(w). Counting in leads rather than in weights keeps a credit's meaning ("this
 much of a lead owed") when reps join or leave and the total weight changes, so a departure never
@@ -37,11 +38,12 @@ class Reason(StrEnum):
 
     HIGHEST_CREDIT = "highest_credit"
     LOWER_CREDIT = "lower_credit"
-    TIED_CREDIT = "tied_credit_rep_id"  # as much credit as the chosen rep, whose id sorts first
+    TIED_CREDIT = "tied_credit_waited_less"  # as much credit as the chosen rep, who has waited longer
+    TIED_CREDIT_REP_ID = "tied_credit_rep_id"  # the same credit and wait as the chosen rep, whose id sorts first
     LOWEST_LOAD = "lowest_load"
     HIGHER_LOAD = "higher_load"
-    TIED_LOAD = "tied_load_picked_more_recently"  # the same load per weight, but picked more recently
-    TIED_LOAD_REP_ID = "tied_load_rep_id"  # the same load and last pick as the chosen rep, whose id sorts first
+    TIED_LOAD = "tied_load_waited_less"  # the same load per weight as the chosen rep, who has waited longer
+    TIED_LOAD_REP_ID = "tied_load_rep_id"  # the same load and wait as the chosen rep, whose id sorts first
 
 
 class Entry(StrEnum):
@@ -70,6 +72,11 @@ class Member:
     """The rotation's pick number at which the rep was last a candidate (-1: never)."""
     last_won: int = -1
     """The rotation's pick number of the rep's last pick (-1: never)."""
+    waiting_since: int = -1
+    """The pick number from which the rep waits: the one after its last lead, or the one it joined or came back at.
+
+    On equal credit (or load) the rep waiting longest goes first.
+    """
     wins: int = 0
 
 
@@ -164,6 +171,7 @@ def choose(rotation: Rotation, *, pool_id: str, candidates: Sequence[Candidate],
     for candidate in candidates:
         rotation.members[candidate.rep_id].last_seen = sequence
     rotation.members[winner].last_won = sequence
+    rotation.members[winner].waiting_since = sequence + 1  # behind anyone joining at this very pick
     rotation.members[winner].wins += 1
     rotation.picks = sequence + 1
     return Pick(pool_id=pool_id, strategy=strategy, sequence=sequence, rep_id=winner, candidates=tuple(considered))
@@ -174,7 +182,8 @@ def _place(rotation: Rotation, candidates: Sequence[Candidate], sequence: int) -
     # [low, high]. A joining rep starts at `low`: the back of the queue, its first lead within one
     # round, never several in a row. A returning rep keeps the credit it left with, clamped into the
     # band: it never comes back ahead of the rep first in line (at most it takes the turn it already
-    # had), and never owes for the leads handed out while it was away. When nobody stayed (a whole
+    # had), and never owes for the leads handed out while it was away. Both lose ties to the reps
+    # that stayed, who have waited longer. When nobody stayed (a whole
     # team back on Monday), the returning reps keep their order, squeezed into a band narrower than
     # one lead, so that no stale gap between them turns into a burst.
     entries: dict[str, Entry] = {}
@@ -200,10 +209,11 @@ def _place(rotation: Rotation, candidates: Sequence[Candidate], sequence: int) -
     for candidate in candidates:
         entry = entries[candidate.rep_id]
         if entry is Entry.JOINED:
-            rotation.members[candidate.rep_id] = Member(credit=low)
+            rotation.members[candidate.rep_id] = Member(credit=low, waiting_since=sequence)
         elif entry is Entry.RETURNED:
             member = rotation.members[candidate.rep_id]
             member.credit = min(max(member.credit, low), high)
+            member.waiting_since = sequence
     return entries
 
 
@@ -214,7 +224,13 @@ def _weighted_round_robin(
     compared = {
         candidate.rep_id: before[candidate.rep_id] + _share(candidate.weight, total) for candidate in candidates
     }
-    winner = min(compared, key=lambda rep_id: (-compared[rep_id], rep_id))
+
+    # Equal credits go to the rep waiting longest, then to the lowest id: the queue stays a queue
+    # when shares change with the candidates and credits come to coincide.
+    def order(rep_id: str) -> tuple[int, int, str]:
+        return -compared[rep_id], rotation.members[rep_id].waiting_since, rep_id
+
+    winner = min(compared, key=order)
     after = {rep_id: credit - (SCALE if rep_id == winner else 0) for rep_id, credit in compared.items()}
     shift = sum(after.values()) // len(after)  # keeps the credits small; only their differences decide
     for rep_id, credit in after.items():
@@ -224,10 +240,12 @@ def _weighted_round_robin(
         rep_id = candidate.rep_id
         if rep_id == winner:
             reason = Reason.HIGHEST_CREDIT
-        elif compared[rep_id] == compared[winner]:
+        elif compared[rep_id] != compared[winner]:
+            reason = Reason.LOWER_CREDIT
+        elif order(rep_id)[1] != order(winner)[1]:
             reason = Reason.TIED_CREDIT
         else:
-            reason = Reason.LOWER_CREDIT
+            reason = Reason.TIED_CREDIT_REP_ID
         considered.append(
             Considered(
                 rep_id=rep_id,
@@ -247,10 +265,11 @@ def _weighted_round_robin(
 def _least_loaded(
     rotation: Rotation, candidates: Sequence[Candidate], entries: dict[str, Entry], before: dict[str, int]
 ) -> list[Considered]:
-    # Load per weight compared exactly (no floats); equal ratios go to the rep picked least recently
-    # in this rotation, so equally loaded reps take turns.
+    # Load per weight compared exactly (no floats); equal ratios go to the rep waiting longest in
+    # this rotation, so equally loaded reps take turns.
     def order(candidate: Candidate) -> tuple[Fraction, int, str]:
-        return Fraction(candidate.load, candidate.weight), rotation.members[candidate.rep_id].last_won, candidate.rep_id
+        member = rotation.members[candidate.rep_id]
+        return Fraction(candidate.load, candidate.weight), member.waiting_since, candidate.rep_id
 
     winner = min(candidates, key=order)
     best = order(winner)

@@ -33,7 +33,13 @@ async def pick(*, session: AsyncSession, pool_id: str, candidates: Sequence[Cand
     rotation = Rotation(
         picks=pool.picks,
         members={
-            rep_id: Member(credit=row.credit, last_seen=row.last_seen, last_won=row.last_won, wins=row.wins)
+            rep_id: Member(
+                credit=row.credit,
+                last_seen=row.last_seen,
+                last_won=row.last_won,
+                waiting_since=row.waiting_since,
+                wins=row.wins,
+            )
             for rep_id, row in rows.items()
         },
     )
@@ -43,7 +49,7 @@ async def pick(*, session: AsyncSession, pool_id: str, candidates: Sequence[Cand
         member = rotation.members[rep_id]
         row = rows.get(rep_id) or RotationMember(pool_id=pool_id, rep_id=rep_id)
         row.credit, row.last_seen = member.credit, member.last_seen
-        row.last_won, row.wins = member.last_won, member.wins
+        row.last_won, row.waiting_since, row.wins = member.last_won, member.waiting_since, member.wins
         row.updated_at = now
         session.add(row)
     pool.picks = rotation.picks

@@ -1,8 +1,8 @@
 """fair rotation
 
-Revision ID: bad4d14fb5df
+Revision ID: d3cf32f87d42
 Revises: 7f6aeb72d900
-Create Date: 2026-11-27 17:52:42.786832
+Create Date: 2026-11-27 17:57:59.365474
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 
-revision: str = 'bad4d14fb5df'
+revision: str = 'd3cf32f87d42'
 down_revision: str | None = '7f6aeb72d900'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -26,6 +26,7 @@ def upgrade() -> None:
     sa.Column('credit', sa.BigInteger(), nullable=False),
     sa.Column('last_seen', sa.BigInteger(), nullable=False),
     sa.Column('last_won', sa.BigInteger(), nullable=False),
+    sa.Column('waiting_since', sa.BigInteger(), nullable=False),
     sa.Column('wins', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('pool_id', 'rep_id')
