@@ -2,12 +2,11 @@
 
 Weighted round robin is nginx's smooth weighted round robin, counted in leads: at every pick each
 candidate's credit grows by its share of the pick (its weight over the candidates' total weight),
-the highest credit wins (ties to the rep waiting longest, then to the lowest rep id), and
-the winner pays one lead. With equal
-weights that is a strict rotation; with weights w_i each rep's share stays within a bounded number
-of leads of w_i / sum(w). Counting in leads rather than in weights keeps a credit's meaning ("this
-much of a lead owed") when reps join or leave and the total weight changes, so a departure never
-turns the credit of those who stay into a burst.
+the highest credit wins (ties to the heavier rep, then to the one waiting longest, then to the
+lowest rep id), and the winner pays one lead. With equal weights that is a strict rotation; with
+weights w_i each rep's count stays within two leads of N * w_i / sum(w). Counting in leads rather
+than in weights keeps a credit's meaning ("this much of a lead owed") when reps join or leave and
+the total weight changes, so a departure never turns the credit of those who stay into a burst.
 
 Credits are integers in units of 1/SCALE of a lead; only their differences matter, so after every
 pick the candidates' credits are shifted together to keep their sum near zero. A rep earns credit
@@ -38,6 +37,7 @@ class Reason(StrEnum):
 
     HIGHEST_CREDIT = "highest_credit"
     LOWER_CREDIT = "lower_credit"
+    TIED_CREDIT_WEIGHT = "tied_credit_lower_weight"  # as much credit as the chosen rep, who weighs more
     TIED_CREDIT = "tied_credit_waited_less"  # as much credit as the chosen rep, who has waited longer
     TIED_CREDIT_REP_ID = "tied_credit_rep_id"  # the same credit and wait as the chosen rep, whose id sorts first
     LOWEST_LOAD = "lowest_load"
@@ -225,10 +225,13 @@ def _weighted_round_robin(
         candidate.rep_id: before[candidate.rep_id] + _share(candidate.weight, total) for candidate in candidates
     }
 
-    # Equal credits go to the rep waiting longest, then to the lowest id: the queue stays a queue
-    # when shares change with the candidates and credits come to coincide.
-    def order(rep_id: str) -> tuple[int, int, str]:
-        return -compared[rep_id], rotation.members[rep_id].waiting_since, rep_id
+    # Equal credits go to the heavier rep (whose credit would otherwise run ahead of its share),
+    # then to the rep waiting longest, then to the lowest id: the queue stays a queue when shares
+    # change with the candidates and credits come to coincide.
+    weights = {candidate.rep_id: candidate.weight for candidate in candidates}
+
+    def order(rep_id: str) -> tuple[int, int, int, str]:
+        return -compared[rep_id], -weights[rep_id], rotation.members[rep_id].waiting_since, rep_id
 
     winner = min(compared, key=order)
     after = {rep_id: credit - (SCALE if rep_id == winner else 0) for rep_id, credit in compared.items()}
@@ -243,6 +246,8 @@ def _weighted_round_robin(
         elif compared[rep_id] != compared[winner]:
             reason = Reason.LOWER_CREDIT
         elif order(rep_id)[1] != order(winner)[1]:
+            reason = Reason.TIED_CREDIT_WEIGHT
+        elif order(rep_id)[2] != order(winner)[2]:
             reason = Reason.TIED_CREDIT
         else:
             reason = Reason.TIED_CREDIT_REP_ID
@@ -302,7 +307,7 @@ def _least_loaded(
 
 def _share(weight: int, total: int) -> int:
     # Rounded to the nearest unit when `total` does not divide SCALE: an error of at most half a
-    # millionth of a lead per pick, and reps of equal weight always get equal shares.
+    # unit (2e-9 of a lead) per pick, and reps of equal weight always get equal shares.
     return (weight * SCALE * 2 + total) // (total * 2)
 
 
