@@ -182,8 +182,8 @@ def _place(rotation: Rotation, candidates: Sequence[Candidate], sequence: int) -
     # [low, high]. A joining rep starts at `low`: the back of the queue, its first lead within one
     # round, never several in a row. A returning rep keeps the credit it left with, clamped into the
     # band: it never comes back ahead of the rep first in line (at most it takes the turn it already
-    # had), and never owes for the leads handed out while it was away. Both lose ties to the reps
-    # that stayed, who have waited longer. When nobody stayed (a whole
+    # had), and never owes for the leads handed out while it was away. Both wait from this pick, so
+    # on equal credit and weight they come after the reps that stayed. When nobody stayed (a whole
     # team back on Monday), the returning reps keep their order, squeezed into a band narrower than
     # one lead, so that no stale gap between them turns into a burst.
     entries: dict[str, Entry] = {}
