@@ -1,0 +1,81 @@
+"""Picking a rep from a rotation kept in the database; the caller owns the transaction and commits."""
+
+from collections.abc import Sequence
+
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from leadrelay.events import utcnow
+from router.fairness.models import RotationMember, RotationPool
+from router.fairness.rotation import Candidate, Member, Pick, Rotation, Strategy, choose, validate
+
+__all__ = ["Candidate", "Pick", "Strategy", "pick", "standings"]
+
+
+async def pick(*, session: AsyncSession, pool_id: str, candidates: Sequence[Candidate], strategy: Strategy) -> Pick:
+    """Choose one of the available `candidates` of a pool and record the pick in the caller's transaction.
+
+    Picks from one pool are serialised on its row, so concurrent replicas produce exactly the
+    sequence one process would. Raises ValueError for no candidates, a rep twice, a weight below 1
+    or a negative load.
+    """
+    validate(candidates)
+    pool = await _lock_pool(session, pool_id)
+    rep_ids = [candidate.rep_id for candidate in candidates]
+    query = (
+        select(RotationMember)
+        .where(RotationMember.pool_id == pool_id, col(RotationMember.rep_id).in_(rep_ids))
+        .execution_options(populate_existing=True)
+    )
+    rows = {row.rep_id: row for row in (await session.exec(query)).all()}
+    rotation = Rotation(
+        picks=pool.picks,
+        members={
+            rep_id: Member(
+                credit=row.credit,
+                last_seen=row.last_seen,
+                last_won=row.last_won,
+                waiting_since=row.waiting_since,
+                wins=row.wins,
+            )
+            for rep_id, row in rows.items()
+        },
+    )
+    chosen = choose(rotation, pool_id=pool_id, candidates=candidates, strategy=strategy)
+    now = utcnow()
+    for rep_id in rep_ids:
+        member = rotation.members[rep_id]
+        row = rows.get(rep_id) or RotationMember(pool_id=pool_id, rep_id=rep_id)
+        row.credit, row.last_seen = member.credit, member.last_seen
+        row.last_won, row.waiting_since, row.wins = member.last_won, member.waiting_since, member.wins
+        row.updated_at = now
+        session.add(row)
+    pool.picks = rotation.picks
+    pool.updated_at = now
+    session.add(pool)
+    await session.flush()
+    return chosen
+
+
+async def standings(*, session: AsyncSession, pool_id: str) -> list[RotationMember]:
+    """A pool's members as stored, by rep id (absent reps keep the credit they left with)."""
+    query = select(RotationMember).where(RotationMember.pool_id == pool_id).order_by(col(RotationMember.rep_id))
+    return list((await session.exec(query.execution_options(populate_existing=True))).all())
+
+
+async def _lock_pool(session: AsyncSession, pool_id: str) -> RotationPool:
+    # A write first: on SQLite it takes the database's write lock before anything is read; on
+    # PostgreSQL it makes sure there is a row to lock.
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.exec(
+        insert(RotationPool).values(pool_id=pool_id, picks=0, updated_at=utcnow()).on_conflict_do_nothing()
+    )
+    query = (
+        select(RotationPool)
+        .where(RotationPool.pool_id == pool_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.exec(query)).one()
