@@ -2,7 +2,7 @@
 
 from sqlmodel import SQLModel
 
-from leadrelay import apikeys, audit, idempotency, outbox  # noqa: F401  (registers the platform tables)
+from leadrelay import apikeys, audit, idempotency, idempotency_keys, outbox  # noqa: F401  (registers the platform tables)
 from leadrelay.agreements import models as agreements  # noqa: F401
 from leadrelay.migrations import run_env
 from router.assignments import models  # noqa: F401

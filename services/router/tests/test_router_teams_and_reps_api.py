@@ -307,6 +307,32 @@ async def test_a_batch_stores_the_good_items_and_refuses_the_bad_ones(
     assert [rep["id"] for rep in listed.json()["reps"]] == ["rep-a", "rep-b", "rep-e"]
 
 
+async def test_a_batch_retried_with_its_idempotency_key_answers_the_first_answer_and_changes_nothing(
+    api: httpx.AsyncClient, router_db: Storage
+) -> None:
+    await api.put("/v1/teams/team-emea", json=TEAM)
+    batch = {"reps": [{"id": "rep-a", **rep_body()}]}
+    key = {"Idempotency-Key": "crm-sync-2026-11-27"}
+    first = await api.post("/v1/reps:batch", json=batch, headers=key)
+    # Meanwhile the rep changes by hand: a replay must neither undo that nor store the batch again.
+    await api.put("/v1/reps/rep-a", json=rep_body(weight=5))
+    actions = await audit_actions(router_db)
+
+    again = await api.post("/v1/reps:batch", json=batch, headers=key)
+    other = await api.post("/v1/reps:batch", json={"reps": [{"id": "rep-b", **rep_body()}]}, headers=key)
+
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert other.status_code == 422, other.text
+    assert await audit_actions(router_db) == actions
+    stored = await api.get("/v1/reps/rep-a", headers=READER)
+    assert stored.json()["weight"] == 5
+    listed = await api.get("/v1/reps", headers=READER)
+    assert [rep["id"] for rep in listed.json()["reps"]] == ["rep-a"]
+
+
 async def test_a_batch_over_the_limit_is_refused(api: httpx.AsyncClient) -> None:
     response = await api.post("/v1/reps:batch", json={"reps": [{"id": f"r{i}", "name": "x"} for i in range(1001)]})
     assert response.status_code == 422

@@ -2,11 +2,14 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
+from leadrelay import idempotency_keys
 from leadrelay.apikeys import ApiKey, Scope, require_scopes
 from leadrelay.db import SessionDep
+from leadrelay.idempotency_keys import IdempotencyKeyHeader
 from leadrelay.openapi import problem_responses
 from leadrelay.problems import ProblemException
 from router.reps import service
@@ -80,11 +83,26 @@ async def put_rep(
     ":batch",
     response_model=RepBatchResults,
     summary="Create or replace up to 1,000 reps",
-    responses=problem_responses(400, 401, 403, 422, 503, instance="/v1/reps:batch", details=_WRITE),
+    responses={
+        **idempotency_keys.replayable(200, "One result per item, in order"),
+        **problem_responses(400, 401, 403, 422, 503, instance="/v1/reps:batch", details=_WRITE),
+    },
 )
-async def put_reps(batch: RepBatch, session: SessionDep, box: SecretBoxDep, actor: WriteKey) -> RepBatchResults:
-    """Store each rep as `PUT` would (a CRM's user list), in one transaction; a bad item fails alone."""
-    return await service.put_batch(session=session, items=batch.reps, box=box, actor=actor)
+async def put_reps(
+    batch: RepBatch,
+    request: Request,
+    session: SessionDep,
+    box: SecretBoxDep,
+    actor: WriteKey,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Store each rep as `PUT` would (a CRM's user list), in one transaction; a bad item fails alone.
+
+    With an `Idempotency-Key`, a retry within 24 hours answers the first answer and changes nothing.
+    """
+    idempotency = idempotency_keys.request_for(request, owner=actor.id, key=idempotency_key, payload=batch.reps)
+    answer = await service.put_batch(session=session, items=batch.reps, box=box, actor=actor, idempotency=idempotency)
+    return idempotency_keys.response(answer)
 
 
 @router.put(

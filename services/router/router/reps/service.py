@@ -9,10 +9,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay import audit
+from leadrelay import audit, idempotency_keys
 from leadrelay.apikeys import ApiKey
 from leadrelay.db import begin_writing, insert_unless_taken, is_unavailable, refusal
 from leadrelay.events import utcnow
+from leadrelay.idempotency_keys import Answer, IdempotentRequest
 from leadrelay.problems import FieldError, item_field_errors
 from leadrelay.secrets import SecretBox
 from router.reps.models import Rep
@@ -281,13 +282,27 @@ async def _stage_batch(
 
 
 async def put_batch(
-    *, session: AsyncSession, items: Sequence[Any], box: SecretBox, actor: ApiKey | None
-) -> RepBatchResults:
-    """Store each valid item in order, in one transaction; an invalid item is refused on its own."""
-    try:
+    *,
+    session: AsyncSession,
+    items: Sequence[Any],
+    box: SecretBox,
+    actor: ApiKey | None,
+    idempotency: IdempotentRequest | None = None,
+) -> Answer:
+    """Store each valid item in order, in one transaction; an invalid item is refused on its own.
+
+    The answer holds one result per item, in order; a retry with the same Idempotency-Key repeats it.
+    """
+
+    async def store(session: AsyncSession) -> Answer:
         outcomes = await _stage_batch(session, items=items, box=box, actor=actor)
+        results = RepBatchResults(results=[_result(outcome) for outcome in outcomes])
+        return Answer(status_code=200, body=results.model_dump(mode="json"))
+
+    try:
+        answer = await idempotency_keys.answer_once(session, request=idempotency, work=store)
     except BaseException:
         await session.rollback()
         raise
     await session.commit()
-    return RepBatchResults(results=[_result(outcome) for outcome in outcomes])
+    return answer
