@@ -25,6 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from leadrelay.db import SessionFactory
 from leadrelay.events import utcnow
 from leadrelay.problems import VALIDATION_PROBLEM, ProblemException
+from leadrelay.runtime import ServiceRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -197,3 +198,8 @@ async def prune_periodically(sessions: SessionFactory, *, interval: float = 3600
         if removed:
             logger.info("pruned expired idempotency keys", extra={"count": removed})
         await asyncio.sleep(interval)
+
+
+async def prune_expired_keys(runtime: ServiceRuntime[Any]) -> None:
+    """Job of every service that takes the header: forget records older than 24 hours, once an hour."""
+    await prune_periodically(runtime.sessions)

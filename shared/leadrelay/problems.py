@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from leadrelay.db import DatabaseUnavailable, is_unavailable, refusal
+from leadrelay.db import DatabaseUnavailable, Refusal, is_unavailable, refusal
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,13 @@ def problem_response(problem: Problem, request: Request, headers: dict[str, str]
 
 
 _SOURCES = {"body", "query", "path", "header", "cookie"}
+
+
+def refused_field(refused: Refusal, *, at: Sequence[str] = ()) -> FieldError:
+    """The field a database refusal names (`body` when it names none), under `at` for a batch item."""
+    location = [*at, refused.column or "body"]
+    message = "already taken" if refused.conflict else "cannot be stored"
+    return FieldError(field=".".join(location), pointer="/" + "/".join(location), message=message)
 
 
 def item_field_errors(error: ValidationError, *, at: Sequence[str]) -> list[FieldError]:
@@ -196,10 +203,7 @@ async def _database_error_handler(request: Request, exc: Exception) -> JSONRespo
         "database refused a value",
         extra={"path": request.url.path, "error": type(exc).__name__, "column": refused.column},
     )
-    errors = []
-    if refused.column is not None:
-        message = "already taken" if refused.conflict else "cannot be stored"
-        errors.append(FieldError(field=refused.column, pointer=f"/{refused.column}", message=message))
+    errors = [refused_field(refused)] if refused.column is not None else []
     if refused.conflict:
         problem = Problem(
             type=CONFLICT_PROBLEM,

@@ -14,7 +14,7 @@ from intake.keys.jobs import announce_keys
 from intake.keys.router import router as keys_router
 from intake.leads import service as leads
 from intake.leads.handlers import handlers
-from intake.leads.jobs import prune_idempotency_keys, redrive_lost_leads
+from intake.leads.jobs import redrive_lost_leads
 from intake.leads.router import router as leads_router
 from intake.sources import service as sources
 from intake.sources.crypto import source_box
@@ -22,6 +22,7 @@ from intake.sources.router import router as sources_router
 from intake.sources.schemas import SourcePut
 from intake.webhooks.jobs import prune_webhook_deliveries
 from intake.webhooks.router import router as webhooks_router
+from leadrelay import idempotency_keys
 from leadrelay.apikeys import Scope, Team
 from leadrelay.demo import DEMO_SOURCES
 from leadrelay.runtime import ServiceRuntime
@@ -96,7 +97,7 @@ def create_app(settings: IntakeSettings | None = None, registry: CollectorRegist
         handlers=handlers(settings),
         routers=[leads_router, activities_router, accounts_router, keys_router, sources_router, webhooks_router],
         on_startup=[seed_keys, seed_demo_sources],
-        jobs=[redrive_lost_leads, announce_keys, prune_idempotency_keys, prune_webhook_deliveries],
+        jobs=[redrive_lost_leads, announce_keys, idempotency_keys.prune_expired_keys, prune_webhook_deliveries],
         openapi_tags=[
             {"name": "leads", "description": "Create and read leads."},
             {

@@ -5,11 +5,11 @@ from pathlib import Path
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from leadrelay import idempotency_keys
 from leadrelay.agreements import agreement_router
 from leadrelay.service import ServiceSpec, create_service_app
 from router.assignments.handlers import handlers
 from router.config import RouterSettings, get_settings
-from router.reps.jobs import prune_idempotency_keys
 from router.reps.router import router as reps_router
 from router.rules.document import ROUTING
 from router.teams.router import router as teams_router
@@ -25,7 +25,7 @@ def create_app(settings: RouterSettings | None = None, registry: CollectorRegist
         description="Assigns leads to reps and explains every assignment.",
         migrations_dir=MIGRATIONS_DIR,
         handlers=handlers(settings),
-        jobs=[prune_idempotency_keys],
+        jobs=[idempotency_keys.prune_expired_keys],
         routers=[agreement_router(ROUTING), teams_router, reps_router],
         openapi_tags=[
             {

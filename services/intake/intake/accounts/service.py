@@ -15,7 +15,7 @@ from leadrelay import idempotency_keys, outbox
 from leadrelay.db import begin_writing, insert_unless_taken, is_unavailable, refusal
 from leadrelay.events import AccountChanged, new_event, utcnow
 from leadrelay.idempotency_keys import Answer, IdempotentRequest
-from leadrelay.problems import FieldError, item_field_errors
+from leadrelay.problems import FieldError, item_field_errors, refused_field
 
 SOURCE = "leadrelay/intake"
 
@@ -132,12 +132,9 @@ async def _stage_batch(session: AsyncSession, *, items: Sequence[Any]) -> list[I
             refused = refusal(error)
             if is_unavailable(error) or refused is None:
                 raise
-            column = refused.column or "body"
-            message = "already taken" if refused.conflict else "cannot be stored"
-            field = FieldError(
-                field=f"accounts.{index}.{column}", pointer=f"/accounts/{index}/{column}", message=message
+            outcomes.append(
+                ItemOutcome(account_id=item.id, errors=[refused_field(refused, at=("accounts", str(index)))])
             )
-            outcomes.append(ItemOutcome(account_id=item.id, errors=[field]))
             continue
         outcomes.append(ItemOutcome(account_id=item.id, stored=stored))
     return outcomes

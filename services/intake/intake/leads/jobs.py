@@ -1,4 +1,4 @@
-"""Scheduled jobs: re-drive leads whose lead.received the broker lost; forget expired Idempotency-Keys."""
+"""Scheduled jobs: re-drive leads whose lead.received the broker lost."""
 
 import asyncio
 import contextlib
@@ -10,7 +10,6 @@ from aiokafka.errors import KafkaError
 from intake.config import IntakeSettings
 from intake.leads import service
 from intake.leads.models import Lead
-from leadrelay import idempotency_keys
 from leadrelay.events import utcnow
 from leadrelay.runtime import ServiceRuntime
 
@@ -99,8 +98,3 @@ async def _redrive_missing(runtime: ServiceRuntime[IntakeSettings], *, published
     if total:
         runtime.metrics.leads_redriven_total.labels("not_in_broker").inc(total)
         logger.warning("re-drove leads the broker no longer holds", extra={"count": total})
-
-
-async def prune_idempotency_keys(runtime: ServiceRuntime[IntakeSettings]) -> None:
-    """Forget Idempotency-Key records older than 24 hours, once an hour."""
-    await idempotency_keys.prune_periodically(runtime.sessions)

@@ -14,7 +14,7 @@ from leadrelay.apikeys import ApiKey
 from leadrelay.db import begin_writing, insert_unless_taken, is_unavailable, refusal
 from leadrelay.events import utcnow
 from leadrelay.idempotency_keys import Answer, IdempotentRequest
-from leadrelay.problems import FieldError, item_field_errors
+from leadrelay.problems import FieldError, item_field_errors, refused_field
 from leadrelay.secrets import SecretBox
 from router.reps.models import Rep
 from router.reps.schemas import RepBatchItem, RepBatchResults, RepPublic, RepPut, RepResult
@@ -272,10 +272,7 @@ async def _stage_batch(
             refused = refusal(error)
             if is_unavailable(error) or refused is None:
                 raise
-            column = refused.column or "body"
-            message = "already taken" if refused.conflict else "cannot be stored"
-            failed = FieldError(field=f"reps.{index}.{column}", pointer=f"/reps/{index}/{column}", message=message)
-            outcomes.append(ItemOutcome(rep_id=item.id, errors=[failed]))
+            outcomes.append(ItemOutcome(rep_id=item.id, errors=[refused_field(refused, at=("reps", str(index)))]))
             continue
         outcomes.append(ItemOutcome(rep_id=item.id, stored=stored))
     return outcomes
