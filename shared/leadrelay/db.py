@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from fastapi import Depends, Request
 from sqlalchemy import event, false, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, ExceptionContext, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
@@ -177,6 +178,12 @@ def create_engine(url: str) -> AsyncEngine:
     return _report_outages(
         create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
     )
+
+
+def upsert_insert(session: AsyncSession, table: Any) -> Any:
+    """An INSERT that takes `on_conflict_do_nothing` and `on_conflict_do_update`, in the session's dialect."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 async def insert_unless_taken(session: AsyncSession, rows: Iterable[SQLModel]) -> bool:

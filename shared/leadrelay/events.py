@@ -189,8 +189,19 @@ class LeadScored(LeadEventData):
     trigger: ScoreTrigger = ScoreTrigger.RECEIVED
 
 
+class AssignmentTrigger(StrEnum):
+    """What made the router (re)assign a lead."""
+
+    ROUTED = "routed"
+    """The lead's first routing decision."""
+    SLA_BREACH = "sla_breach"
+    """An SLA breach whose escalation says reassign."""
+    MANUAL = "manual"
+    """`POST /v1/assignments/{lead_id}/reassign`, or a rep picking the lead up from a queue."""
+
+
 class LeadAssigned(LeadEventData):
-    """The router assigned a lead to a rep."""
+    """The router assigned a lead to a rep (first routing, or a reassignment that says why)."""
 
     event_type: ClassVar[str] = "lead.assigned"
     topic: ClassVar[Topic] = Topic.LEADS_ASSIGNED
@@ -202,6 +213,55 @@ class LeadAssigned(LeadEventData):
     candidates: list[str]
     routing_version: str
     assigned_at: datetime
+    # Added with teams, rules and reassignment: optional, so older records still parse.
+    sequence: int = 1
+    """1 for the lead's first assignment, then one more for each reassignment."""
+    trigger: AssignmentTrigger = AssignmentTrigger.ROUTED
+    previous_assignment_id: str | None = None
+    previous_rep_id: str | None = None
+    reason: str | None = None
+    """Why a reassignment happened (the breached obligation, or the reason given by hand)."""
+    grade: str | None = None
+    source: str | None = None
+    mql: bool | None = None
+    explanation: dict[str, Any] | None = None
+    """The decision, bounded: rules evaluated (at most 20), the actions tried and their candidates (at most 20 each)."""
+
+
+class LeadQueued(LeadEventData):
+    """The router put a lead in a team's queue, for a rep of the team to pick up by hand."""
+
+    event_type: ClassVar[str] = "lead.queued"
+    topic: ClassVar[Topic] = Topic.LEADS_ASSIGNED
+
+    assignment_id: str
+    team_id: str
+    rule_path: list[str]
+    routing_version: str
+    queued_at: datetime
+    sequence: int = 1
+    trigger: AssignmentTrigger = AssignmentTrigger.ROUTED
+    previous_assignment_id: str | None = None
+    reason: str | None = None
+    grade: str | None = None
+    source: str | None = None
+    explanation: dict[str, Any] | None = None
+
+
+class LeadNurtured(LeadEventData):
+    """The router sent a lead back to marketing (never an MQL): no rep, no SLA."""
+
+    event_type: ClassVar[str] = "lead.nurtured"
+    topic: ClassVar[Topic] = Topic.LEADS_ASSIGNED
+
+    assignment_id: str
+    rule_path: list[str]
+    routing_version: str
+    nurtured_at: datetime
+    reason: str | None = None
+    grade: str | None = None
+    source: str | None = None
+    explanation: dict[str, Any] | None = None
 
 
 class LeadActivity(LeadEventData):
@@ -222,6 +282,14 @@ class LeadActivity(LeadEventData):
     previous_stage: LeadStage | None = None
     stage: LeadStage | None = None
     recorded_at: datetime | None = None
+
+
+class EscalationStep(StrEnum):
+    """A step of an SLA breach's escalation ladder."""
+
+    REMIND = "remind"
+    REASSIGN = "reassign"
+    NOTIFY_MANAGER = "notify_manager"
 
 
 class SlaStarted(LeadEventData):
@@ -262,6 +330,8 @@ class SlaBreached(LeadEventData):
     rep_id: str
     due_at: datetime
     breached_at: datetime
+    escalation: list[EscalationStep] = Field(default_factory=list)
+    """What the breach escalates to, in order (the SLA policy's ladder); the router acts on `reassign`."""
 
 
 class SlaMet(LeadEventData):
@@ -424,6 +494,8 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         LeadReceived,
         LeadScored,
         LeadAssigned,
+        LeadQueued,
+        LeadNurtured,
         LeadActivity,
         SlaStarted,
         SlaWarning,
@@ -486,13 +558,17 @@ __all__ = [
     "AgreementRejected",
     "AgreementSuperseded",
     "ApiKeyChanged",
+    "AssignmentTrigger",
     "CloudEvent",
     "CriterionKind",
+    "EscalationStep",
     "EventData",
     "HolidayCalendar",
     "LeadActivity",
     "LeadAssigned",
     "LeadEventData",
+    "LeadNurtured",
+    "LeadQueued",
     "LeadReceived",
     "LeadScored",
     "MatchMethod",

@@ -9,7 +9,10 @@ from leadrelay import idempotency_keys
 from leadrelay.agreements import agreement_router
 from leadrelay.service import ServiceSpec, create_service_app
 from router.assignments.handlers import handlers
+from router.assignments.router import router as assignments_router
 from router.config import RouterSettings, get_settings
+from router.context import RouterContext
+from router.defaults import seed_defaults
 from router.reps.router import router as reps_router
 from router.rules.document import ROUTING
 from router.teams.router import router as teams_router
@@ -20,13 +23,15 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 def create_app(settings: RouterSettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
     """Build the router app."""
     settings = settings or get_settings()
+    context = RouterContext.of(settings)
     spec = ServiceSpec[RouterSettings](
         title="LeadRelay router",
         description="Assigns leads to reps and explains every assignment.",
         migrations_dir=MIGRATIONS_DIR,
-        handlers=handlers(settings),
+        handlers=handlers(context),
+        on_startup=[seed_defaults],
         jobs=[idempotency_keys.prune_expired_keys],
-        routers=[agreement_router(ROUTING), teams_router, reps_router],
+        routers=[agreement_router(ROUTING), teams_router, reps_router, assignments_router],
         openapi_tags=[
             {
                 "name": "routing",
@@ -37,9 +42,15 @@ def create_app(settings: RouterSettings | None = None, registry: CollectorRegist
                 "description": "Teams: timezone, working hours, holiday calendar, manager; announced as team.changed.",
             },
             {
+                "name": "assignments",
+                "description": "Where each lead went and why: the rules evaluated and every candidate considered.",
+            },
+            {
                 "name": "reps",
                 "description": "Reps: teams, weight, caps, skills, availability and notification channels.",
             },
         ],
     )
-    return create_service_app(spec, settings, registry)
+    app = create_service_app(spec, settings, registry)
+    app.state.router_context = context
+    return app

@@ -10,8 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
@@ -27,6 +25,7 @@ from leadrelay.agreements.models import (
     VersionStatus,
 )
 from leadrelay.apikeys import ApiKey
+from leadrelay.db import upsert_insert
 from leadrelay.events import (
     AgreementActivated,
     AgreementApproved,
@@ -266,9 +265,10 @@ def _check_open(kind: AgreementKind[Any], row: AgreementVersion) -> None:
 
 async def _lock_head(session: AsyncSession, kind: str) -> AgreementHead:
     # A write first: on SQLite it takes the database's write lock before anything is read.
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     await session.exec(
-        insert(AgreementHead).values(kind=kind, latest_version=0, updated_at=utcnow()).on_conflict_do_nothing()
+        upsert_insert(session, AgreementHead)
+        .values(kind=kind, latest_version=0, updated_at=utcnow())
+        .on_conflict_do_nothing()
     )
     query = (
         select(AgreementHead)

@@ -2,13 +2,12 @@
 
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import audit, outbox
 from leadrelay.apikeys import ApiKey, Scope, Team, generate_id, generate_key, hash_key
+from leadrelay.db import upsert_insert
 from leadrelay.events import new_event, utcnow
 
 SOURCE = "leadrelay/intake"
@@ -71,11 +70,11 @@ async def seed(
     happens only where the stored key differs.
     """
     wanted = {"name": name, "team": team, "scopes": sorted(scopes), "key_hash": hash_key(secret), "revoked_at": None}
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     now = utcnow()
     inserted = await session.exec(
-        insert(ApiKey).values(id=key_id, version=1, created_at=now, updated_at=now, **wanted).on_conflict_do_nothing()
+        upsert_insert(session, ApiKey)
+        .values(id=key_id, version=1, created_at=now, updated_at=now, **wanted)
+        .on_conflict_do_nothing()
     )
     changed = bool(inserted.rowcount)
     stored = await _fresh(session, key_id)

@@ -1,4 +1,4 @@
-"""Events the router consumes."""
+"""Events the router consumes: scored leads are assigned."""
 
 from collections.abc import Sequence
 from functools import partial
@@ -7,44 +7,45 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
 from leadrelay.consumer import Handlers
-from leadrelay.events import CloudEvent, LeadAssigned, LeadScored, ScoreTrigger, new_event
+from leadrelay.events import CloudEvent, LeadScored, ScoreTrigger, new_event, utcnow
 from router.assignments import service
-from router.config import RouterSettings
+from router.context import RouterContext
+from router.notifications import service as notifications
 
 SOURCE = "leadrelay/router"
 
 
 async def on_lead_scored(
-    events: Sequence[CloudEvent[LeadScored]], session: AsyncSession, *, default_rep_id: str
+    events: Sequence[CloudEvent[LeadScored]], session: AsyncSession, *, context: RouterContext
 ) -> None:
-    """Assign the leads; announce each new assignment, and an existing one again only for a re-driven lead.received.
+    """Remember the scored leads and assign the new ones; announce new assignments (and old ones for a re-drive).
 
-    A re-driven lead.received means a lead.assigned may have been lost, so the assignment is
-    announced again; a re-score (engagement, a new ICP) of an assigned lead is not announced,
-    as a new lead.assigned would restart its SLA clocks.
+    A re-driven lead.received means an announcement may have been lost, so it is made again; a
+    re-score (engagement, a new ICP) of an assigned lead is not announced, as a new lead.assigned
+    would restart its SLA clocks.
     """
-    lead_ids = [event.data.lead_id for event in events]
-    decisions = await service.assign_many(session=session, lead_ids=lead_ids, default_rep_id=default_rep_id)
+    leads = [event.data for event in events]
+    await service.remember(session=session, leads=leads)
+    at = utcnow()
+    rules = await context.rulesets.active(session)
+    roster = await context.rosters.load(session, at=at)
+    decisions = await service.assign_many(session=session, leads=leads, rules=rules, roster=roster, at=at)
+    await notifications.enqueue(
+        session=session,
+        assigned=[
+            (decision.assignment, scored) for scored, decision in zip(leads, decisions, strict=True) if decision.new
+        ],
+    )
     announced: set[str] = set()
-    for event, decision in zip(events, decisions, strict=True):
-        if event.data.lead_id in announced:
+    for scored, decision in zip(leads, decisions, strict=True):
+        if scored.lead_id in announced:
             continue
-        if not decision.new and event.data.trigger is not ScoreTrigger.RECEIVED:
+        if not decision.new and scored.trigger is not ScoreTrigger.RECEIVED:
             continue
-        announced.add(event.data.lead_id)
-        assignment = decision.assignment
-        assigned = LeadAssigned(
-            lead_id=assignment.lead_id,
-            assignment_id=assignment.id,
-            rep_id=assignment.rep_id,
-            rule_path=assignment.rule_path,
-            candidates=assignment.candidates,
-            routing_version=assignment.routing_version,
-            assigned_at=assignment.assigned_at,
-        )
-        outbox.add(session, new_event(assigned, source=SOURCE))
+        announced.add(scored.lead_id)
+        outbox.add(session, new_event(service.announcement(decision.assignment, scored), source=SOURCE))
 
 
-def handlers(settings: RouterSettings) -> Handlers:
-    """Message type to handler, bound to this process's settings; a run of leads is assigned at once."""
-    return Handlers().on_batch(LeadScored, partial(on_lead_scored, default_rep_id=settings.default_rep_id))
+def handlers(context: RouterContext) -> Handlers:
+    """Message type to handler, bound to this process's context; a run of leads is assigned at once."""
+    return Handlers().on_batch(LeadScored, partial(on_lead_scored, context=context))

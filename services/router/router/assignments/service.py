@@ -1,84 +1,290 @@
-"""Placeholder routing: every scored lead goes to the default rep; the routing issue replaces `choose`."""
+"""Assigning leads: the decision recorded with its explanation, safe when replicas race; a lead's history."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import insert_unless_taken
-from router.assignments.models import Assignment
+from leadrelay.db import upsert_insert
+from leadrelay.events import (
+    AssignmentTrigger,
+    EventData,
+    LeadAssigned,
+    LeadNurtured,
+    LeadQueued,
+    LeadScored,
+    utcnow,
+)
+from router.assignments.models import Assignment, Outcome, RoutedLead
+from router.assignments.roster import count_given
+from router.assignments.routing import SHOWN, Roster, Routing, route
+from router.fairness import service as fairness
+from router.fairness.rotation import Candidate, Pick, Strategy
+from router.rules.engine import CompiledRules, facts_of
 
-PLACEHOLDER_ROUTING_VERSION = "placeholder-1"
+STORED_RULES = 100
+"""How many evaluated rules a stored explanation keeps (the matched one always; the rest counted)."""
 
 
-def choose(*, default_rep_id: str) -> tuple[str, list[str], list[str]]:
-    """The rep, the rule path that chose them, and the candidates considered."""
-    return default_rep_id, ["default"], [default_rep_id]
+@dataclass(frozen=True)
+class DatabaseChooser:
+    """Picks from rotations kept in the database, in the caller's transaction."""
 
+    session: AsyncSession
 
-async def get_by_lead(*, session: AsyncSession, lead_id: str) -> Assignment | None:
-    """A lead's assignment, if any."""
-    return (await session.exec(select(Assignment).where(Assignment.lead_id == lead_id))).first()
+    async def pick(self, *, pool_id: str, candidates: Sequence[Candidate], strategy: Strategy) -> Pick:
+        """Pick and record the pick (serialised per pool across replicas)."""
+        return await fairness.pick(session=self.session, pool_id=pool_id, candidates=candidates, strategy=strategy)
 
 
 @dataclass(frozen=True)
 class Decision:
-    """A lead's assignment, and whether this call made it (a new assignment is announced)."""
+    """A lead's current assignment, and whether this call made it (a new one is announced)."""
 
     assignment: Assignment
     new: bool
 
 
-async def assign_many(*, session: AsyncSession, lead_ids: Sequence[str], default_rep_id: str) -> list[Decision]:
-    """The leads' assignments, in the order asked, existing ones read in one query and new ones inserted together.
+async def remember(*, session: AsyncSession, leads: Sequence[LeadScored]) -> None:
+    """Keep each lead's latest lead.scored: reassignment, notifications and replay route from it."""
+    newest: dict[str, LeadScored] = {}
+    for scored in leads:
+        kept = newest.get(scored.lead_id)
+        if kept is None or scored.scored_at >= kept.scored_at:
+            newest[scored.lead_id] = scored
+    now = utcnow()
+    for lead_id, scored in newest.items():
+        values = {
+            "scored": scored.model_dump(mode="json"),
+            "received_at": scored.lead.received_at,
+            "scored_at": scored.scored_at,
+            "updated_at": now,
+        }
+        statement = upsert_insert(session, RoutedLead).values(lead_id=lead_id, **values)
+        await session.exec(
+            statement.on_conflict_do_update(
+                index_elements=[col(RoutedLead.lead_id)],
+                set_=values,
+                where=col(RoutedLead.scored_at) <= scored.scored_at,
+            )
+        )
 
-    If another replica assigned one of these leads meanwhile, the insert fails and each lead is
-    assigned on its own, where the other replica's assignment stands.
+
+async def get_routed(*, session: AsyncSession, lead_id: str) -> LeadScored | None:
+    """The latest lead.scored the router saw for a lead."""
+    row = await session.get(RoutedLead, lead_id, populate_existing=True)
+    return None if row is None else LeadScored.model_validate(row.scored)
+
+
+async def current_of(*, session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, Assignment]:
+    """Each lead's current assignment (its highest sequence), for the leads that have one."""
+    current: dict[str, Assignment] = {}
+    query = select(Assignment).where(col(Assignment.lead_id).in_(list(lead_ids))).order_by(col(Assignment.sequence))
+    for assignment in (await session.exec(query.execution_options(populate_existing=True))).all():
+        current[assignment.lead_id] = assignment
+    return current
+
+
+async def get_current(*, session: AsyncSession, lead_id: str) -> Assignment | None:
+    """A lead's current assignment, if any."""
+    return (await current_of(session=session, lead_ids=[lead_id])).get(lead_id)
+
+
+async def get_history(*, session: AsyncSession, lead_id: str) -> list[Assignment]:
+    """Every assignment of a lead, first to current."""
+    query = select(Assignment).where(Assignment.lead_id == lead_id).order_by(col(Assignment.sequence))
+    return list((await session.exec(query)).all())
+
+
+def _bounded_path(path: list[str]) -> list[str]:
+    return path if len(path) <= SHOWN else [*path[: SHOWN - 1], path[-1]]
+
+
+async def record(
+    *,
+    session: AsyncSession,
+    lead_id: str,
+    decide: "Decide",
+    sequence: int,
+    trigger: AssignmentTrigger = AssignmentTrigger.ROUTED,
+    reason: str | None = None,
+    previous: Assignment | None = None,
+    at: datetime,
+) -> Assignment | None:
+    """Make and store one decision in a savepoint; None, with nothing kept (credits included), if another won.
+
+    `decide` routes with the chooser it is given: its picks, the assignment and the rep's count are
+    one savepoint, so a replica that loses the race on (lead, sequence) keeps none of them.
     """
-    wanted = list(dict.fromkeys(lead_ids))
-    existing = {
-        assignment.lead_id: Decision(assignment, new=False)
-        for assignment in (await session.exec(select(Assignment).where(col(Assignment.lead_id).in_(wanted)))).all()
-    }
-    new = {
-        lead_id: Decision(_new_assignment(lead_id, default_rep_id), new=True)
-        for lead_id in wanted
-        if lead_id not in existing
-    }
-    if new and not await insert_unless_taken(session, [decision.assignment for decision in new.values()]):
-        decided: dict[str, Decision] = {}
-        for lead_id in wanted:
-            decided[lead_id] = await _decide(session=session, lead_id=lead_id, default_rep_id=default_rep_id)
-        return [decided[lead_id] for lead_id in lead_ids]
-    chosen = existing | new
-    return [chosen[lead_id] for lead_id in lead_ids]
+    try:
+        async with session.begin_nested():
+            routing = await decide(DatabaseChooser(session))
+            assignment = assignment_of(routing, lead_id=lead_id, sequence=sequence, trigger=trigger, reason=reason,
+                                       previous=previous, at=at)  # fmt: skip
+            session.add(assignment)
+            await session.flush()
+            if assignment.rep_id is not None:
+                await count_given(session, rep_id=assignment.rep_id, day=decide.roster.local_day(assignment.rep_id, at))
+    except IntegrityError:
+        return None
+    return assignment
 
 
-def _new_assignment(lead_id: str, default_rep_id: str) -> Assignment:
-    rep_id, rule_path, candidates = choose(default_rep_id=default_rep_id)
+class Decide:
+    """One lead's routing under a ruleset over a roster, run by `record` with the database's chooser."""
+
+    def __init__(self, *, rules: CompiledRules, scored: LeadScored, roster: Roster, at: datetime,
+                 exclude: frozenset[str] = frozenset(), reassigning: bool = False) -> None:  # fmt: skip
+        self.rules, self.scored, self.roster, self.at = rules, scored, roster, at
+        self.exclude, self.reassigning = exclude, reassigning
+
+    async def __call__(self, chooser: DatabaseChooser) -> Routing:
+        """The routing decision."""
+        facts = facts_of(self.scored)
+        return await route(decision=self.rules.evaluate(facts), facts=facts, roster=self.roster, chooser=chooser,
+                           at=self.at, exclude=self.exclude, reassigning=self.reassigning)  # fmt: skip
+
+
+def assignment_of(
+    routing: Routing,
+    *,
+    lead_id: str,
+    sequence: int,
+    trigger: AssignmentTrigger,
+    reason: str | None,
+    previous: Assignment | None,
+    at: datetime,
+) -> Assignment:
+    """The row recording a routing decision (`routing.outcome` must be set)."""
+    assert routing.outcome is not None, "a routing that ran out is the caller's to resolve"
     return Assignment(
         lead_id=lead_id,
-        rep_id=rep_id,
-        rule_path=rule_path,
-        candidates=candidates,
-        routing_version=PLACEHOLDER_ROUTING_VERSION,
+        sequence=sequence,
+        outcome=routing.outcome,
+        rep_id=routing.rep_id,
+        team_id=routing.team_id,
+        rule_path=_bounded_path(routing.decision.rule_path),
+        candidates=routing.candidates[:SHOWN],
+        routing_version=routing.decision.version,
+        trigger=trigger,
+        reason=reason if reason is not None else routing.nurture_reason,
+        previous_assignment_id=None if previous is None else previous.id,
+        explanation=routing.as_dict(limit=STORED_RULES),
+        assigned_at=at,
     )
 
 
-async def assign(*, session: AsyncSession, lead_id: str, default_rep_id: str) -> Assignment:
-    """The lead's assignment: the existing one, or a new one (safe when two replicas race)."""
-    return (await _decide(session=session, lead_id=lead_id, default_rep_id=default_rep_id)).assignment
+async def assign_many(
+    *,
+    session: AsyncSession,
+    leads: Sequence[LeadScored],
+    rules: CompiledRules,
+    roster: Roster,
+    at: datetime | None = None,
+) -> list[Decision]:
+    """The leads' current assignments, in the order given: existing ones read at once, the others decided now.
+
+    If another replica assigned one of these leads meanwhile, its assignment stands and this one's
+    picks are undone.
+    """
+    at = at or utcnow()
+    wanted = list(dict.fromkeys(scored.lead_id for scored in leads))
+    latest = {scored.lead_id: scored for scored in leads}
+    current = await current_of(session=session, lead_ids=wanted)
+    decided: dict[str, Decision] = {lead_id: Decision(assignment, new=False) for lead_id, assignment in current.items()}
+    for lead_id in wanted:
+        if lead_id in decided:
+            continue
+        decide = Decide(rules=rules, scored=latest[lead_id], roster=roster, at=at)
+        assignment = await record(session=session, lead_id=lead_id, decide=decide, sequence=1, at=at)
+        if assignment is None:
+            winner = await get_current(session=session, lead_id=lead_id)
+            assert winner is not None
+            decided[lead_id] = Decision(winner, new=False)
+        else:
+            decided[lead_id] = Decision(assignment, new=True)
+    return [decided[scored.lead_id] for scored in leads]
 
 
-async def _decide(*, session: AsyncSession, lead_id: str, default_rep_id: str) -> Decision:
-    existing = await get_by_lead(session=session, lead_id=lead_id)
-    if existing is not None:
-        return Decision(existing, new=False)
-    assignment = _new_assignment(lead_id, default_rep_id)
-    if not await insert_unless_taken(session, [assignment]):
-        # Another replica assigned this lead between our read and our insert: theirs stands.
-        winner = await get_by_lead(session=session, lead_id=lead_id)
-        assert winner is not None
-        return Decision(winner, new=False)
-    return Decision(assignment, new=True)
+def announcement(assignment: Assignment, scored: LeadScored | None, *, previous: Assignment | None = None) -> EventData:
+    """The event announcing an assignment: lead.assigned, lead.queued or lead.nurtured, with a bounded explanation."""
+    explanation = _bounded_explanation(assignment.explanation)
+    context = {
+        "grade": None if scored is None else scored.grade,
+        "source": None if scored is None else scored.lead.source,
+    }
+    if assignment.outcome == Outcome.QUEUED:
+        assert assignment.team_id is not None
+        return LeadQueued(
+            lead_id=assignment.lead_id,
+            assignment_id=assignment.id,
+            team_id=assignment.team_id,
+            rule_path=assignment.rule_path,
+            routing_version=assignment.routing_version,
+            queued_at=assignment.assigned_at,
+            sequence=assignment.sequence,
+            trigger=AssignmentTrigger(assignment.trigger),
+            previous_assignment_id=assignment.previous_assignment_id,
+            reason=assignment.reason,
+            explanation=explanation,
+            **context,
+        )
+    if assignment.outcome == Outcome.NURTURED:
+        return LeadNurtured(
+            lead_id=assignment.lead_id,
+            assignment_id=assignment.id,
+            rule_path=assignment.rule_path,
+            routing_version=assignment.routing_version,
+            nurtured_at=assignment.assigned_at,
+            reason=assignment.reason,
+            explanation=explanation,
+            **context,
+        )
+    assert assignment.rep_id is not None
+    return LeadAssigned(
+        lead_id=assignment.lead_id,
+        assignment_id=assignment.id,
+        rep_id=assignment.rep_id,
+        team_id=assignment.team_id,
+        rule_path=assignment.rule_path,
+        candidates=assignment.candidates,
+        routing_version=assignment.routing_version,
+        assigned_at=assignment.assigned_at,
+        sequence=assignment.sequence,
+        trigger=AssignmentTrigger(assignment.trigger),
+        previous_assignment_id=assignment.previous_assignment_id,
+        previous_rep_id=None if previous is None else previous.rep_id,
+        reason=assignment.reason,
+        mql=None if scored is None else scored.mql,
+        explanation=explanation,
+        **context,
+    )
+
+
+def _bounded_explanation(explanation: dict[str, Any]) -> dict[str, Any]:
+    """The stored explanation cut to SHOWN rules, and SHOWN reps a step, for an event."""
+    bounded = dict(explanation)
+    evaluated = list(explanation.get("evaluated", []))
+    if len(evaluated) > SHOWN:
+        bounded["evaluated"] = [*evaluated[: SHOWN - 1], evaluated[-1]]
+        bounded["evaluated_omitted"] = explanation.get("evaluated_omitted", 0) + len(evaluated) - SHOWN
+    bounded["steps"] = [_bounded_step(dict(step)) for step in explanation.get("steps", [])]
+    return bounded
+
+
+def _bounded_step(step: dict[str, Any]) -> dict[str, Any]:
+    skipped = step.get("skipped", [])
+    if len(skipped) > SHOWN:
+        step["skipped"] = skipped[:SHOWN]
+        step["skipped_omitted"] = step.get("skipped_omitted", 0) + len(skipped) - SHOWN
+    pick = step.get("pick")
+    if pick and len(pick["candidates"]) > SHOWN:
+        chosen = [candidate for candidate in pick["candidates"] if candidate["chosen"]]
+        others = [candidate for candidate in pick["candidates"] if not candidate["chosen"]][: SHOWN - 1]
+        omitted = pick.get("candidates_omitted", 0) + len(pick["candidates"]) - SHOWN
+        step["pick"] = {**pick, "candidates": others + chosen, "candidates_omitted": omitted}
+    return step

@@ -2,11 +2,10 @@
 
 from collections.abc import Sequence
 
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from leadrelay.db import upsert_insert
 from leadrelay.events import utcnow
 from router.fairness.models import RotationMember, RotationPool
 from router.fairness.rotation import Candidate, Member, Pick, Rotation, Strategy, choose, validate
@@ -68,9 +67,10 @@ async def standings(*, session: AsyncSession, pool_id: str) -> list[RotationMemb
 async def _lock_pool(session: AsyncSession, pool_id: str) -> RotationPool:
     # A write first: on SQLite it takes the database's write lock before anything is read; on
     # PostgreSQL it makes sure there is a row to lock.
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     await session.exec(
-        insert(RotationPool).values(pool_id=pool_id, picks=0, updated_at=utcnow()).on_conflict_do_nothing()
+        upsert_insert(session, RotationPool)
+        .values(pool_id=pool_id, picks=0, updated_at=utcnow())
+        .on_conflict_do_nothing()
     )
     query = (
         select(RotationPool)

@@ -1,0 +1,21 @@
+"""What router's handlers, jobs and routes share in one process: settings, compiled rulesets, the roster cache."""
+
+from dataclasses import dataclass, field
+
+from router.assignments.roster import RosterCache
+from router.config import RouterSettings
+from router.rules.service import Rulesets
+
+
+@dataclass
+class RouterContext:
+    """Created once per app in `create_app`; handlers and routes receive it, tests build their own."""
+
+    settings: RouterSettings
+    rulesets: Rulesets
+    rosters: RosterCache = field(default_factory=RosterCache)
+
+    @classmethod
+    def of(cls, settings: RouterSettings) -> "RouterContext":
+        """The context for these settings."""
+        return cls(settings=settings, rulesets=Rulesets(default_rep_id=settings.default_rep_id))
