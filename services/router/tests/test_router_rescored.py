@@ -11,6 +11,10 @@ from leadrelay.stages import LeadStage
 from leadrelay.testing import Storage, migrated, migrations_of
 from router.assignments.handlers import on_lead_scored
 from router.assignments.models import Assignment
+from router.config import RouterSettings
+from router.context import RouterContext
+from router.defaults import ensure_defaults
+from router.reps.crypto import channel_box
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -32,8 +36,9 @@ def _scored(lead_id: str, trigger: ScoreTrigger, **fields: Any) -> CloudEvent[Le
 
 
 async def _deliver(storage: Storage, *events: CloudEvent[LeadScored]) -> None:
+    context = RouterContext.of(RouterSettings(database_url=storage.url))
     async with storage.sessions() as session:
-        await on_lead_scored(list(events), session, default_rep_id="rep-default")
+        await on_lead_scored(list(events), session, context=context)
         await session.commit()
 
 
@@ -45,6 +50,7 @@ async def _announced(storage: Storage) -> list[LeadAssigned]:
 
 async def test_only_new_assignments_and_re_driven_leads_are_announced(database_url: str) -> None:
     async with migrated(database_url, migrations_of("router")) as storage:
+        await ensure_defaults(sessions=storage.sessions, default_rep_id="rep-default", box=channel_box("k" * 32))
         await _deliver(storage, _scored("lead-1", ScoreTrigger.RECEIVED))
         [first] = await _announced(storage)
 
