@@ -56,22 +56,28 @@ async def remember(*, session: AsyncSession, leads: Sequence[LeadScored]) -> Non
         kept = newest.get(scored.lead_id)
         if kept is None or scored.scored_at >= kept.scored_at:
             newest[scored.lead_id] = scored
+    if not newest:
+        return
     now = utcnow()
-    for lead_id, scored in newest.items():
-        values = {
+    rows = [
+        {
+            "lead_id": lead_id,
             "scored": scored.model_dump(mode="json"),
             "received_at": scored.lead.received_at,
             "scored_at": scored.scored_at,
             "updated_at": now,
         }
-        statement = upsert_insert(session, RoutedLead).values(lead_id=lead_id, **values)
-        await session.exec(
-            statement.on_conflict_do_update(
-                index_elements=[col(RoutedLead.lead_id)],
-                set_=values,
-                where=col(RoutedLead.scored_at) <= scored.scored_at,
-            )
+        for lead_id, scored in newest.items()
+    ]
+    statement = upsert_insert(session, RoutedLead).values(rows)
+    columns = ("scored", "received_at", "scored_at", "updated_at")
+    await session.exec(
+        statement.on_conflict_do_update(
+            index_elements=[col(RoutedLead.lead_id)],
+            set_={name: statement.excluded[name] for name in columns},
+            where=col(RoutedLead.scored_at) <= statement.excluded.scored_at,
         )
+    )
 
 
 async def get_routed(*, session: AsyncSession, lead_id: str) -> LeadScored | None:
