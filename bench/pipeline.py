@@ -11,7 +11,9 @@ PostgreSQL databases created on --postgres-url and dropped afterwards), then mea
 
 - speed-to-lead at fixed rates: an open-loop generator (bench/loadgen.py) sends leads on schedule
   and a group-less consumer in this process sees each lead's lead.assigned arrive; latency runs from
-  the scheduled send. The router's CloudEvent `time` is a second view, and the `time` fields of
+  the scheduled send. It ends where the product's promise ends: the rep's webhook (a bare HTTP
+  endpoint in this process, the channel of the built-in ruleset's rep) receiving the notification.
+  The router's CloudEvent `time` is a second view, and the `time` fields of
   lead.received, lead.scored, lead.assigned and sla.started give each hop. Baseline: a raw
   produce-to-consume round trip on the same broker (acks=all, fetching and lingering as the
   services do) times the three hops to lead.assigned.
@@ -51,6 +53,7 @@ from typing import Any
 from uuid import uuid4
 
 import asyncpg
+import httpx
 import signed_load
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -144,6 +147,11 @@ class Observer:
             if batch:
                 self._changed.set()
 
+    def record(self, lead_id: str, kind: str, arrived: float) -> None:
+        """Record something seen outside Kafka (a notification) as if it were an event."""
+        self.events.setdefault(lead_id, {}).setdefault(kind, (arrived, arrived))
+        self._changed.set()
+
     async def wait_all(self, lead_ids: list[str], event_type: str, timeout: float) -> set[str]:
         """Wait until every lead has `event_type` or `timeout` passed; returns the leads still missing it."""
         pending = set(lead_ids)
@@ -167,6 +175,72 @@ class Observer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._consumer.stop()
+
+
+class NotificationSink:
+    """A bare HTTP/1.1 endpoint standing in for a rep's webhook: records when each lead's notification lands.
+
+    Arrivals go into the observer as the pseudo event type "notified", so `wait_all` waits on them too.
+    Deliberately minimal (no signature check, keep-alive, 204) so it costs the measurement nothing.
+    """
+
+    def __init__(self, observer: Observer, clock: WallClock) -> None:
+        self._observer, self._clock = observer, clock
+        self._server: asyncio.Server | None = None
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        """Where the rep's webhook channel points."""
+        return f"http://127.0.0.1:{self.port}/reps/bench"
+
+    async def start(self) -> None:
+        """Listen."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                body = await reader.readexactly(length)
+                arrived = self._clock.now()
+                writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    self._observer.record(json.loads(body)["lead_id"], "notified", arrived)
+        writer.close()
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def tell_default_rep(router_url: str, sink: NotificationSink) -> None:
+    """Give the built-in ruleset's rep (every lead goes to it) a webhook channel pointing at the sink."""
+    rep = {
+        "name": "Default rep",
+        "teams": ["default"],
+        "channels": [
+            {"kind": "webhook", "url": sink.url, "secret": "whsec_" + "YmVuY2gtc2VjcmV0LWtleS0wMTIzNDU2Nzg5YWI="}
+        ],
+    }
+    headers = {"Authorization": f"Bearer {DEV_API_KEY}"}
+    async with httpx.AsyncClient(base_url=router_url, headers=headers, timeout=10) as client:
+        deadline = time.monotonic() + 30
+        while True:  # the router learns the dev key from intake through the broker
+            answer = await client.put("/v1/reps/rep-default", json=rep)
+            if answer.status_code in (200, 201):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"could not give rep-default a channel: {answer.status_code} {answer.text}")
+            await asyncio.sleep(0.5)
 
 
 async def wait_for_topics(bootstrap_servers: str, timeout: float = 60.0) -> None:
@@ -386,7 +460,7 @@ def request_counts(run: LoadRun) -> dict[str, Any]:
 
 def speed_figures(run: LoadRun, observer: Observer, missing: set[str]) -> dict[str, Any]:
     """Speed-to-lead and per-hop latencies of one open-loop run."""
-    to_assigned, to_assigned_by_time, to_started, http = [], [], [], []
+    to_assigned, to_assigned_by_time, to_started, to_notified, http = [], [], [], [], []
     hops: dict[str, list[float]] = {"intake": [], "scoring": [], "router": [], "sla-monitor": []}
     for lead in run.accepted:
         assert lead.lead_id is not None
@@ -398,8 +472,10 @@ def speed_figures(run: LoadRun, observer: Observer, missing: set[str]) -> dict[s
             to_assigned_by_time.append(seen["lead.assigned"][1] - lead.scheduled)
         if "sla.started" in seen:
             to_started.append(seen["sla.started"][0] - lead.scheduled)
+        if "notified" in seen:
+            to_notified.append(seen["notified"][0] - lead.scheduled)
         times = {kind: at for kind, (_arrived, at) in seen.items()}
-        if len(times.keys() & EVENT_TOPICS.keys()) == len(EVENT_TOPICS):
+        if times.keys() >= EVENT_TOPICS.keys():
             hops["intake"].append(times["lead.received"] - lead.scheduled)
             hops["scoring"].append(times["lead.scored"] - times["lead.received"])
             hops["router"].append(times["lead.assigned"] - times["lead.scored"])
@@ -412,6 +488,7 @@ def speed_figures(run: LoadRun, observer: Observer, missing: set[str]) -> dict[s
         "to_assigned_arrival": summary_ms(to_assigned),
         "to_assigned_event_time": summary_ms(to_assigned_by_time),
         "to_sla_started_arrival": summary_ms(to_started),
+        "to_notified_arrival": summary_ms(to_notified),
         "hops_by_event_time": {name: summary_ms(values) for name, values in hops.items()},
     }
 
@@ -468,6 +545,10 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
         observer = Observer(broker.bootstrap_servers, clock)
         await observer.start()
         cleanup.push_async_callback(observer.stop)
+        sink = NotificationSink(observer, clock)
+        await sink.start()
+        cleanup.push_async_callback(sink.stop)
+        await tell_default_rep(services["router"].url, sink)
         intake = services["intake"]
         pool = HttpPool("127.0.0.1", intake.port, max_connections=args.max_connections)
         cleanup.push_async_callback(pool.close)
@@ -512,13 +593,21 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
             backlog = await settle(f"speed-to-lead at {rate:g}/s")
             run = await load(rate, args.duration, f"speed{rate}")
             missing = await drain(run, args.drain_timeout)
-            figures = {**speed_figures(run, observer, missing), "backlog_at_start": backlog}
+            unnotified = await observer.wait_all(
+                [lead.lead_id for lead in run.accepted if lead.lead_id], "notified", 30
+            )
+            figures = {
+                **speed_figures(run, observer, missing),
+                "backlog_at_start": backlog,
+                "missing_notification": len(unnotified),
+            }
             result.speed_to_lead.append(figures)
             if figures["error_samples"]:
                 out(f"[{backend}] {rate:g}/s: not accepted: {figures['error_samples']}")
             out(
                 f"[{backend}] {rate:g}/s for {args.duration:g}s:"
                 f" speed-to-lead {fmt_summary(figures['to_assigned_arrival'])}"
+                f", to notification delivered {fmt_summary(figures['to_notified_arrival'])}"
                 f", accepted {figures['accepted']}/{figures['sent']}, missing {len(missing)}"
             )
 
@@ -640,6 +729,7 @@ def table(results: list[BackendResult]) -> list[str]:
                 for key, what in (
                     ("to_assigned_arrival", "arrival"),
                     ("to_assigned_event_time", "router's event time"),
+                    ("to_notified_arrival", "notification delivered"),
                 ):
                     value = run[key][f"{q}_ms"]
                     rows.append(
@@ -656,10 +746,11 @@ def table(results: list[BackendResult]) -> list[str]:
                     f"| {fmt_ms(values['p50_ms'])} / {fmt_ms(values['p99_ms'])} | {baseline}"
                     f" | {'' if hop == 'intake' else ratio(values['p50_ms'], base)} |"
                 )
-            if run["missing_sla_started"] or run["non_2xx"] or run["no_answer"]:
+            if run["missing_sla_started"] or run["non_2xx"] or run["no_answer"] or run["missing_notification"]:
                 rows.append(
                     f"| {result.backend} | errors @ {rate} | non-2xx {run['non_2xx']} (5xx {run['5xx']}),"
-                    f" no answer {run['no_answer']}, not at sla.started {run['missing_sla_started']} | | |"
+                    f" no answer {run['no_answer']}, not at sla.started {run['missing_sla_started']},"
+                    f" not notified {run['missing_notification']} | | |"
                 )
         intake_wrk = result.wrk.get("intake", {}).get("accepted_per_s")
         bare_wrk = result.wrk.get("bare", {}).get("accepted_per_s")
