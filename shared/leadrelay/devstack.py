@@ -113,7 +113,8 @@ def _say(lines: list[str]) -> None:
 async def _seed(urls: dict[str, str], settings: Mapping[str, str | None]) -> None:
     """Seed the demo agreements, teams and reps once the services know the demo keys; a line each."""
     async with httpx.AsyncClient(timeout=10) as client:
-        _say(await seeding.seed_all(client, urls=urls, settings=settings))
+        async for line in seeding.seed_all(client, urls=urls, settings=settings):
+            _say([line])
 
 
 async def _supervise(honcho: list[str], *, seed: Callable[[], Coroutine[Any, Any, None]] | None) -> int:

@@ -9,7 +9,7 @@ with a webhook channel to the local receiver, before the routing rules that name
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,11 +212,10 @@ async def seed_all(
     agreements: tuple[SeededAgreement, ...] = DEMO_AGREEMENTS,
     roster: Path = DEMO_ROSTER,
     timeout: float = 120.0,
-) -> list[str]:
-    """Seed every agreement in turn, the teams and reps before the first that needs them; one banner line each,
-    what was done or why not (never a secret)."""
+) -> AsyncIterator[str]:
+    """Seed every agreement in turn, the teams and reps before the first that needs them; a banner line as each
+    is done, what was done or why not (never a secret)."""
     deadline = time.monotonic() + timeout
-    lines = []
     roster_seeded: bool | None = None  # not tried yet
     for agreement in agreements:
         if agreement.needs_roster and roster_seeded is None:
@@ -228,9 +227,9 @@ async def seed_all(
             except _FAILURES as exc:
                 logger.warning("demo teams and reps not seeded", extra={"error": str(exc)})
                 outcome, roster_seeded = f"not seeded: {exc}", False
-            lines.append(f"  {'teams seeded':<12} {outcome}")
+            yield f"  {'teams seeded':<12} {outcome}"
         if agreement.needs_roster and not roster_seeded:
-            lines.append(f"  {agreement.kind + ' seeded':<12} not seeded: it names the demo teams and reps")
+            yield f"  {agreement.kind + ' seeded':<12} not seeded: it names the demo teams and reps"
             continue
         try:
             outcome = await seed_agreement(
@@ -239,5 +238,4 @@ async def seed_all(
         except _FAILURES as exc:
             logger.warning("demo agreement not seeded", extra={"kind": agreement.kind, "error": str(exc)})
             outcome = f"not seeded: {exc}"
-        lines.append(f"  {agreement.kind + ' seeded':<12} {outcome}")
-    return lines
+        yield f"  {agreement.kind + ' seeded':<12} {outcome}"

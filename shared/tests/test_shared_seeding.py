@@ -82,7 +82,7 @@ class FakeStack:
 
 async def _seed(fake: FakeStack, **options: Any) -> list[str]:
     async with httpx.AsyncClient(transport=httpx.MockTransport(fake.handle)) as client:
-        return await seed_all(client, urls=URLS, settings=options.pop("settings", {}), **options)
+        return [line async for line in seed_all(client, urls=URLS, settings=options.pop("settings", {}), **options)]
 
 
 def _posts_and_puts(fake: FakeStack) -> list[str]:
