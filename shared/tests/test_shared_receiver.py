@@ -94,11 +94,12 @@ async def test_a_signed_notification_is_answered_204_and_printed_and_a_tampered_
         assert good.status_code == 204
         assert bad.status_code == 401
 
-        async def printed() -> list[dict[str, Any]]:
+        async def both_printed() -> list[dict[str, Any]] | None:
             notices = [json.loads(line) for line in receiver.lines() if line.startswith("{")]
-            return [notice for notice in notices if notice["path"] == "/reps/rep-grace"]
+            found = [notice for notice in notices if notice["path"] == "/reps/rep-grace"]
+            return found if len(found) >= 2 else None
 
-        first, second = await wait_until(lambda: _two(printed), timeout=10, what="both notifications printed")
+        first, second = await wait_until(both_printed, timeout=10, what="both notifications printed")
     assert first == {
         "verified": True,
         "path": "/reps/rep-grace",
@@ -116,11 +117,6 @@ async def test_a_signed_notification_is_answered_204_and_printed_and_a_tampered_
     assert second["grade"] == "D4"
     assert "ada@analytical.example" not in receiver.out.read_text()  # the lead's email is never printed
     assert receiver.stop() in (0, 130)
-
-
-async def _two(probe: Any) -> list[dict[str, Any]] | None:
-    found: list[dict[str, Any]] = await probe()
-    return found if len(found) >= 2 else None
 
 
 async def test_by_default_it_verifies_with_the_demo_secret_and_prints_slack_text_for_people(
