@@ -1,4 +1,4 @@
-"""`python -m leadrelay.devstack` (what `make run` calls): banner, honcho runs the Procfile, demo agreements seeded."""
+"""`python -m leadrelay.devstack` (what `make run` calls): banner, honcho runs the Procfile, demo data seeded."""
 
 import asyncio
 import contextlib
@@ -16,7 +16,15 @@ from dotenv import dotenv_values
 from leadrelay import seeding
 from leadrelay.apikeys import DEFAULT_DEMO_MARKETING_KEY, DEFAULT_DEMO_SALES_KEY, DEFAULT_DEV_API_KEY
 from leadrelay.broker import is_listening
-from leadrelay.demo import DEMO_SOURCES, DEMO_STANDARD_SECRET, DEMO_WEBHOOK_SECRET
+from leadrelay.demo import (
+    DEFAULT_RECEIVER_PORT,
+    DEMO_RECEIVER_SECRET,
+    DEMO_SOURCES,
+    DEMO_STANDARD_SECRET,
+    DEMO_WEBHOOK_SECRET,
+    RECEIVER_PORT_VARIABLE,
+    RECEIVER_SECRET_VARIABLE,
+)
 
 SERVICES = {"intake": 8000, "scoring": 8001, "router": 8002, "sla-monitor": 8003}
 
@@ -48,12 +56,17 @@ def main() -> None:
             sys.exit(f"Port {port} is taken: free it, or set EMBEDDED_BROKER_PORT or KAFKA_BOOTSTRAP_SERVERS.")
         processes.insert(0, "broker")
         broker_line = f"127.0.0.1:{port} (embedded Tansu, memory only)"
+    receiver_port = int(settings.get(RECEIVER_PORT_VARIABLE) or DEFAULT_RECEIVER_PORT)
+    if is_listening("127.0.0.1", receiver_port):
+        sys.exit(f"Port {receiver_port} is taken: free it, or set {RECEIVER_PORT_VARIABLE}.")
+    processes.append("receiver")
     # The embedded broker answers group joins after about half the session timeout; keep it short locally.
     os.environ.setdefault("KAFKA_SESSION_TIMEOUT_MS", "6000")
     os.environ.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "1000")
     api_key = _shown_key(settings, "LEADRELAY_DEV_API_KEY", DEFAULT_DEV_API_KEY)
     marketing_key = _shown_key(settings, "LEADRELAY_DEMO_MARKETING_KEY", DEFAULT_DEMO_MARKETING_KEY)
     sales_key = _shown_key(settings, "LEADRELAY_DEMO_SALES_KEY", DEFAULT_DEMO_SALES_KEY)
+    receiver_secret = _shown_key(settings, RECEIVER_SECRET_VARIABLE, DEMO_RECEIVER_SECRET)
     ports = {name: settings.get(_variable(name, "PORT")) or default for name, default in SERVICES.items()}
     databases = [
         f"  {name:<12} {settings.get(_variable(name, 'DATABASE_URL')) or f'./var/{name}.db (SQLite)'}"
@@ -72,6 +85,8 @@ def main() -> None:
         "  (development keys: never seeded with ENVIRONMENT=production)",
         f"  webhooks     demo sources {', '.join(DEMO_SOURCES)}",
         f"               secret {DEMO_WEBHOOK_SECRET} (standard: {DEMO_STANDARD_SECRET})",
+        f"  receiver     http://127.0.0.1:{receiver_port}  (leadrelay receiver: prints what each demo rep is told)",
+        f"               secret {receiver_secret} (demo reps' webhooks: /reps/<rep id>)",
         "  demo         .venv/bin/leadrelay demo --rate 5 --duration 60   (with LEADRELAY_API_KEY set to the API key)",
         "",
         f"  try: curl -s -X POST http://127.0.0.1:{ports['intake']}/v1/leads \\",
@@ -96,9 +111,10 @@ def _say(lines: list[str]) -> None:
 
 
 async def _seed(urls: dict[str, str], settings: Mapping[str, str | None]) -> None:
-    """Seed the demo agreements once the services know the demo keys; a line each."""
+    """Seed the demo agreements, teams and reps once the services know the demo keys; a line each."""
     async with httpx.AsyncClient(timeout=10) as client:
-        _say(await seeding.seed_all(client, urls=urls, settings=settings))
+        async for line in seeding.seed_all(client, urls=urls, settings=settings):
+            _say([line])
 
 
 async def _supervise(honcho: list[str], *, seed: Callable[[], Coroutine[Any, Any, None]] | None) -> int:

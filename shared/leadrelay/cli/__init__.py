@@ -2,7 +2,7 @@
 
 import typer
 
-from leadrelay.cli import agreements, demo, dlq, keys, output
+from leadrelay.cli import agreements, demo, dlq, keys, output, receiver
 from leadrelay.cli.http import CliError, ExitCode
 
 app = typer.Typer(
@@ -17,6 +17,7 @@ app.command("whoami")(keys.whoami)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(agreements.app, name="agreements")
 app.command("demo")(demo.demo)
+app.command("receiver")(receiver.receiver)
 
 
 def main() -> None:

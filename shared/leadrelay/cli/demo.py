@@ -2,6 +2,9 @@
 
 Signed webhooks from every kind of demo source (`make run` configures them), REST leads and batches,
 people coming back, account syncs and marketing engagement. Everything goes to intake.
+
+It opens with the demo accounts (owned by demo reps) and one lead for each kind of rule in
+deploy/demo/routing.yaml, so even a short run shows an account owner, a queue, nurture and teams at work.
 """
 
 import json
@@ -9,7 +12,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import uuid4
@@ -26,17 +29,29 @@ from leadrelay.demo import DEMO_SOURCES, DEMO_TOKEN_HEADER
 
 FIRST_NAMES = ["Ada", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Alan", "Katherine", "Dennis", "Radia"]
 LAST_NAMES = ["Lovelace", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen", "Turing", "Johnson", "Ritchie", "Perlman"]
+# name, domain, industry, employees, owner (a demo rep of deploy/demo/teams.yaml)
 COMPANIES = [
-    ("Analytical Engines", "analytical.example", "software", 250),
-    ("Difference Works", "difference.example", "manufacturing", 1200),
-    ("Compiler Co", "compiler.example", "software", 40),
-    ("Mainframe Bank", "mainframe.example", "financial services", 8000),
-    ("Relay Logistics", "relay.example", "logistics", 600),
+    ("Analytical Engines", "analytical.example", "software", 250, "rep-ada"),
+    ("Difference Works", "difference.example", "manufacturing", 1200, "rep-alan"),
+    ("Compiler Co", "compiler.example", "software", 40, "rep-default"),
+    ("Mainframe Bank", "mainframe.example", "financial services", 8000, "rep-grace"),
+    ("Relay Logistics", "relay.example", "logistics", 600, "rep-default"),
 ]
 TITLES = ["CTO", "Head of Engineering", "VP Sales", "Marketing Manager", "Developer", "Student", "CEO"]
 SOURCES = ["webinar", "pricing-page", "ebook", "trade-show", "referral"]
 ENGAGEMENTS = ["email_clicked", "pricing_page_viewed", "content_downloaded", "webinar_attended", "demo_requested"]
 COUNTRIES = ["GB", "DE", "FR", "US", "NL"]
+
+# The opening leads, after the accounts: (company, country, title, source) and the demo rule each reaches
+# under the demo ICP. The account owner's lead comes last, so scoring has had the accounts for a moment.
+OPENING = [
+    ("Analytical Engines", "GB", "Head of Engineering", "trade-show"),  # trade_show_follow_up: EMEA queue
+    ("Relay Logistics", "FR", "Developer", "webinar"),  # nurture_weak_fit: fit C, not an MQL
+    ("Compiler Co", "US", "CTO", "referral"),  # us_referrals: rep-grace
+    ("Analytical Engines", "DE", "VP Sales", "webinar"),  # emea: team-emea
+    ("Relay Logistics", "US", "VP Sales", "pricing-page"),  # everyone_else: the pool
+    ("Mainframe Bank", "US", "CTO", "pricing-page"),  # enterprise_accounts: the owner, rep-grace
+]
 
 # What one step of the demo sends, and how often (weights); webhooks cycle through every demo source.
 MIX = {
@@ -60,6 +75,8 @@ class Person:
     title: str
     country: str
     serial: int
+    industry: str
+    employees: int
 
     @property
     def email(self) -> str:
@@ -78,6 +95,8 @@ class Tally:
     def record(self, kind: str, response: httpx.Response) -> None:
         self.sent[kind] += 1
         self.answers[f"{kind} {response.status_code}"] += 1
+        if kind.startswith("account"):
+            return  # its results are accounts, not leads
         if response.status_code in (200, 201, 202) and response.headers.get("content-type", "").startswith(
             "application/json"
         ):
@@ -101,21 +120,27 @@ class Demo:
         self.serial = 0
         self.webhook_sources = sorted(DEMO_SOURCES)
         self.webhooks_sent = 0
+        self.accounts_synced = False
+        self.opening = list(OPENING)
 
-    def person(self) -> Person:
+    def person(self, company: str | None = None) -> Person:
         self.serial += 1
-        company, domain, _industry, _employees = self.random.choice(COMPANIES)
+        name, domain, industry, employees, _owner = (
+            next(row for row in COMPANIES if row[0] == company) if company else self.random.choice(COMPANIES)
+        )
         return Person(
             self.random.choice(FIRST_NAMES),
             self.random.choice(LAST_NAMES),
-            company,
+            name,
             domain,
             self.random.choice(TITLES),
             self.random.choice(COUNTRIES),
             self.serial + self.random.randrange(1_000_000) * 1000,
+            industry,
+            employees,
         )
 
-    def lead_body(self, person: Person) -> dict[str, Any]:
+    def lead_body(self, person: Person, *, source: str | None = None) -> dict[str, Any]:
         self.tally.emails.append(person.email)
         return {
             "email": person.email,
@@ -124,11 +149,22 @@ class Demo:
             "company": person.company,
             "job_title": person.title,
             "country": person.country,
-            "source": self.random.choice(SOURCES),
+            "industry": person.industry,
+            "employees": person.employees,
+            "source": source or self.random.choice(SOURCES),
             "campaign": "leadrelay-demo",
         }
 
     def step(self) -> None:
+        if not self.accounts_synced:
+            self.accounts_synced = True
+            self.tally.record("accounts", self.send("POST", "/v1/accounts:batch", json={"accounts": self.accounts()}))
+            return
+        if self.opening:
+            company, country, title, source = self.opening.pop(0)
+            person = replace(self.person(company), country=country, title=title)
+            self.tally.record("rest_lead", self.send("POST", "/v1/leads", json=self.lead_body(person, source=source)))
+            return
         kinds, weights = zip(*MIX.items(), strict=True)
         kind = self.random.choices(kinds, weights)[0]
         if kind in ("returning", "engagement") and not self.tally.emails:
@@ -157,17 +193,24 @@ class Demo:
         email = self.random.choice(self.tally.emails)
         return self.send("POST", "/v1/leads", json={"email": email, "source": "pricing-page", "job_title": "CTO"})
 
-    def account(self) -> httpx.Response:
-        company, domain, industry, employees = self.random.choice(COMPANIES)
-        body = {
+    def accounts(self) -> list[dict[str, Any]]:
+        """Every demo account, each owned by a demo rep."""
+        return [{"id": _account_id(row[1]), **self.account_body(row)} for row in COMPANIES]
+
+    def account_body(self, row: tuple[str, str, str, int, str]) -> dict[str, Any]:
+        company, domain, industry, employees, owner = row
+        return {
             "name": company,
             "domains": [domain],
             "industry": industry,
             "employees": employees,
             "country": self.random.choice(COUNTRIES),
-            "owner_rep_id": "rep-default",
+            "owner_rep_id": owner,
         }
-        return self.send("PUT", f"/v1/accounts/acc-{domain.split('.')[0]}", json=body)
+
+    def account(self) -> httpx.Response:
+        row = self.random.choice(COMPANIES)
+        return self.send("PUT", f"/v1/accounts/{_account_id(row[1])}", json=self.account_body(row))
 
     def engagement(self) -> httpx.Response:
         if not self.tally.lead_ids:
@@ -183,6 +226,10 @@ class Demo:
         path = f"/v1/webhooks/{name}"
         body, headers, query = _signed(kind, secret, person, uri=f"{self.base_url}{path}")
         return self.send("POST", path + query, content=body, headers=headers)
+
+
+def _account_id(domain: str) -> str:
+    return f"acc-{domain.split('.')[0]}"
 
 
 def _now() -> str:
