@@ -158,7 +158,11 @@ async def deadline_of(*, session: AsyncSession, assignment_id: str) -> dict[str,
 
 async def get_deliveries(*, session: AsyncSession, lead_id: str) -> list[Delivery]:
     """A lead's deliveries, oldest first."""
-    query = select(Delivery).where(Delivery.lead_id == lead_id).order_by(col(Delivery.created_at), col(Delivery.id))
+    query = (
+        select(Delivery)
+        .where(Delivery.lead_id == lead_id)
+        .order_by(col(Delivery.created_at), col(Delivery.assignment_id), col(Delivery.channel_index))
+    )
     return list((await session.exec(query)).all())
 
 
@@ -219,12 +223,13 @@ async def claim_due(*, session: AsyncSession, limit: int, lease_seconds: float) 
     )
     claimed: list[Claimed] = []
     for row in (await session.exec(due)).all():
-        lease = now + timedelta(seconds=lease_seconds)
+        attempts = row.attempts + 1
         taken = await session.exec(
             update(Delivery)
             .where(col(Delivery.id) == row.id, col(Delivery.status) == DeliveryStatus.PENDING)
             .where(col(Delivery.attempts) == row.attempts)
-            .values(attempts=row.attempts + 1, next_attempt_at=lease, updated_at=now)
+            .values(attempts=attempts, next_attempt_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+            .execution_options(synchronize_session=False)
         )
         if taken.rowcount == 1:
             claimed.append(
@@ -235,7 +240,7 @@ async def claim_due(*, session: AsyncSession, limit: int, lease_seconds: float) 
                     rep_id=row.rep_id,
                     channel_index=row.channel_index,
                     channel_kind=row.channel_kind,
-                    attempts=row.attempts + 1,
+                    attempts=attempts,
                     payload=row.payload,
                     received_at=row.received_at,
                     created_at=row.created_at,
