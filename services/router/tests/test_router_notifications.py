@@ -29,7 +29,7 @@ from router.config import RouterSettings
 from router.context import RouterContext
 from router.notifications import service
 from router.notifications.handlers import on_sla_started
-from router.notifications.jobs import run_deliveries, verdict
+from router.notifications.jobs import run_deliveries, slack_message, verdict
 from router.notifications.metrics import NotificationMetrics
 from router.notifications.models import Delivery, DeliveryStatus
 from router.notifications.router import router as notifications_router
@@ -437,7 +437,7 @@ async def test_after_the_horizon_a_failing_delivery_is_dead_and_counted(
     router_db: Storage, notifier: NotifierFactory, endpoint: FlakyServer
 ) -> None:
     endpoint.script["/down"] = [Answer(500)] * 1000
-    running = await notifier(notify_horizon_seconds=0.5)
+    running = await notifier(notify_horizon_seconds=3)
     await put_rep(router_db, "rep-ada", webhook(endpoint, "/down"))
     await assign(running, "lead-1", "rep-ada")
 
@@ -642,3 +642,26 @@ def test_past_the_horizon_a_retryable_answer_is_dead() -> None:
         settings=settings,
     )
     assert judged.status is DeliveryStatus.DEAD
+
+
+def test_a_reassignment_notification_says_why_and_who_had_it() -> None:
+    previous = Assignment(lead_id="lead-1", rep_id="rep-bob", team_id="default", routing_version="3")
+    again = Assignment(
+        lead_id="lead-1",
+        sequence=2,
+        rep_id="rep-ada",
+        team_id="default",
+        rule_path=["emea"],
+        routing_version="3",
+        trigger="sla_breach",
+        reason="first_response breached",
+        previous_assignment_id=previous.id,
+    )
+
+    body = service.payload_of(again, scored_lead("lead-1"), previous=previous)
+    message = slack_message(body)
+
+    assert (body["type"], body["sequence"], body["trigger"]) == ("lead.assigned", 2, "sla_breach")
+    assert (body["previous_assignment_id"], body["previous_rep_id"]) == (previous.id, "rep-bob")
+    assert body["reason"] == "first_response breached"
+    assert "sla_breach: first_response breached" in str(message["blocks"])

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
 from sqlalchemy import event, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -32,6 +33,14 @@ PAYLOAD_TYPE = "lead.assigned"
 DEFAULT_SLA_WAIT_SECONDS: float = RouterSettings.model_fields["notify_sla_wait_seconds"].default
 # Lead fields left out of a notification: bookkeeping, not something a rep acts on.
 _LEAD_EXCLUDED = {"lead_id", "redrive"}
+
+
+class PayloadSla(BaseModel):
+    """The payload's `sla`: the assignment's earliest deadline the sla-monitor started."""
+
+    obligation: str
+    due_at: datetime
+    started_at: datetime
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
@@ -149,11 +158,7 @@ async def deadline_of(*, session: AsyncSession, assignment_id: str) -> dict[str,
     deadline = (await session.exec(query)).first()
     if deadline is None:
         return None
-    return {
-        "obligation": deadline.obligation,
-        "due_at": deadline.due_at.isoformat(),
-        "started_at": deadline.started_at.isoformat(),
-    }
+    return PayloadSla.model_validate(deadline, from_attributes=True).model_dump(mode="json")
 
 
 async def get_deliveries(*, session: AsyncSession, lead_id: str) -> list[Delivery]:
