@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from router.assignments.roster import RosterCache
 from router.config import RouterSettings
+from router.notifications.wake import DeliveryWake
 from router.rules.service import Rulesets
 
 
@@ -14,6 +15,8 @@ class RouterContext:
     settings: RouterSettings
     rulesets: Rulesets
     rosters: RosterCache = field(default_factory=RosterCache)
+    deliveries: DeliveryWake = field(default_factory=DeliveryWake)
+    """Wakes this app's delivery job when deliveries are committed or an SLA deadline arrives."""
 
     @classmethod
     def of(cls, settings: RouterSettings) -> "RouterContext":

@@ -13,6 +13,10 @@ from router.assignments.router import router as assignments_router
 from router.config import RouterSettings, get_settings
 from router.context import RouterContext
 from router.defaults import seed_defaults
+from router.notifications.handlers import handlers as notification_handlers
+from router.notifications.jobs import delivery_job
+from router.notifications.metrics import NotificationMetrics
+from router.notifications.router import router as notifications_router
 from router.reps.router import router as reps_router
 from router.rules.document import ROUTING
 from router.teams.router import router as teams_router
@@ -23,15 +27,16 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 def create_app(settings: RouterSettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
     """Build the router app."""
     settings = settings or get_settings()
+    registry = registry or CollectorRegistry()
     context = RouterContext.of(settings)
     spec = ServiceSpec[RouterSettings](
         title="LeadRelay router",
         description="Assigns leads to reps and explains every assignment.",
         migrations_dir=MIGRATIONS_DIR,
-        handlers=handlers(context),
+        handlers=handlers(context).extend(notification_handlers(context)),
         on_startup=[seed_defaults],
-        jobs=[idempotency_keys.prune_expired_keys],
-        routers=[agreement_router(ROUTING), teams_router, reps_router, assignments_router],
+        jobs=[idempotency_keys.prune_expired_keys, delivery_job(context, NotificationMetrics(registry))],
+        routers=[agreement_router(ROUTING), teams_router, reps_router, assignments_router, notifications_router],
         openapi_tags=[
             {
                 "name": "routing",

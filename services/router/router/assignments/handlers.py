@@ -32,6 +32,7 @@ async def on_lead_scored(
     decisions = await service.assign_many(session=session, leads=leads, rules=rules, roster=roster, at=at)
     await notifications.enqueue(
         session=session,
+        context=context,
         assigned=[
             (decision.assignment, scored) for scored, decision in zip(leads, decisions, strict=True) if decision.new
         ],

@@ -60,3 +60,16 @@ class Delivery(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     delivered_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class SlaDeadline(SQLModel, table=True):
+    """A deadline the sla-monitor started for an assignment (sla.started): notifications tell the rep."""
+
+    __tablename__ = "sla_deadline"
+
+    assignment_id: str = Field(primary_key=True, max_length=36)
+    obligation: str = Field(primary_key=True, max_length=100)
+    lead_id: str = Field(max_length=36, index=True)
+    due_at: datetime
+    started_at: datetime
+    created_at: datetime = Field(default_factory=utcnow)

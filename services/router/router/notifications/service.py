@@ -1,17 +1,326 @@
 """Deliveries: created with the assignment, in its transaction; sent by the delivery job (see jobs.py).
 
-CONTRACT (the notifications work fills this in): `enqueue` is called by every code path that
-creates an assignment to a rep (first routing, reassignment), in the same transaction.
+`enqueue` is called by every code path that creates an assignment to a rep (first routing,
+reassignment), in the same transaction. The job claims due rows, sends them and records each
+outcome here; a row marked delivered is never claimed again.
 """
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+from sqlalchemy import event, func, update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.events import LeadScored
-from router.assignments.models import Assignment
+from leadrelay import audit
+from leadrelay.db import upsert_insert
+from leadrelay.events import LeadScored, SlaStarted, utcnow
+from router.assignments import service as assignments
+from router.assignments.models import Assignment, Outcome
+from router.config import RouterSettings
+from router.notifications.models import Delivery, DeliveryStatus, SlaDeadline
+from router.reps.models import Rep
+
+if TYPE_CHECKING:
+    from router.context import RouterContext
+
+PAYLOAD_TYPE = "lead.assigned"
+DEFAULT_SLA_WAIT_SECONDS: float = RouterSettings.model_fields["notify_sla_wait_seconds"].default
+# Lead fields left out of a notification: bookkeeping, not something a rep acts on.
+_LEAD_EXCLUDED = {"lead_id", "redrive"}
 
 
-async def enqueue(*, session: AsyncSession, assigned: Sequence[tuple[Assignment, LeadScored | None]]) -> None:
-    """One pending delivery per channel of each assignment's rep (queued and nurtured decisions have none)."""
-    del session, assigned  # filled in by the notifications work
+class PayloadSla(BaseModel):
+    """The payload's `sla`: the assignment's earliest deadline the sla-monitor started."""
+
+    obligation: str
+    due_at: datetime
+    started_at: datetime
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` once the session's transaction commits."""
+    event.listen(session.sync_session, "after_commit", lambda _session: callback(), once=True)
+
+
+def webhook_id(assignment_id: str, channel_index: int) -> str:
+    """The stable `webhook-id` of an assignment's notification to one channel."""
+    return f"msg_{assignment_id}_{channel_index}"
+
+
+def payload_of(assignment: Assignment, scored: LeadScored, *, previous: Assignment | None) -> dict[str, Any]:
+    """The notification body: the assignment as lead.assigned has it, with the lead, score and account."""
+    announced = assignments.announcement(assignment, scored, previous=previous).model_dump(mode="json")
+    return {
+        "type": PAYLOAD_TYPE,
+        **announced,
+        "rule": assignment.rule_path[-1] if assignment.rule_path else None,
+        "lead": {"id": scored.lead_id, **scored.lead.model_dump(mode="json", exclude=_LEAD_EXCLUDED)},
+        "score": scored.score,
+        "mql_reason": scored.mql_reason,
+        "account": None if scored.account is None else scored.account.model_dump(mode="json"),
+        "sla": None,
+    }
+
+
+async def enqueue(
+    *,
+    session: AsyncSession,
+    assigned: Sequence[tuple[Assignment, LeadScored | None]],
+    context: "RouterContext | None" = None,
+) -> None:
+    """One pending delivery per channel of each assignment's rep (queued and nurtured decisions have none).
+
+    A delivery waits up to NOTIFY_SLA_WAIT_SECONDS for the assignment's SLA deadline (sla.started
+    brings it forward at once). With the context, the delivery job is woken once this commits.
+    """
+    to_rep = [
+        (assignment, scored)
+        for assignment, scored in assigned
+        if assignment.outcome == Outcome.ASSIGNED and assignment.rep_id is not None
+    ]
+    if not to_rep:
+        return
+    rep_ids = list({assignment.rep_id for assignment, _ in to_rep})
+    reps = {rep.id: rep for rep in (await session.exec(select(Rep).where(col(Rep.id).in_(rep_ids)))).all()}
+    sla_wait = context.settings.notify_sla_wait_seconds if context else DEFAULT_SLA_WAIT_SECONDS
+    now = utcnow()
+    created = False
+    for assignment, scored in to_rep:
+        rep = reps.get(assignment.rep_id or "")
+        channels = [
+            (index, channel) for index, channel in enumerate(rep.channels if rep else []) if not channel.get("disabled")
+        ]
+        if not channels:
+            continue
+        scored = scored or await assignments.get_routed(session=session, lead_id=assignment.lead_id)
+        if scored is None:
+            continue  # never scored here: nothing to tell the rep about
+        previous = None
+        if assignment.previous_assignment_id is not None:
+            previous = await session.get(Assignment, assignment.previous_assignment_id)
+        payload = payload_of(assignment, scored, previous=previous)
+        for index, channel in channels:
+            session.add(
+                Delivery(
+                    webhook_id=webhook_id(assignment.id, index),
+                    assignment_id=assignment.id,
+                    lead_id=assignment.lead_id,
+                    rep_id=assignment.rep_id or "",
+                    channel_index=index,
+                    channel_kind=channel["kind"],
+                    payload=payload,
+                    received_at=scored.lead.received_at,
+                    next_attempt_at=now + timedelta(seconds=sla_wait),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            created = True
+    if created and context is not None:
+        after_commit(session, context.deliveries.wake)
+
+
+async def record_deadlines(*, session: AsyncSession, started: Sequence[SlaStarted]) -> int:
+    """Keep each assignment's deadlines; deliveries still waiting for one become due now. Returns how many did."""
+    now = utcnow()
+    for item in started:
+        values = {"lead_id": item.lead_id, "due_at": item.due_at, "started_at": item.started_at}
+        statement = upsert_insert(session, SlaDeadline).values(
+            assignment_id=item.assignment_id, obligation=item.obligation, created_at=now, **values
+        )
+        await session.exec(
+            statement.on_conflict_do_update(
+                index_elements=[col(SlaDeadline.assignment_id), col(SlaDeadline.obligation)], set_=values
+            )
+        )
+    assignment_ids = list({item.assignment_id for item in started})
+    waiting = (
+        update(Delivery)
+        .where(col(Delivery.assignment_id).in_(assignment_ids))
+        .where(col(Delivery.status) == DeliveryStatus.PENDING)
+        .where(col(Delivery.attempts) == 0)
+        .where(col(Delivery.next_attempt_at) > now)
+        .values(next_attempt_at=now, updated_at=now)
+    )
+    result = await session.exec(waiting)
+    return int(result.rowcount or 0)
+
+
+async def deadline_of(*, session: AsyncSession, assignment_id: str) -> dict[str, Any] | None:
+    """The assignment's earliest known SLA deadline, as the payload's `sla`."""
+    query = select(SlaDeadline).where(SlaDeadline.assignment_id == assignment_id).order_by(col(SlaDeadline.due_at))
+    deadline = (await session.exec(query)).first()
+    if deadline is None:
+        return None
+    return PayloadSla.model_validate(deadline, from_attributes=True).model_dump(mode="json")
+
+
+async def get_deliveries(*, session: AsyncSession, lead_id: str) -> list[Delivery]:
+    """A lead's deliveries, oldest first."""
+    query = (
+        select(Delivery)
+        .where(Delivery.lead_id == lead_id)
+        .order_by(col(Delivery.created_at), col(Delivery.assignment_id), col(Delivery.channel_index))
+    )
+    return list((await session.exec(query)).all())
+
+
+# Claiming and outcomes.
+
+
+def backoff_seconds(attempts: int, *, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2^(attempts - 1))] after the attempts made so far."""
+    ceiling = min(cap, base * float(2 ** min(max(attempts - 1, 0), 62)))
+    return ceiling * rand()
+
+
+def retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
+    """A Retry-After header in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max((when - now).total_seconds(), 0.0)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery taken for one attempt: what the job needs to send it."""
+
+    id: str
+    webhook_id: str
+    assignment_id: str
+    rep_id: str
+    channel_index: int
+    channel_kind: str
+    attempts: int
+    """Attempts including this one: the outcome is recorded only if the row is still at this attempt."""
+    payload: dict[str, Any]
+    received_at: datetime | None
+    created_at: datetime
+
+
+async def claim_due(*, session: AsyncSession, limit: int, lease_seconds: float) -> list[Claimed]:
+    """Take up to `limit` due deliveries for one attempt each; a row is due again only after the lease.
+
+    The conditional update is the claim: of two processes reading the same row, only one moves it,
+    and a process that dies mid-send leaves the row to be retried when the lease ends.
+    """
+    now = utcnow()
+    due = (
+        select(Delivery)
+        .where(Delivery.status == DeliveryStatus.PENDING, col(Delivery.next_attempt_at) <= now)
+        .order_by(col(Delivery.next_attempt_at))
+        .limit(limit)
+    )
+    claimed: list[Claimed] = []
+    for row in (await session.exec(due)).all():
+        attempts = row.attempts + 1
+        taken = await session.exec(
+            update(Delivery)
+            .where(col(Delivery.id) == row.id, col(Delivery.status) == DeliveryStatus.PENDING)
+            .where(col(Delivery.attempts) == row.attempts)
+            .values(attempts=attempts, next_attempt_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount == 1:
+            claimed.append(
+                Claimed(
+                    id=row.id,
+                    webhook_id=row.webhook_id,
+                    assignment_id=row.assignment_id,
+                    rep_id=row.rep_id,
+                    channel_index=row.channel_index,
+                    channel_kind=row.channel_kind,
+                    attempts=attempts,
+                    payload=row.payload,
+                    received_at=row.received_at,
+                    created_at=row.created_at,
+                )
+            )
+    return claimed
+
+
+async def finish(
+    *,
+    session: AsyncSession,
+    claimed: Claimed,
+    status: DeliveryStatus,
+    status_code: int | None,
+    error: str | None,
+    next_attempt_at: datetime | None = None,
+) -> bool:
+    """Record an attempt's outcome, if the row is still at this attempt; False when it is not."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": status, "last_status_code": status_code, "last_error": error, "updated_at": now}
+    if status is DeliveryStatus.DELIVERED:
+        values["delivered_at"] = now
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    result = await session.exec(
+        update(Delivery)
+        .where(col(Delivery.id) == claimed.id, col(Delivery.status) == DeliveryStatus.PENDING)
+        .where(col(Delivery.attempts) == claimed.attempts)
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+async def first_delivered(*, session: AsyncSession, assignment_id: str) -> bool:
+    """Whether exactly one of the assignment's deliveries is delivered (the one just marked)."""
+    query = (
+        select(func.count())
+        .select_from(Delivery)
+        .where(Delivery.assignment_id == assignment_id, Delivery.status == DeliveryStatus.DELIVERED)
+    )
+    return (await session.exec(query)).one() == 1
+
+
+async def disable_channel(*, session: AsyncSession, rep_id: str, channel_index: int, delivery_id: str) -> None:
+    """Mark a rep's channel disabled after a 410 (audited, by no key); it gets no new deliveries."""
+    rep = await session.get(Rep, rep_id, with_for_update=True, populate_existing=True)
+    if rep is None or channel_index >= len(rep.channels) or rep.channels[channel_index].get("disabled"):
+        return
+    channels = [dict(channel) for channel in rep.channels]
+    channels[channel_index]["disabled"] = True
+    rep.channels = channels  # a new list, so the JSON column is written
+    rep.version += 1
+    rep.updated_at = utcnow()
+    session.add(rep)
+    audit.record(
+        session,
+        actor=None,
+        action="rep.channel_disabled",
+        target=rep_id,
+        detail={
+            "channel": channel_index,
+            "kind": channels[channel_index]["kind"],
+            "delivery_id": delivery_id,
+            "reason": "410 Gone",
+        },
+    )
+
+
+async def next_due_at(*, session: AsyncSession) -> datetime | None:
+    """When the earliest pending delivery is due."""
+    query = select(func.min(Delivery.next_attempt_at)).where(Delivery.status == DeliveryStatus.PENDING)
+    return (await session.exec(query)).one()
+
+
+async def count_pending(*, session: AsyncSession) -> int:
+    """Deliveries not yet delivered, dead or disabled."""
+    query = select(func.count()).select_from(Delivery).where(Delivery.status == DeliveryStatus.PENDING)
+    return int((await session.exec(query)).one())

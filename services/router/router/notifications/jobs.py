@@ -1,0 +1,258 @@
+"""The delivery job: sends due deliveries a few at a time, records each outcome, sleeps until the next is due."""
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from leadrelay import signing
+from leadrelay.db import SessionFactory
+from leadrelay.events import utcnow
+from leadrelay.runtime import ServiceRuntime
+from leadrelay.secrets import SecretBox
+from leadrelay.service import Job
+from router.config import RouterSettings
+from router.context import RouterContext
+from router.notifications import service
+from router.notifications.metrics import NotificationMetrics
+from router.notifications.models import ChannelKind, DeliveryStatus
+from router.notifications.service import Claimed
+from router.reps.crypto import channel_box
+from router.reps.models import Rep
+
+logger = logging.getLogger(__name__)
+
+# Codes a later attempt may get past; any other 4xx refuses the notification for good.
+RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+LEASE_MARGIN_SECONDS = 30.0
+"""A claimed delivery is retried this long after its request's timeout if its process died mid-send."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What an attempt's answer makes of the delivery."""
+
+    status: DeliveryStatus
+    outcome: str
+    """The metric's outcome: delivered, retried, dead or disabled."""
+    next_attempt_at: datetime | None = None
+
+
+def verdict(
+    *,
+    status_code: int | None,
+    retry_after: str | None,
+    attempts: int,
+    created_at: datetime,
+    now: datetime,
+    settings: RouterSettings,
+) -> Verdict:
+    """The outcome of an attempt that got `status_code` (None: timeout or connection error)."""
+    if status_code is not None and 200 <= status_code < 300:
+        return Verdict(DeliveryStatus.DELIVERED, "delivered")
+    if status_code == 410:
+        return Verdict(DeliveryStatus.DISABLED, "disabled")
+    retryable = status_code is None or status_code >= 500 or status_code in RETRYABLE_4XX
+    if not retryable:
+        return Verdict(DeliveryStatus.DEAD, "dead")
+    delay = service.retry_after_seconds(retry_after, now=now) if status_code == 429 else None
+    if delay is None:
+        delay = service.backoff_seconds(
+            attempts, base=settings.notify_retry_base_seconds, cap=settings.notify_retry_cap_seconds
+        )
+    next_attempt_at = now + timedelta(seconds=delay)
+    if next_attempt_at > created_at + timedelta(seconds=settings.notify_horizon_seconds):
+        return Verdict(DeliveryStatus.DEAD, "dead")
+    return Verdict(DeliveryStatus.PENDING, "retried", next_attempt_at)
+
+
+def slack_message(body: dict[str, Any]) -> dict[str, Any]:
+    """A Slack-compatible message (text and blocks) with the notification's context; no links."""
+    lead = body.get("lead") or {}
+    name = " ".join(part for part in (lead.get("first_name"), lead.get("last_name")) if part) or lead.get("email")
+    company = lead.get("company") or "unknown company"
+    grade = body.get("grade") or "ungraded"
+    why = f"rule `{body.get('rule')}`" + (f"; {body['mql_reason']}" if body.get("mql_reason") else "")
+    if body.get("trigger") not in (None, "routed"):
+        why += f"; {body['trigger']}" + (f": {body['reason']}" if body.get("reason") else "")
+    account = body.get("account")
+    account_text = f"{account['account_id']} ({account['method']})" if account else "none matched"
+    sla = body.get("sla")
+    deadline = f"{sla['obligation']} due {sla['due_at']}" if sla else "not known yet"
+    text = f"New lead for you: {company} (grade {grade}, score {body.get('score')})"
+    fields = [
+        ("Lead", f"{name}, {lead.get('job_title') or 'no title'}, {lead.get('country') or 'no country'}"),
+        ("Grade", f"{grade} (score {body.get('score')}, MQL: {'yes' if body.get('mql') else 'no'})"),
+        ("Why you", why),
+        ("Account", account_text),
+        ("Respond by", deadline),
+        ("Lead id", f"`{body.get('lead_id')}`"),
+    ]
+    return {
+        "text": text,
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": text[:150]}},
+            {
+                "type": "section",
+                "fields": [{"type": "mrkdwn", "text": f"*{label}*\n{value}"} for label, value in fields],
+            },
+        ],
+        "unfurl_links": False,
+    }
+
+
+@dataclass
+class Sender:
+    """Sends claimed deliveries with the process's one HTTP client and records their outcomes."""
+
+    sessions: SessionFactory
+    context: RouterContext
+    metrics: NotificationMetrics
+    client: httpx.AsyncClient
+    box: SecretBox
+    _marking: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def deliver(self, claimed: Claimed) -> None:
+        """One attempt at one delivery, its outcome recorded."""
+        async with self.sessions() as session:
+            rep = await session.get(Rep, claimed.rep_id)
+            sla = await service.deadline_of(session=session, assignment_id=claimed.assignment_id)
+        channels = rep.channels if rep else []
+        channel = channels[claimed.channel_index] if claimed.channel_index < len(channels) else None
+        if channel is None or channel.get("disabled") or channel["kind"] != claimed.channel_kind:
+            await self._record(
+                claimed, Verdict(DeliveryStatus.DISABLED, "disabled"), None, "channel disabled or removed"
+            )
+            return
+        body = {**claimed.payload, "sla": sla}
+        request = self._request(claimed, channel, body)
+        if request is None:
+            await self._record(claimed, Verdict(DeliveryStatus.DEAD, "dead"), None, "channel secret unreadable")
+            return
+        url, content, headers = request
+        started = time.perf_counter()
+        status_code: int | None = None
+        retry_after: str | None = None
+        try:
+            response = await self.client.post(url, content=content, headers=headers)
+            status_code, retry_after = response.status_code, response.headers.get("retry-after")
+            error = None if response.is_success else f"HTTP {status_code}"
+        except httpx.TimeoutException as exc:
+            error = f"timed out ({type(exc).__name__})"
+        except httpx.HTTPError as exc:
+            error = type(exc).__name__  # the class only: an httpx message can hold the URL
+        self.metrics.attempt_seconds.labels(claimed.channel_kind).observe(time.perf_counter() - started)
+        settings = self.context.settings
+        judged = verdict(
+            status_code=status_code,
+            retry_after=retry_after,
+            attempts=claimed.attempts,
+            created_at=claimed.created_at,
+            now=utcnow(),
+            settings=settings,
+        )
+        await self._record(claimed, judged, status_code, error)
+
+    def _request(
+        self, claimed: Claimed, channel: dict[str, Any], body: dict[str, Any]
+    ) -> tuple[str, bytes, dict[str, str]] | None:
+        if claimed.channel_kind == ChannelKind.SLACK:
+            url = self.box.decrypt(channel["url"])
+            if url is None:
+                return None
+            return url, json.dumps(slack_message(body)).encode(), {"content-type": "application/json"}
+        secret = self.box.decrypt(channel["secret"])
+        if secret is None:
+            return None
+        content = json.dumps(body, separators=(",", ":")).encode()
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": claimed.webhook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signing.standard(secret, msg_id=claimed.webhook_id, timestamp=timestamp, body=content),
+        }
+        return channel["url"], content, headers
+
+    async def _record(self, claimed: Claimed, judged: Verdict, status_code: int | None, error: str | None) -> None:
+        # Delivered outcomes are marked one at a time, so exactly one channel of an assignment counts as its first.
+        marking = self._marking if judged.status is DeliveryStatus.DELIVERED else contextlib.nullcontext()
+        async with marking, self.sessions() as session, session.begin():
+            recorded = await service.finish(
+                session=session,
+                claimed=claimed,
+                status=judged.status,
+                status_code=status_code,
+                error=error,
+                next_attempt_at=judged.next_attempt_at,
+            )
+            first = False
+            if recorded and judged.status is DeliveryStatus.DELIVERED:
+                first = await service.first_delivered(session=session, assignment_id=claimed.assignment_id)
+            if recorded and judged.status is DeliveryStatus.DISABLED and status_code == 410:
+                await service.disable_channel(
+                    session=session, rep_id=claimed.rep_id, channel_index=claimed.channel_index, delivery_id=claimed.id
+                )
+        if not recorded:
+            return  # another attempt owns the row now
+        self.metrics.notifications_total.labels(claimed.channel_kind, judged.outcome).inc()
+        if first and claimed.received_at is not None:
+            self.metrics.speed_to_lead_seconds.observe(max((utcnow() - claimed.received_at).total_seconds(), 0.0))
+        if judged.status in (DeliveryStatus.DEAD, DeliveryStatus.DISABLED):
+            logger.warning(
+                "notification given up",
+                extra={
+                    "delivery_id": claimed.id,
+                    "rep_id": claimed.rep_id,
+                    "channel": claimed.channel_kind,
+                    "status": judged.status.value,
+                    "status_code": status_code,
+                    "attempts": claimed.attempts,
+                },
+            )
+
+
+async def run_deliveries(*, sessions: SessionFactory, context: RouterContext, metrics: NotificationMetrics) -> None:
+    """Send due deliveries until cancelled; between batches, sleep until the next is due or the job is woken."""
+    settings = context.settings
+    wake = context.deliveries.event
+    lease = settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS
+    async with httpx.AsyncClient(timeout=settings.notify_timeout_seconds, follow_redirects=False) as client:
+        sender = Sender(sessions, context, metrics, client, channel_box(settings.secret_key.get_secret_value()))
+        while True:
+            wake.clear()  # before looking, so a commit made while we look wakes the next wait
+            async with sessions() as session, session.begin():
+                claimed = await service.claim_due(
+                    session=session, limit=settings.notify_concurrency, lease_seconds=lease
+                )
+            if claimed:
+                await asyncio.gather(*(sender.deliver(item) for item in claimed))
+            async with sessions() as session:
+                metrics.pending.set(await service.count_pending(session=session))
+                next_due = await service.next_due_at(session=session)
+            if claimed:
+                continue
+            # Bounded: deliveries another replica's consumer made wake no one here.
+            delay = settings.notify_max_sleep_seconds
+            if next_due is not None:
+                delay = min(delay, (next_due - utcnow()).total_seconds())
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await wake.wait()
+
+
+def delivery_job(context: RouterContext, metrics: NotificationMetrics) -> Job[RouterSettings]:
+    """The delivery job bound to this app's context and metrics (it runs on one leader among the replicas)."""
+
+    async def deliver_notifications(runtime: ServiceRuntime[RouterSettings]) -> None:
+        """Send due deliveries until cancelled."""
+        await run_deliveries(sessions=runtime.sessions, context=context, metrics=metrics)
+
+    return deliver_notifications
