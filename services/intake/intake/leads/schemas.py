@@ -254,22 +254,11 @@ ASSIGNED_DETAILS_EXAMPLE: dict[str, Any] = {
     "explanation": {
         "version": "3",
         "rule": "emea",
-        "action": {"type": "team", "team": "team-emea", "strategy": "weighted_round_robin"},
-        "fallbacks": [{"type": "queue", "team": "team-emea"}],
-        "evaluated": [
-            {"rule": "enterprise_accounts", "matched": False, "at": "/rules/0/when/all/0",
-             "field": "account.owner_rep_id", "seen": None, "reason": "account.owner_rep_id has no value"},
-            {"rule": "emea", "matched": True},
-        ],
-        "evaluated_omitted": 0,
+        "evaluated": [{"rule": "enterprise_accounts", "matched": False}, {"rule": "emea", "matched": True}],
         "outcome": "assigned",
         "rep_id": "rep-ada",
         "team_id": "team-emea",
-        "steps": [
-            {"step": 0, "action": {"type": "team", "team": "team-emea", "strategy": "weighted_round_robin"},
-             "outcome": "chosen", "rep_id": "rep-ada",
-             "skipped": [{"rep_id": "rep-bob", "reason": "out_of_office"}], "skipped_omitted": 0},
-        ],
+        "steps": [{"step": 0, "outcome": "chosen", "rep_id": "rep-ada", "skipped": []}],
     },
     "sequence": 1,
     "trigger": "routed",
@@ -280,7 +269,7 @@ ASSIGNED_DETAILS_EXAMPLE: dict[str, Any] = {
     "mql": True,
     "candidates": ["rep-bob", "rep-ada"],
     "candidates_omitted": 0,
-}  # fmt: skip
+}
 """Timeline details of a lead.assigned: the outcome, the rule and version, the trigger, and the router's explanation."""
 
 
