@@ -14,9 +14,13 @@ from leadrelay.events import (
     AgreementRejected,
     AgreementSuperseded,
     ApiKeyChanged,
+    AssignmentTrigger,
+    EscalationStep,
     EventData,
     LeadActivity,
     LeadAssigned,
+    LeadNurtured,
+    LeadQueued,
     LeadReceived,
     LeadScored,
     ScoreCriterion,
@@ -55,6 +59,22 @@ RECEIVED = LeadReceived(
     attributes={"utm": {"medium": "email"}, "seats": 40, "tags": ["a", "b"]},
 )
 
+ROUTING_EXPLANATION = {
+    "version": "routing-2",
+    "rule": "round-robin",
+    "evaluated": [
+        {"rule": "territory:emea", "matched": False, "reason": "country is US"},
+        {"rule": "round-robin", "matched": True},
+    ],
+    "evaluated_omitted": 0,
+    "outcome": "assigned",
+    "rep_id": "rep-7",
+    "team_id": "emea",
+    "steps": [
+        {"step": 0, "outcome": "chosen", "rep_id": "rep-7", "skipped": [{"rep_id": "rep-8", "reason": "held_before"}]}
+    ],
+}
+
 SAMPLES: dict[str, EventData] = {
     "lead.received": RECEIVED,
     "lead.scored": LeadScored(
@@ -68,13 +88,44 @@ SAMPLES: dict[str, EventData] = {
     ),
     "lead.assigned": LeadAssigned(
         lead_id="lead-1",
-        assignment_id="asg-1",
+        assignment_id="asg-2",
         rep_id="rep-7",
         team_id="emea",
         rule_path=["territory:emea", "round-robin"],
         candidates=["rep-7", "rep-8"],
         routing_version="routing-2",
         assigned_at=AT,
+        sequence=2,
+        trigger=AssignmentTrigger.SLA_BREACH,
+        previous_assignment_id="asg-1",
+        previous_rep_id="rep-8",
+        reason="first_touch breached",
+        grade="A1",
+        source="webinar",
+        mql=True,
+        explanation=ROUTING_EXPLANATION,
+    ),
+    "lead.queued": LeadQueued(
+        lead_id="lead-1",
+        assignment_id="asg-1",
+        team_id="emea",
+        rule_path=["territory:emea"],
+        routing_version="routing-2",
+        queued_at=AT,
+        grade="B2",
+        source="webinar",
+        explanation={**ROUTING_EXPLANATION, "outcome": "queued", "rep_id": None},
+    ),
+    "lead.nurtured": LeadNurtured(
+        lead_id="lead-1",
+        assignment_id="asg-1",
+        rule_path=["territory:emea", "not-mql"],
+        routing_version="routing-2",
+        nurtured_at=AT,
+        reason="not an MQL yet",
+        grade="D4",
+        source="webinar",
+        explanation={**ROUTING_EXPLANATION, "outcome": "nurtured", "rep_id": None, "team_id": None},
     ),
     "lead.activity": LeadActivity(
         lead_id="lead-1",
@@ -104,7 +155,13 @@ SAMPLES: dict[str, EventData] = {
         remaining_seconds=59.5,
     ),
     "sla.breached": SlaBreached(
-        lead_id="lead-1", obligation="first_touch", assignment_id="asg-1", rep_id="rep-7", due_at=DUE, breached_at=DUE
+        lead_id="lead-1",
+        obligation="first_touch",
+        assignment_id="asg-1",
+        rep_id="rep-7",
+        due_at=DUE,
+        breached_at=DUE,
+        escalation=[EscalationStep.REMIND, EscalationStep.REASSIGN, EscalationStep.NOTIFY_MANAGER],
     ),
     "sla.met": SlaMet(
         lead_id="lead-1", obligation="first_touch", assignment_id="asg-1", rep_id="rep-7", due_at=DUE, met_at=AT
@@ -212,6 +269,35 @@ def test_topics_follow_the_payload_type() -> None:
     assert new_event(SAMPLES["lead.received"], source="s").topic is Topic.LEADS_RECEIVED
     assert new_event(SAMPLES["sla.breached"], source="s").topic is Topic.SLA_EVENTS
     assert new_event(SAMPLES["account.changed"], source="s").topic is Topic.ACCOUNTS_CHANGED
+    # Every routing outcome on one topic, keyed by lead: a lead's decisions stay in order for their consumers.
+    for routed in ("lead.assigned", "lead.queued", "lead.nurtured"):
+        assert new_event(SAMPLES[routed], source="s").topic is Topic.LEADS_ASSIGNED
+
+
+def test_routing_and_breach_records_from_before_reassignment_still_parse() -> None:
+    assigned = json.loads(new_event(SAMPLES["lead.assigned"], source="router").to_bytes())
+    breached = json.loads(new_event(SAMPLES["sla.breached"], source="sla-monitor").to_bytes())
+    for added in (
+        "sequence",
+        "trigger",
+        "previous_assignment_id",
+        "previous_rep_id",
+        "reason",
+        "grade",
+        "source",
+        "mql",
+    ):
+        del assigned["data"][added]
+    del assigned["data"]["explanation"]
+    del breached["data"]["escalation"]
+
+    old_assignment = parse_event(json.dumps(assigned).encode()).data
+    old_breach = parse_event(json.dumps(breached).encode()).data
+
+    assert isinstance(old_assignment, LeadAssigned)
+    assert (old_assignment.sequence, old_assignment.trigger, old_assignment.explanation) == (1, "routed", None)
+    assert isinstance(old_breach, SlaBreached)
+    assert old_breach.escalation == []
 
 
 def test_unknown_type_is_rejected() -> None:

@@ -39,9 +39,12 @@ from leadrelay.events import (
     AgreementRejected,
     AgreementSuperseded,
     ApiKeyChanged,
+    EscalationStep,
     EventData,
     LeadActivity,
     LeadAssigned,
+    LeadNurtured,
+    LeadQueued,
     LeadReceived,
     LeadScored,
     ScoreCriterion,
@@ -60,6 +63,7 @@ from leadrelay.stages import LeadStage, SlaState
 from leadrelay.testing import FAST_SETTINGS
 from router.assignments.handlers import handlers as router_handlers
 from router.config import RouterSettings
+from router.context import RouterContext
 from router.main import MIGRATIONS_DIR as ROUTER_MIGRATIONS
 from router.main import create_app as create_router
 from scoring.config import ScoringSettings
@@ -98,6 +102,17 @@ RECEIVED = LeadReceived(
 )
 SLA = {"lead_id": LEAD_ID, "obligation": "first_response", "assignment_id": ASSIGNMENT_ID, "rep_id": "rep-default"}
 
+ROUTING_EXPLANATION: dict[str, Any] = {
+    "version": "builtin",
+    "rule": "default",
+    "evaluated": [{"rule": "default", "matched": True}],
+    "evaluated_omitted": 0,
+    "outcome": "assigned",
+    "rep_id": "rep-default",
+    "team_id": None,
+    "steps": [{"step": 0, "outcome": "chosen", "rep_id": "rep-default", "skipped": [], "skipped_omitted": 0}],
+}
+
 # One realistic payload per event type, as docs/events.md shows them.
 EXAMPLES: dict[str, EventData] = {
     "lead.received": RECEIVED,
@@ -120,13 +135,35 @@ EXAMPLES: dict[str, EventData] = {
         rep_id="rep-default",
         rule_path=["default"],
         candidates=["rep-default"],
-        routing_version="placeholder-1",
+        routing_version="builtin",
         assigned_at=AT,
+        grade="A2",
+        source="webinar",
+        mql=True,
+        explanation=ROUTING_EXPLANATION,
+    ),
+    "lead.queued": LeadQueued(
+        lead_id=LEAD_ID,
+        assignment_id=ASSIGNMENT_ID,
+        team_id="team-emea",
+        rule_path=["default"],
+        routing_version="builtin",
+        queued_at=AT,
+        explanation={**ROUTING_EXPLANATION, "outcome": "queued", "rep_id": None},
+    ),
+    "lead.nurtured": LeadNurtured(
+        lead_id=LEAD_ID,
+        assignment_id=ASSIGNMENT_ID,
+        rule_path=["default"],
+        routing_version="builtin",
+        nurtured_at=AT,
+        reason="not an MQL yet",
+        explanation={**ROUTING_EXPLANATION, "outcome": "nurtured", "rep_id": None},
     ),
     "lead.activity": LeadActivity(lead_id=LEAD_ID, rep_id="rep-default", activity="accepted", occurred_at=AT),
     "sla.started": SlaStarted(**SLA, policy_version="placeholder-1", started_at=AT, due_at=DUE),
     "sla.warning": SlaWarning(**SLA, due_at=DUE, remaining_seconds=60.0),
-    "sla.breached": SlaBreached(**SLA, due_at=DUE, breached_at=DUE),
+    "sla.breached": SlaBreached(**SLA, due_at=DUE, breached_at=DUE, escalation=[EscalationStep.REASSIGN]),
     "sla.met": SlaMet(**SLA, due_at=DUE, met_at=AT + timedelta(minutes=2)),
     "account.changed": AccountChanged(
         account_id="acc-00042", name="Analytical Engines Ltd", domain="example.com", changed_at=AT
@@ -183,8 +220,10 @@ def extended(data: EventData) -> bytes:
     document["data"]["schema_note"] = "fields added in a later version"
     if "lead" in document["data"]:
         document["data"]["lead"]["linkedin_url"] = "https://www.linkedin.com/in/ada"
-    for criterion in document["data"].get("explanation", []):
-        criterion["weight"] = 1.5
+    explanation = document["data"].get("explanation")
+    if isinstance(explanation, list):  # a score's criteria; a routing explanation is a free-form object, kept whole
+        for criterion in explanation:
+            criterion["weight"] = 1.5
     return json.dumps(document).encode()
 
 
@@ -227,6 +266,8 @@ async def read_model_changed(session: AsyncSession, event_type: str, event_id: s
     changed: dict[str, Callable[[Lead], bool]] = {
         "lead.scored": lambda lead: (lead.score, lead.icp_version, lead.stage) == (80, "placeholder-1", LeadStage.MQL),
         "lead.assigned": lambda lead: (lead.owner_rep_id, lead.assignment_id) == ("rep-default", ASSIGNMENT_ID),
+        "lead.queued": lambda lead: (lead.owner_rep_id, lead.queue_team_id) == (None, "team-emea"),
+        "lead.nurtured": lambda lead: (lead.routing_outcome, lead.stage) == ("nurtured", LeadStage.NURTURE),
         "sla.started": lambda lead: (
             lead.sla_due_at is not None
             and (lead.sla_due_at.replace(tzinfo=UTC), lead.sla_state) == (DUE, SlaState.RUNNING)
@@ -291,10 +332,11 @@ SERVICES = [
     ),
     Service(
         "router",
-        router_handlers(explicit(RouterSettings)),
+        router_handlers(RouterContext.of(explicit(RouterSettings))),
         ROUTER_MIGRATIONS,
         seed_nothing,
-        published("lead.assigned"),
+        # No team or rep seeded (the app's start-up does that): the built-in rule's fallback queues the lead.
+        published("lead.queued"),
     ),
     Service(
         "sla-monitor",

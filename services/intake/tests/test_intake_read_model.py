@@ -1,5 +1,6 @@
 """lead.scored in intake's read model (SQLite and PostgreSQL): grade, MQL, account, one timeline entry per decision."""
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -190,17 +191,31 @@ async def test_leads_are_filtered_by_grade_and_mql(api: httpx.AsyncClient, intak
 
 
 async def test_the_migration_applies_to_a_table_with_leads(database_url: str) -> None:
+    async def old_leads(connection: AsyncConnection) -> None:
+        await _insert_old_lead(connection, lead_id="00000000-0000-4000-8000-000000000001", stage=LeadStage.MQL)
+        await _insert_old_lead(connection, lead_id="00000000-0000-4000-8000-000000000002", stage=LeadStage.LEAD)
+
+    migrated = await leads_after_upgrade(database_url, start="adfc7fa24c7c", old_leads=old_leads)
+
+    assert {lead.id[-1]: (lead.mql, lead.grade, lead.fit) for lead in migrated} == {
+        "1": (True, None, None),
+        "2": (False, None, None),
+    }
+
+
+async def leads_after_upgrade(
+    database_url: str, *, start: str, old_leads: Callable[[AsyncConnection], Awaitable[None]]
+) -> list[Lead]:
+    """The leads `old_leads` stored at revision `start`, read through today's model once migrated to head."""
     engine = create_engine(database_url)
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(_upgrade, "adfc7fa24c7c")
-            await _insert_old_lead(connection, lead_id="00000000-0000-4000-8000-000000000001", stage=LeadStage.MQL)
-            await _insert_old_lead(connection, lead_id="00000000-0000-4000-8000-000000000002", stage=LeadStage.LEAD)
+            await connection.run_sync(_upgrade, start)
+            await old_leads(connection)
         async with engine.begin() as connection:
             await connection.run_sync(_upgrade, "head")
         async with create_session_factory(engine)() as session:
-            leads = {lead.id[-1]: (lead.mql, lead.grade, lead.fit) for lead in (await session.exec(select(Lead))).all()}
-        assert leads == {"1": (True, None, None), "2": (False, None, None)}
+            return list((await session.exec(select(Lead))).all())
     finally:
         await engine.dispose()
 

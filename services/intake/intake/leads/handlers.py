@@ -9,12 +9,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from intake.config import IntakeSettings
 from intake.leads import service
-from intake.leads.models import Lead
+from intake.leads.models import Lead, RoutingOutcome
 from leadrelay.consumer import Handlers
 from leadrelay.events import (
+    AssignmentTrigger,
     CloudEvent,
     EventData,
     LeadAssigned,
+    LeadNurtured,
+    LeadQueued,
     LeadScored,
     ScoreCriterion,
     SlaBreached,
@@ -103,11 +106,103 @@ def _apply_score(lead: Lead, event: CloudEvent[LeadScored]) -> Details | None:
     }
 
 
+NURTURED_SEQUENCE = 1
+"""lead.nurtured carries no sequence: the router nurtures only on a first routing (reassigning passes over nurture)."""
+MAX_TIMELINE_CANDIDATES = 50
+"""Reps a timeline entry lists as considered: a team of 5,000 stays readable."""
+
+
+def _supersedes(lead: Lead, *, assignment_id: str, sequence: int) -> bool:
+    """Whether a routing decision is newer than the one the lead shows.
+
+    The same decision announced again (a re-drive) is not, nor an older one arriving late: it
+    must not take the lead back from the rep a reassignment gave it to.
+    """
+    if lead.assignment_id == assignment_id:
+        return False
+    if sequence <= lead.assignment_sequence:
+        logger.info(
+            "a routing decision older than the lead's arrived late, ignored",
+            extra={"lead_id": lead.id, "sequence": sequence, "current_sequence": lead.assignment_sequence},
+        )
+        return False
+    return True
+
+
+def _routed(lead: Lead, *, outcome: RoutingOutcome, assignment_id: str, sequence: int) -> None:
+    lead.routing_outcome, lead.assignment_id, lead.assignment_sequence = outcome, assignment_id, sequence
+
+
+def _decision(data: LeadAssigned | LeadQueued | LeadNurtured, *, outcome: RoutingOutcome) -> Details:
+    """What every routing entry on the timeline says: the outcome, the rule and version, and the explanation."""
+    explanation = data.explanation or {}
+    return {
+        "outcome": outcome,
+        "assignment_id": data.assignment_id,
+        "rule": explanation.get("rule", data.rule_path[-1] if data.rule_path else None),
+        "rule_path": data.rule_path,
+        "routing_version": data.routing_version,
+        "reason": data.reason,
+        "grade": data.grade,
+        "source": data.source,
+        "explanation": data.explanation,
+    }
+
+
 def _apply_assignment(lead: Lead, event: CloudEvent[LeadAssigned]) -> Details | None:
-    if lead.assignment_id == event.data.assignment_id:
+    assigned = event.data
+    if not _supersedes(lead, assignment_id=assigned.assignment_id, sequence=assigned.sequence):
         return None
-    lead.owner_rep_id, lead.assignment_id = event.data.rep_id, event.data.assignment_id
-    return {"rep_id": event.data.rep_id, "rule_path": event.data.rule_path, "candidates": event.data.candidates}
+    _routed(lead, outcome=RoutingOutcome.ASSIGNED, assignment_id=assigned.assignment_id, sequence=assigned.sequence)
+    lead.owner_rep_id, lead.queue_team_id = assigned.rep_id, None
+    return {
+        **_decision(assigned, outcome=RoutingOutcome.ASSIGNED),
+        "sequence": assigned.sequence,
+        "trigger": assigned.trigger,
+        "rep_id": assigned.rep_id,
+        "team_id": assigned.team_id,
+        "previous_assignment_id": assigned.previous_assignment_id,
+        "previous_rep_id": assigned.previous_rep_id,
+        "mql": assigned.mql,
+        "candidates": assigned.candidates[:MAX_TIMELINE_CANDIDATES],
+        "candidates_omitted": max(0, len(assigned.candidates) - MAX_TIMELINE_CANDIDATES),
+    }
+
+
+def _apply_queue(lead: Lead, event: CloudEvent[LeadQueued]) -> Details | None:
+    queued = event.data
+    if not _supersedes(lead, assignment_id=queued.assignment_id, sequence=queued.sequence):
+        return None
+    _routed(lead, outcome=RoutingOutcome.QUEUED, assignment_id=queued.assignment_id, sequence=queued.sequence)
+    # Nobody owns a queued lead: the team's reps see it in their queue until one picks it up.
+    lead.owner_rep_id, lead.queue_team_id = None, queued.team_id
+    return {
+        **_decision(queued, outcome=RoutingOutcome.QUEUED),
+        "sequence": queued.sequence,
+        "trigger": queued.trigger,
+        "rep_id": None,
+        "team_id": queued.team_id,
+        "previous_assignment_id": queued.previous_assignment_id,
+    }
+
+
+def _apply_nurture(lead: Lead, event: CloudEvent[LeadNurtured]) -> Details | None:
+    nurtured = event.data
+    if not _supersedes(lead, assignment_id=nurtured.assignment_id, sequence=NURTURED_SEQUENCE):
+        return None
+    _routed(lead, outcome=RoutingOutcome.NURTURED, assignment_id=nurtured.assignment_id, sequence=NURTURED_SEQUENCE)
+    lead.owner_rep_id, lead.queue_team_id = None, None
+    # A lead sales already moved on (accepted, qualified...) keeps its stage: marked nurtured, not demoted.
+    stage_changed = service.nurture(lead)
+    return {
+        **_decision(nurtured, outcome=RoutingOutcome.NURTURED),
+        "sequence": NURTURED_SEQUENCE,
+        "trigger": AssignmentTrigger.ROUTED,
+        "rep_id": None,
+        "team_id": None,
+        "stage": lead.stage,
+        "stage_changed": stage_changed,
+    }
 
 
 def _apply_deadline(lead: Lead, event: CloudEvent[SlaStarted]) -> Details | None:
@@ -123,8 +218,18 @@ async def on_lead_scored(events: Sequence[CloudEvent[LeadScored]], session: Asyn
 
 
 async def on_lead_assigned(events: Sequence[CloudEvent[LeadAssigned]], session: AsyncSession) -> None:
-    """Record the owner."""
+    """Record the owner (a reassignment replaces it) and the decision's explanation."""
     await _fold(session, events, _apply_assignment)
+
+
+async def on_lead_queued(events: Sequence[CloudEvent[LeadQueued]], session: AsyncSession) -> None:
+    """Record the team queue the lead waits in, with no owner."""
+    await _fold(session, events, _apply_queue)
+
+
+async def on_lead_nurtured(events: Sequence[CloudEvent[LeadNurtured]], session: AsyncSession) -> None:
+    """Record the lead's return to marketing: no owner, stage nurture where the lifecycle allows it."""
+    await _fold(session, events, _apply_nurture)
 
 
 async def on_sla_started(events: Sequence[CloudEvent[SlaStarted]], session: AsyncSession) -> None:
@@ -165,12 +270,14 @@ async def on_sla_met(event: CloudEvent[SlaMet], session: AsyncSession) -> None:
 
 
 def handlers(settings: IntakeSettings) -> Handlers:
-    """Message type to handler; the hot path (scored, assigned, started) takes whole runs at once."""
+    """Message type to handler; the hot path (scored, routed, started) takes whole runs at once."""
     del settings  # the read model needs no settings; every service declares its handlers the same way
     return (
         Handlers()
         .on_batch(LeadScored, on_lead_scored)
         .on_batch(LeadAssigned, on_lead_assigned)
+        .on_batch(LeadQueued, on_lead_queued)
+        .on_batch(LeadNurtured, on_lead_nurtured)
         .on_batch(SlaStarted, on_sla_started)
         .on(SlaWarning, on_sla_warning)
         .on(SlaBreached, on_sla_breached)

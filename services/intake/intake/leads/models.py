@@ -1,6 +1,7 @@
 """Lead read model and its timeline."""
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
@@ -9,6 +10,17 @@ from sqlmodel import Field, SQLModel
 
 from leadrelay.events import utcnow
 from leadrelay.stages import LeadStage, stage_column
+
+
+class RoutingOutcome(StrEnum):
+    """Where the router's latest decision sent the lead: the event type that announced it."""
+
+    ASSIGNED = "assigned"
+    """lead.assigned: a rep owns it (`owner_rep_id`)."""
+    QUEUED = "queued"
+    """lead.queued: it waits in a team's queue (`queue_team_id`) for a rep to pick it up."""
+    NURTURED = "nurtured"
+    """lead.nurtured: back to marketing, no rep."""
 
 
 class LeadBase(SQLModel):
@@ -74,6 +86,10 @@ class Lead(LeadBase, table=True):
     account_id: str | None = Field(default=None, max_length=100)
     owner_rep_id: str | None = Field(default=None, max_length=100)
     assignment_id: str | None = Field(default=None, max_length=64)
+    # 0 until routed; a reassignment carries a higher one, so a late older announcement changes nothing.
+    assignment_sequence: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    routing_outcome: str | None = Field(default=None, max_length=20, description="A RoutingOutcome value.")
+    queue_team_id: str | None = Field(default=None, max_length=100, index=True)
     sla_due_at: datetime | None = None
     sla_state: str | None = Field(default=None, max_length=20)
     received_at: datetime = Field(default_factory=utcnow, index=True)

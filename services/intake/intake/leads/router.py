@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from intake.leads import service
+from intake.leads.models import RoutingOutcome
 from intake.leads.schemas import (
     EXAMPLE_LEAD_ID,
     MAX_BATCH_ITEMS,
@@ -127,6 +128,14 @@ async def list_leads(
     _key: ReadKey,
     stage: Annotated[LeadStage | None, Query(description="Only leads in this stage.")] = None,
     owner_rep_id: Annotated[str | None, Query(max_length=100, description="Only leads this rep owns.")] = None,
+    queue_team_id: Annotated[
+        str | None,
+        Query(max_length=100, description="Only leads waiting in this team's queue.", examples=["team-emea"]),
+    ] = None,
+    routing_outcome: Annotated[
+        RoutingOutcome | None,
+        Query(description="Only leads whose latest routing decision had this outcome.", examples=["queued"]),
+    ] = None,
     source: Annotated[str | None, Query(max_length=100, description="Only leads from this source.")] = None,
     grade: Annotated[
         str | None,
@@ -152,6 +161,8 @@ async def list_leads(
         session=session,
         stage=stage,
         owner_rep_id=owner_rep_id,
+        queue_team_id=queue_team_id,
+        routing_outcome=routing_outcome,
         source=source,
         grade=grade,
         mql=mql,

@@ -13,7 +13,7 @@ from sqlmodel import SQLModel
 from sqlmodel._compat import SQLModelConfig
 
 from intake.leads import normalise
-from intake.leads.models import LeadBase
+from intake.leads.models import LeadBase, RoutingOutcome
 from leadrelay.problems import VALIDATION_PROBLEM, Problem
 from leadrelay.stages import LeadStage, SlaState
 from leadrelay.validation import storable
@@ -199,7 +199,10 @@ READ_LEAD_EXAMPLE: dict[str, Any] = {
     "engagement": 16,
     "mql": True,
     "account_id": "acc-analytical-engines",
-    "owner_rep_id": "rep-default",
+    "owner_rep_id": "rep-ada",
+    "routing_outcome": "assigned",
+    "queue_team_id": None,
+    "assignment_sequence": 1,
     "sla_due_at": "2026-11-23T12:05:00.310000Z",
     "sla_state": "running",
     "received_at": "2026-11-23T12:00:00.120000Z",
@@ -226,7 +229,7 @@ SCORED_DETAILS_EXAMPLE: dict[str, Any] = {
         "account_id": "acc-analytical-engines",
         "method": "domain",
         "confidence": 1.0,
-        "owner_rep_id": "rep-emea-1",
+        "owner_rep_id": "rep-ada",
     },
     "enriched_fields": ["industry", "employees"],
     "explanation": [
@@ -237,6 +240,37 @@ SCORED_DETAILS_EXAMPLE: dict[str, Any] = {
     "explanation_omitted": 0,
 }
 """Timeline details of a lead.scored: the decision, the matched account and the criteria that weighed most."""
+
+
+ASSIGNED_DETAILS_EXAMPLE: dict[str, Any] = {
+    "outcome": "assigned",
+    "assignment_id": "b9dbcccf-014a-4d22-9b11-4714844a10a5",
+    "rule": "emea",
+    "rule_path": ["enterprise_accounts", "emea"],
+    "routing_version": "3",
+    "reason": None,
+    "grade": "A2",
+    "source": "webinar",
+    "explanation": {
+        "version": "3",
+        "rule": "emea",
+        "evaluated": [{"rule": "enterprise_accounts", "matched": False}, {"rule": "emea", "matched": True}],
+        "outcome": "assigned",
+        "rep_id": "rep-ada",
+        "team_id": "team-emea",
+        "steps": [{"step": 0, "outcome": "chosen", "rep_id": "rep-ada", "skipped": []}],
+    },
+    "sequence": 1,
+    "trigger": "routed",
+    "rep_id": "rep-ada",
+    "team_id": "team-emea",
+    "previous_assignment_id": None,
+    "previous_rep_id": None,
+    "mql": True,
+    "candidates": ["rep-bob", "rep-ada"],
+    "candidates_omitted": 0,
+}
+"""Timeline details of a lead.assigned: the outcome, the rule and version, the trigger, and the router's explanation."""
 
 
 class LeadRead(LeadBase):
@@ -260,7 +294,16 @@ class LeadRead(LeadBase):
     engagement: int | None = Field(default=None, description="Engagement points of the latest score.")
     mql: bool = Field(default=False, description="Whether scoring decided the lead is a marketing-qualified lead.")
     account_id: str | None = Field(default=None, description="The account scoring matched the lead to.")
-    owner_rep_id: str | None
+    owner_rep_id: str | None = Field(description="The rep the latest routing decision assigned the lead to.")
+    routing_outcome: RoutingOutcome | None = Field(
+        default=None, description="Where the latest routing decision sent the lead; null until routed."
+    )
+    queue_team_id: str | None = Field(
+        default=None, description="The team whose queue the lead waits in (outcome `queued`), else null."
+    )
+    assignment_sequence: int = Field(
+        default=0, description="0 until routed, 1 for the first routing decision, one more per reassignment."
+    )
     sla_due_at: datetime | None
     sla_state: SlaState | None
     received_at: datetime
@@ -297,11 +340,7 @@ class LeadPublic(LeadRead):
                             "event_id": "27b602dd-0f56-4a8b-9129-3676fe15e185",
                             "type": "lead.assigned",
                             "occurred_at": "2026-11-23T12:00:00.313000Z",
-                            "details": {
-                                "rep_id": "rep-default",
-                                "rule_path": ["default"],
-                                "candidates": ["rep-default"],
-                            },
+                            "details": ASSIGNED_DETAILS_EXAMPLE,
                         },
                         {
                             "event_id": "4c6f14eb-f9fb-4301-bcf5-a0e4de9dab61",
@@ -310,7 +349,7 @@ class LeadPublic(LeadRead):
                             "details": {
                                 "obligation": "first_response",
                                 "due_at": "2026-11-23T12:05:00.310000+00:00",
-                                "rep_id": "rep-default",
+                                "rep_id": "rep-ada",
                             },
                         },
                     ],

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from intake.leads import normalise
-from intake.leads.models import Lead, LeadBase, TimelineEntry
+from intake.leads.models import Lead, LeadBase, RoutingOutcome, TimelineEntry
 from intake.leads.schemas import (
     MAX_ATTRIBUTES_BYTES,
     AcceptStatus,
@@ -34,7 +34,7 @@ from leadrelay.idempotency_keys import Answer, IdempotentRequest
 from leadrelay.kafka import LogPosition
 from leadrelay.outbox import OutboxMessage
 from leadrelay.problems import Problem
-from leadrelay.stages import ActivityType, LeadStage
+from leadrelay.stages import TRANSITIONS, ActivityType, LeadStage
 
 SOURCE = "leadrelay/intake"
 _DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE for a transaction it rolled back to break a deadlock
@@ -344,9 +344,23 @@ async def redrive(*, session: AsyncSession, lead_ids: Sequence[str], max_attempt
 
 
 def advance_stage(lead: Lead, stage: LeadStage) -> None:
-    """Apply a scoring stage unless a rep has already moved the lead further."""
-    if lead.stage.set_by_scoring:
-        lead.stage = stage
+    """Apply a scoring stage unless a rep has already moved the lead further, or routing nurtured it."""
+    if not lead.stage.set_by_scoring:
+        return
+    # lead.scored and lead.nurtured travel on different topics, so either may arrive first: a lead
+    # the router handed back to marketing stays in nurture until scoring calls it an MQL.
+    if lead.routing_outcome == RoutingOutcome.NURTURED and lead.stage is LeadStage.NURTURE and stage is LeadStage.LEAD:
+        return
+    lead.stage = stage
+
+
+def nurture(lead: Lead) -> bool:
+    """Move a lead the router nurtured to stage nurture where the lifecycle allows it; False keeps its stage."""
+    target = TRANSITIONS.get((lead.stage, ActivityType.NURTURE))
+    if target is None:
+        return False
+    lead.stage = target
+    return True
 
 
 async def list_leads(
@@ -354,6 +368,8 @@ async def list_leads(
     session: AsyncSession,
     stage: LeadStage | None = None,
     owner_rep_id: str | None = None,
+    queue_team_id: str | None = None,
+    routing_outcome: RoutingOutcome | None = None,
     source: str | None = None,
     grade: str | None = None,
     mql: bool | None = None,
@@ -371,6 +387,10 @@ async def list_leads(
         statement = statement.where(col(Lead.stage) == stage)
     if owner_rep_id is not None:
         statement = statement.where(col(Lead.owner_rep_id) == owner_rep_id)
+    if queue_team_id is not None:
+        statement = statement.where(col(Lead.queue_team_id) == queue_team_id)
+    if routing_outcome is not None:
+        statement = statement.where(col(Lead.routing_outcome) == routing_outcome)
     if source is not None:
         statement = statement.where(col(Lead.source) == source)
     if grade is not None:
