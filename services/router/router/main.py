@@ -15,6 +15,7 @@ from router.context import RouterContext
 from router.defaults import seed_defaults
 from router.reps.router import router as reps_router
 from router.rules.document import ROUTING
+from router.simulation.router import router as simulation_router
 from router.teams.router import router as teams_router
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -31,7 +32,7 @@ def create_app(settings: RouterSettings | None = None, registry: CollectorRegist
         handlers=handlers(context),
         on_startup=[seed_defaults],
         jobs=[idempotency_keys.prune_expired_keys],
-        routers=[agreement_router(ROUTING), teams_router, reps_router, assignments_router],
+        routers=[agreement_router(ROUTING), simulation_router, teams_router, reps_router, assignments_router],
         openapi_tags=[
             {
                 "name": "routing",
