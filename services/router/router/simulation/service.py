@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, and_, cast
-from sqlalchemy import select as select_columns
+import sqlalchemy
+from sqlalchemy import Text, cast
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -204,18 +205,8 @@ async def replay(
     chooser = MemoryChooser()
     since = now - timedelta(days=days)
     tally = _Tally()
-    first = and_(col(Assignment.lead_id) == col(RoutedLead.lead_id), col(Assignment.sequence) == 1)
     query = (
-        select_columns(
-            col(RoutedLead.lead_id),
-            col(RoutedLead.scored_at),
-            cast(col(RoutedLead.scored), Text),
-            col(Assignment.outcome),
-            col(Assignment.rep_id),
-            col(Assignment.team_id),
-            col(Assignment.rule_path),
-        )
-        .outerjoin(Assignment, first)
+        select(col(RoutedLead.lead_id), col(RoutedLead.scored_at), cast(col(RoutedLead.scored), Text))
         .where(col(RoutedLead.scored_at) >= since)
         .order_by(col(RoutedLead.scored_at), col(RoutedLead.lead_id))
     )
@@ -224,10 +215,13 @@ async def replay(
     rows = await connection.stream(query)
     try:
         async for chunk in rows.partitions(CHUNK):
+            # The first assignments per chunk, by the (lead, sequence) key: a join in the streamed query
+            # was planned as a nested loop over every assignment when statistics lagged a burst.
+            firsts = await _first_assignments(connection, lead_ids=[row[0] for row in chunk])
             if routing is not None:
                 await routing
             # Routing is CPU work: off the event loop (in a loop of its own thread) while the next chunk is read.
-            work = _replay_chunk(tally, list(chunk), rules, roster, chooser)
+            work = _replay_chunk(tally, list(chunk), firsts, rules, roster, chooser)
             routing = asyncio.ensure_future(asyncio.to_thread(asyncio.run, work))
     finally:
         await rows.close()
@@ -247,11 +241,26 @@ async def replay(
     )
 
 
+async def _first_assignments(connection: AsyncConnection, *, lead_ids: Sequence[str]) -> dict[str, _Placed]:
+    query = sqlalchemy.select(  # five columns: more than sqlmodel's select types
+        col(Assignment.lead_id), col(Assignment.outcome), col(Assignment.rep_id), col(Assignment.team_id),
+        col(Assignment.rule_path),
+    ).where(col(Assignment.lead_id).in_(lead_ids), col(Assignment.sequence) == 1)  # fmt: skip
+    return {
+        lead_id: (outcome, rep_id, team_id, rule_path[-1] if rule_path else None)
+        for lead_id, outcome, rep_id, team_id, rule_path in (await connection.execute(query)).all()
+    }
+
+
 async def _replay_chunk(
-    tally: _Tally, rows: Sequence[Any], rules: CompiledRules, roster: Roster, chooser: MemoryChooser
+    tally: _Tally,
+    rows: Sequence[Any],
+    firsts: dict[str, _Placed],
+    rules: CompiledRules,
+    roster: Roster,
+    chooser: MemoryChooser,
 ) -> None:
-    for lead_id, scored_at, scored_json, outcome, rep_id, team_id, rule_path in rows:
+    for lead_id, scored_at, scored_json in rows:
         routing = await _route(rules, LeadScored.model_validate_json(scored_json), roster, chooser, scored_at)
         after = (_outcome(routing).value, routing.rep_id, routing.team_id, routing.decision.rule)
-        before = None if outcome is None else (outcome, rep_id, team_id, rule_path[-1] if rule_path else None)
-        tally.add(lead_id, before, after)
+        tally.add(lead_id, firsts.get(lead_id), after)
