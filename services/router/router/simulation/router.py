@@ -52,6 +52,8 @@ async def simulate(
     return Simulation(version=rules.version, at=at, leads=len(routings), routings=routings)
 
 
+_REPLAY_INSTANCE = "/v1/routing/versions/4/replay"
+_REPLAY = {**_READ, 404: "No routing version 4."}
 Version = Annotated[int, Path(ge=1, description="The routing version to replay (usually a draft).", examples=[4])]
 
 
@@ -59,15 +61,7 @@ Version = Annotated[int, Path(ge=1, description="The routing version to replay (
     "/versions/{version}/replay",
     response_model=Replay,
     summary="Replay the last days' leads under a routing version",
-    responses=problem_responses(
-        401,
-        403,
-        404,
-        422,
-        503,
-        instance="/v1/routing/versions/4/replay",
-        details={**_READ, 404: "No routing version 4."},
-    ),
+    responses=problem_responses(401, 403, 404, 422, 503, instance=_REPLAY_INSTANCE, details=_REPLAY),
 )
 async def replay(
     version: Version,
