@@ -214,7 +214,7 @@ async def test_bad_input_is_named_and_changes_nothing(api: httpx.AsyncClient, st
         ({"leads": [lead], "document": catch_all_first}, ["/document/rules/0/when"]),
         ({"leads": [lead], "document": bad_action}, ["/document/rules/0/action/team"]),
         ({"leads": [lead], "version": 7}, ["/version"]),
-        ({"leads": [lead], "version": 1, "document": DACH_DRAFT}, ["/"]),
+        ({"leads": [lead], "version": 1, "document": DACH_DRAFT}, ["/version"]),
         ({"leads": [{**lead, "score": 101}]}, ["/leads/0/score"]),
         ({"leads": [{**lead, "lead": {**lead["lead"], "email": None}}]}, ["/leads/0/lead/email"]),
         ({"leads": [lead, {**lead, "colour": "red"}]}, ["/leads/1/colour"]),

@@ -175,12 +175,6 @@ class SimulationRequest(BaseModel):
                     error["loc"] = (*location[:2], *location[3:])
             raise ValidationError.from_exception_data(exc.title, errors) from None  # type: ignore[arg-type]
 
-    @model_validator(mode="after")
-    def _one_ruleset(self) -> Self:
-        if self.document is not None and self.version is not None:
-            raise ValueError("send `document` or `version`, not both")
-        return self
-
 
 class SimulatedRouting(BaseModel):
     """Where one lead would go, and the whole why."""

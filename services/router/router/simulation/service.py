@@ -50,6 +50,8 @@ async def ruleset(
     *, session: AsyncSession, rulesets: Rulesets, document: RoutingDocument | None, version: int | None
 ) -> CompiledRules:
     """The draft `document` (checked like a new version), else stored `version`, else the active ruleset."""
+    if document is not None and version is not None:
+        raise DocumentInvalid([("/version", "send `document` or `version`, not both")], prefix="")
     if document is not None:
         errors = check(document)
         if errors:
