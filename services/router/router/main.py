@@ -19,6 +19,7 @@ from router.notifications.metrics import NotificationMetrics
 from router.notifications.router import router as notifications_router
 from router.reps.router import router as reps_router
 from router.rules.document import ROUTING
+from router.simulation.router import router as simulation_router
 from router.teams.router import router as teams_router
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -36,7 +37,14 @@ def create_app(settings: RouterSettings | None = None, registry: CollectorRegist
         handlers=handlers(context).extend(notification_handlers(context)),
         on_startup=[seed_defaults],
         jobs=[idempotency_keys.prune_expired_keys, delivery_job(context, NotificationMetrics(registry))],
-        routers=[agreement_router(ROUTING), teams_router, reps_router, assignments_router, notifications_router],
+        routers=[
+            agreement_router(ROUTING),
+            simulation_router,
+            teams_router,
+            reps_router,
+            assignments_router,
+            notifications_router,
+        ],
         openapi_tags=[
             {
                 "name": "routing",
