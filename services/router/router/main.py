@@ -13,6 +13,8 @@ from router.assignments.router import router as assignments_router
 from router.config import RouterSettings, get_settings
 from router.context import RouterContext
 from router.defaults import seed_defaults
+from router.reassignment.handlers import handlers as reassignment_handlers
+from router.reassignment.router import router as reassignment_router
 from router.reps.router import router as reps_router
 from router.rules.document import ROUTING
 from router.teams.router import router as teams_router
@@ -28,10 +30,10 @@ def create_app(settings: RouterSettings | None = None, registry: CollectorRegist
         title="LeadRelay router",
         description="Assigns leads to reps and explains every assignment.",
         migrations_dir=MIGRATIONS_DIR,
-        handlers=handlers(context),
+        handlers=handlers(context).extend(reassignment_handlers(context)),
         on_startup=[seed_defaults],
         jobs=[idempotency_keys.prune_expired_keys],
-        routers=[agreement_router(ROUTING), teams_router, reps_router, assignments_router],
+        routers=[agreement_router(ROUTING), teams_router, reps_router, assignments_router, reassignment_router],
         openapi_tags=[
             {
                 "name": "routing",
