@@ -12,7 +12,9 @@ async def breach_due_timers(runtime: ServiceRuntime[SlaMonitorSettings]) -> None
     """Every check interval, close due timers as breached and publish sla.breached."""
     while True:
         async with runtime.sessions() as session:
-            breached = await service.breach_due(session=session, now=utcnow())
+            breached = await service.breach_due(
+                session=session, now=utcnow(), escalation=runtime.settings.sla_breach_escalation
+            )
             await session.commit()
         if breached:
             continue  # there may be more due right now
