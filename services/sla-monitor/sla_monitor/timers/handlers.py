@@ -1,7 +1,7 @@
 """Events the sla-monitor consumes."""
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -33,27 +33,19 @@ async def on_lead_assigned(
             due_at=timer.due_at,
         )
         outbox.add(session, new_event(started, source=service.SOURCE))
-    for assignment in assignments:
-        if assignment.sequence > 1:
-            await service.close_replaced(
-                session=session,
-                lead_id=assignment.lead_id,
-                assignment_id=assignment.assignment_id,
-                assigned_at=assignment.assigned_at,
-            )
+    await _close_replaced(session, [(a.lead_id, a.assignment_id, a.assigned_at) for a in assignments if a.sequence > 1])
 
 
 async def on_lead_queued(events: Sequence[CloudEvent[LeadQueued]], session: AsyncSession) -> None:
     """A reassignment to a team's queue: close the timer of the assignment it replaced (a queue has none)."""
-    for event in events:
-        queued = event.data
-        if queued.sequence > 1:
-            await service.close_replaced(
-                session=session,
-                lead_id=queued.lead_id,
-                assignment_id=queued.assignment_id,
-                assigned_at=queued.queued_at,
-            )
+    queued = [event.data for event in events]
+    await _close_replaced(session, [(q.lead_id, q.assignment_id, q.queued_at) for q in queued if q.sequence > 1])
+
+
+async def _close_replaced(session: AsyncSession, reassignments: Sequence[tuple[str, str, datetime]]) -> None:
+    # In order: of two reassignments of a lead in one run, the later one closes the earlier one's timer.
+    for lead_id, assignment_id, at in reassignments:
+        await service.close_replaced(session=session, lead_id=lead_id, assignment_id=assignment_id, assigned_at=at)
 
 
 def handlers(settings: SlaMonitorSettings) -> Handlers:
