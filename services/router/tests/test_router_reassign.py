@@ -156,7 +156,13 @@ async def test_a_breach_reassigns_by_the_rule(
             assert (after.outcome, after.rep_id in members, after.rep_id in held) == ("assigned", True, False)
         elif want == "queue":
             assert (after.outcome, after.rep_id, after.team_id) == ("queued", None, "sales")
-            assert after.explanation["steps"][-1]["outcome"] == "team_queue"
+            last = after.explanation["steps"][-1]
+            passed_over = [] if manager is None else [{"rep_id": manager, "reason": "held_before"}]
+            assert (last["action"], last["outcome"], last["skipped"]) == (
+                {"type": "team_queue", "team": "sales"},
+                "team_queue",
+                passed_over,
+            )
         else:
             assert (after.outcome, after.rep_id, after.team_id) == ("assigned", want, "sales")
             assert after.explanation["steps"][-1] == {

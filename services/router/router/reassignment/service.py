@@ -49,10 +49,6 @@ class Escalated(StrEnum):
     """To that team's queue (no manager, or the manager has held the lead)."""
 
 
-NO_MANAGER = "no_manager"
-"""Why the team-queue step names no manager: the team has none."""
-
-
 class NotRouted(Exception):
     """The lead has no assignment, or no stored lead.scored, to reassign from."""
 
@@ -77,7 +73,7 @@ class EscalationTaken(Step):
     team_id: str | None = None
 
     def as_dict(self, *, limit: int | None = None) -> dict[str, Any]:
-        """JSON-ready: the team whose manager or queue took the lead, and the manager passed over, if any."""
+        """JSON-ready: the team whose manager or queue took the lead, and the manager passed over (one at most)."""
         return {
             "step": self.index,
             "action": {"type": self.escalated.value, "team": self.team_id},
@@ -109,9 +105,11 @@ def escalate(routing: Routing, *, current: Assignment, held: frozenset[str], ros
     if team_id is None:
         raise NobodyLeft("nobody is left to take the lead, and it is in no team whose manager or queue could")
     manager = roster.managers.get(team_id)
-    passed_over: str | None = NO_MANAGER
-    if manager is not None:
-        passed_over = Skip.UNKNOWN_REP if manager not in roster.reps else Skip.HELD_BEFORE if manager in held else None
+    passed_over: Skip | None = None
+    if manager is not None and manager not in roster.reps:
+        passed_over = Skip.UNKNOWN_REP
+    elif manager is not None and manager in held:
+        passed_over = Skip.HELD_BEFORE
     index, action = len(routing.steps), routing.decision.action  # a Step needs an action; as_dict says its own
     if manager is not None and passed_over is None:
         roster.given(manager, at)
@@ -121,7 +119,7 @@ def escalate(routing: Routing, *, current: Assignment, held: frozenset[str], ros
         )
     if current.outcome == Outcome.QUEUED and current.team_id == team_id:
         raise NobodyLeft(f"nobody is left to take the lead, and it is in team {team_id}'s queue already")
-    skipped = () if manager is None else (Skipped(manager, str(passed_over)),)
+    skipped = () if manager is None or passed_over is None else (Skipped(manager, passed_over),)
     step = EscalationTaken(index, action, StepOutcome.QUEUED, skipped, escalated=Escalated.TEAM_QUEUE, team_id=team_id)
     return dataclasses.replace(routing, outcome=Outcome.QUEUED, steps=(*routing.steps, step), team_id=team_id)
 
