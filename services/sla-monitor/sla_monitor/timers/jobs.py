@@ -9,7 +9,7 @@ from sla_monitor.timers import service
 
 
 async def breach_due_timers(runtime: ServiceRuntime[SlaMonitorSettings]) -> None:
-    """Every check interval, close due timers as breached and publish sla.breached."""
+    """Every check interval, close due timers as breached and publish sla.breached (with SLA_BREACH_ESCALATION)."""
     while True:
         async with runtime.sessions() as session:
             breached = await service.breach_due(
