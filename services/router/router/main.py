@@ -17,6 +17,8 @@ from router.notifications.handlers import handlers as notification_handlers
 from router.notifications.jobs import delivery_job
 from router.notifications.metrics import NotificationMetrics
 from router.notifications.router import router as notifications_router
+from router.reassignment.handlers import handlers as reassignment_handlers
+from router.reassignment.router import router as reassignment_router
 from router.reps.router import router as reps_router
 from router.rules.document import ROUTING
 from router.simulation.router import router as simulation_router
@@ -34,7 +36,7 @@ def create_app(settings: RouterSettings | None = None, registry: CollectorRegist
         title="LeadRelay router",
         description="Assigns leads to reps and explains every assignment.",
         migrations_dir=MIGRATIONS_DIR,
-        handlers=handlers(context).extend(notification_handlers(context)),
+        handlers=handlers(context).extend(notification_handlers(context)).extend(reassignment_handlers(context)),
         on_startup=[seed_defaults],
         jobs=[idempotency_keys.prune_expired_keys, delivery_job(context, NotificationMetrics(registry))],
         routers=[
@@ -43,6 +45,7 @@ def create_app(settings: RouterSettings | None = None, registry: CollectorRegist
             teams_router,
             reps_router,
             assignments_router,
+            reassignment_router,
             notifications_router,
         ],
         openapi_tags=[

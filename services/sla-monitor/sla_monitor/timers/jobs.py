@@ -9,10 +9,12 @@ from sla_monitor.timers import service
 
 
 async def breach_due_timers(runtime: ServiceRuntime[SlaMonitorSettings]) -> None:
-    """Every check interval, close due timers as breached and publish sla.breached."""
+    """Every check interval, close due timers as breached and publish sla.breached (with SLA_BREACH_ESCALATION)."""
     while True:
         async with runtime.sessions() as session:
-            breached = await service.breach_due(session=session, now=utcnow())
+            breached = await service.breach_due(
+                session=session, now=utcnow(), escalation=runtime.settings.sla_breach_escalation
+            )
             await session.commit()
         if breached:
             continue  # there may be more due right now

@@ -9,6 +9,10 @@ from sqlmodel import Field, SQLModel
 from leadrelay.events import utcnow
 from leadrelay.stages import SlaState
 
+REPLACED = "replaced"
+"""The status of a timer closed unbreached because a reassignment replaced its assignment (no SlaState: never
+published; the new assignment's timer carries the obligation on)."""
+
 
 class SlaTimer(SQLModel, table=True):
     """An obligation with its deadline; indexed so due timers are found without a scan."""
@@ -27,5 +31,5 @@ class SlaTimer(SQLModel, table=True):
     policy_version: str = Field(max_length=50)
     started_at: datetime = Field(default_factory=utcnow)
     due_at: datetime
-    status: str = Field(default=SlaState.RUNNING, max_length=20)  # a SlaState, stored as VARCHAR
+    status: str = Field(default=SlaState.RUNNING, max_length=20)  # a SlaState or REPLACED, stored as VARCHAR
     closed_at: datetime | None = None

@@ -8,9 +8,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
 from leadrelay.db import insert_unless_taken
-from leadrelay.events import LeadAssigned, SlaBreached, new_event
+from leadrelay.events import EscalationStep, LeadAssigned, SlaBreached, new_event
 from leadrelay.stages import SlaState
-from sla_monitor.timers.models import SlaTimer
+from sla_monitor.timers.models import REPLACED, SlaTimer
 
 SOURCE = "leadrelay/sla-monitor"
 PLACEHOLDER_POLICY_VERSION = "placeholder-1"
@@ -75,6 +75,28 @@ async def start(*, session: AsyncSession, assignment: LeadAssigned, response_tim
     return timer
 
 
+async def close_replaced(*, session: AsyncSession, lead_id: str, assignment_id: str, assigned_at: datetime) -> int:
+    """Close the lead's open timers of assignments made before this one (a reassignment replaced them); how many.
+
+    Timers started later are left alone, so a redelivered older reassignment closes nothing newer.
+    """
+    statement = (
+        select(SlaTimer)
+        .where(
+            SlaTimer.lead_id == lead_id,
+            SlaTimer.assignment_id != assignment_id,
+            col(SlaTimer.status).in_([SlaState.RUNNING, SlaState.WARNING]),
+            col(SlaTimer.started_at) < assigned_at,
+        )
+        .with_for_update()  # a replica breaching one of them at once goes first or finds it closed
+    )
+    timers = list((await session.exec(statement)).all())
+    for timer in timers:
+        timer.status, timer.closed_at = REPLACED, assigned_at
+        session.add(timer)
+    return len(timers)
+
+
 async def claim_due(*, session: AsyncSession, now: datetime, limit: int = 500) -> list[SlaTimer]:
     """Running timers past their deadline, locked so two replicas never breach the same one."""
     statement = (
@@ -87,8 +109,10 @@ async def claim_due(*, session: AsyncSession, now: datetime, limit: int = 500) -
     return list((await session.exec(statement)).all())
 
 
-async def breach_due(*, session: AsyncSession, now: datetime, limit: int = 500) -> int:
-    """Close up to `limit` due timers as breached and stage sla.breached for each; returns how many."""
+async def breach_due(
+    *, session: AsyncSession, now: datetime, limit: int = 500, escalation: Sequence[EscalationStep] = ()
+) -> int:
+    """Close up to `limit` due timers as breached and stage sla.breached (with `escalation`) for each; how many."""
     timers = await claim_due(session=session, now=now, limit=limit)
     for timer in timers:
         timer.status, timer.closed_at = SlaState.BREACHED, now
@@ -100,6 +124,7 @@ async def breach_due(*, session: AsyncSession, now: datetime, limit: int = 500) 
             rep_id=timer.rep_id,
             due_at=timer.due_at,
             breached_at=now,
+            escalation=list(escalation),
         )
         outbox.add(session, new_event(breached, source=SOURCE))
     return len(timers)

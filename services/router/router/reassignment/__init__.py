@@ -1,0 +1,1 @@
+"""Reassignment: after an SLA breach whose escalation says reassign, or by hand."""
