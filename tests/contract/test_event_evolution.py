@@ -293,6 +293,20 @@ async def key_stored(session: AsyncSession, _event_type: str, _event_id: str) ->
     assert (key.team, key.scopes, key.version) == ("integration", ["leads:write"], 1)
 
 
+async def published_nothing(session: AsyncSession, _event_type: str, _event_id: str) -> None:
+    """The handler's effect stages no event."""
+    assert (await session.exec(select(OutboxMessage))).all() == []
+
+
+def by_type(checks: dict[str, Check], *, otherwise: Check) -> Check:
+    """The check of the event's type, or `otherwise`."""
+
+    async def check(session: AsyncSession, event_type: str, event_id: str) -> None:
+        await checks.get(event_type, otherwise)(session, event_type, event_id)
+
+    return check
+
+
 async def seed_nothing(_session: AsyncSession) -> None:
     """Scoring, router and sla-monitor need nothing before their first event."""
 
@@ -343,7 +357,8 @@ SERVICES = [
         sla_monitor_handlers(explicit(SlaMonitorSettings)),
         SLA_MONITOR_MIGRATIONS,
         seed_nothing,
-        published("sla.started"),
+        # A queued lead starts no timer: a reassignment into a queue only closes the replaced one.
+        by_type({"lead.queued": published_nothing}, otherwise=published("sla.started")),
     ),
 ]
 HANDLED = [

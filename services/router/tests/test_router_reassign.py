@@ -32,13 +32,13 @@ from leadrelay.stages import LeadStage
 from leadrelay.testing import Storage, migrated, migrations_of
 from router.assignments.handlers import on_lead_scored
 from router.assignments.models import Assignment
+from router.config import RouterSettings
 from router.context import RouterContext
 from router.reassignment.handlers import on_sla_breached
 from router.reassignment.router import router as reassignment_router
 from router.reps.models import Rep
 from router.rules.document import RoutingDocument
 from router.rules.engine import compile_rules
-from router.rules.service import Rulesets
 from router.teams.models import Team as SalesTeam
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -117,9 +117,9 @@ def breach_of(assignment: Assignment, *escalation: EscalationStep) -> CloudEvent
 @pytest.fixture
 async def router(database_url: str) -> AsyncIterator[Router]:
     async with migrated(database_url, migrations_of("router")) as storage:
-        rulesets = Rulesets(default_rep_id="rep-default")
-        rulesets.builtin = compile_rules(RULES, version="test")
-        yield Router(storage, RouterContext(settings=SimpleNamespace(), rulesets=rulesets))  # type: ignore[arg-type]
+        context = RouterContext.of(RouterSettings(database_url=storage.url))
+        context.rulesets.builtin = compile_rules(RULES, version="test")
+        yield Router(storage, context)
 
 
 # Each case: the team's active reps, its inactive ones, its manager, and where each breach in a row
