@@ -14,6 +14,7 @@ class RouterSettings(SecretKeySettings):
     port: int = 8002
     database_url: str = "sqlite+aiosqlite:///./var/router.db"
     default_rep_id: str = Field(default="rep-default", min_length=1, max_length=100)
+    routing_queue_depth_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
 
 
 @lru_cache

@@ -13,6 +13,7 @@ from router.assignments.router import router as assignments_router
 from router.config import RouterSettings, get_settings
 from router.context import RouterContext
 from router.defaults import seed_defaults
+from router.metrics import queue_depth_job
 from router.reps.router import router as reps_router
 from router.rules.document import ROUTING
 from router.teams.router import router as teams_router
@@ -23,14 +24,15 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 def create_app(settings: RouterSettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
     """Build the router app."""
     settings = settings or get_settings()
-    context = RouterContext.of(settings)
+    registry = registry or CollectorRegistry()
+    context = RouterContext.of(settings, registry)
     spec = ServiceSpec[RouterSettings](
         title="LeadRelay router",
         description="Assigns leads to reps and explains every assignment.",
         migrations_dir=MIGRATIONS_DIR,
         handlers=handlers(context),
         on_startup=[seed_defaults],
-        jobs=[idempotency_keys.prune_expired_keys],
+        jobs=[idempotency_keys.prune_expired_keys, queue_depth_job(context.metrics)],
         routers=[agreement_router(ROUTING), teams_router, reps_router, assignments_router],
         openapi_tags=[
             {
