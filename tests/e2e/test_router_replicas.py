@@ -88,6 +88,16 @@ def _scored(number: int) -> tuple[str, bytes]:
     return lead_id, new_event(scored, source="leadrelay/scoring").to_bytes()
 
 
+def _assigned_scored_partitions(router: ServiceProcess) -> bool:
+    """Whether the router's log says it was given partitions of leads.scored (it logs every assignment)."""
+    if not router.log_path.exists():
+        return False
+    return any(
+        "partitions assigned" in line and f"{Topic.LEADS_SCORED}:" in line
+        for line in router.log_path.read_text(errors="replace").splitlines()
+    )
+
+
 async def _rows(database_url: str, query: str) -> list[tuple[object, ...]]:
     engine = create_engine(database_url)
     try:
@@ -110,6 +120,12 @@ async def test_two_router_processes_assign_every_lead_once_and_share_the_team_ev
         router.start()
     try:
         await asyncio.gather(*(router.wait_healthy(timeout=120) for router in routers))
+
+        async def both_consume() -> bool:
+            return all(_assigned_scored_partitions(router) for router in routers)
+
+        # The second member's join moves partitions to it: produce once both read leads.scored.
+        await wait_until(both_consume, timeout=120, what="both routers to own leads.scored partitions")
         records = [_scored(number) for number in range(LEADS)]
         await produce(broker.bootstrap_servers, Topic.LEADS_SCORED, records)
         count = "SELECT count(*) FROM assignment"
@@ -118,10 +134,10 @@ async def test_two_router_processes_assign_every_lead_once_and_share_the_team_ev
             [(assigned,)] = await _rows(database_url, count)
             return assigned == LEADS
 
-        await wait_until(all_assigned, timeout=120, what=f"{LEADS} assignments")
+        await wait_until(all_assigned, timeout=300, what=f"{LEADS} assignments")
 
         per_lead = await _rows(database_url, "SELECT lead_id, sequence, outcome, rep_id FROM assignment")
-        assert sorted(lead_id for lead_id, *_ in per_lead) == sorted(lead_id for lead_id, _ in records)
+        assert sorted(str(lead_id) for lead_id, *_ in per_lead) == sorted(lead_id for lead_id, _ in records)
         assert {(sequence, outcome) for _, sequence, outcome, _ in per_lead} == {(1, "assigned")}
         given = Counter(str(rep_id) for *_, rep_id in per_lead)
         assert set(given) == {f"rep-{number}" for number in range(REPS)}
@@ -130,7 +146,7 @@ async def test_two_router_processes_assign_every_lead_once_and_share_the_team_ev
         loads = await _rows(database_url, "SELECT rep_id, sum(assigned) FROM rep_load GROUP BY rep_id")
         assert {str(rep_id): int(str(total)) for rep_id, total in loads} == dict(given)
 
-        announced = await read_topic(broker.bootstrap_servers, Topic.LEADS_ASSIGNED, min_count=LEADS, timeout=60)
+        announced = await read_topic(broker.bootstrap_servers, Topic.LEADS_ASSIGNED, min_count=LEADS, timeout=120)
         assignment_ids: dict[str, set[str]] = defaultdict(set)
         for record in announced:
             event = json.loads(record.value)
