@@ -36,7 +36,7 @@ format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install ## scoring, account matching, ICP preview, routing rules, then the pipeline on SQLite and PostgreSQL (needs wrk; BENCH_ARGS="--backend sqlite ..." passes pipeline flags)
+bench: install ## scoring, account matching, ICP preview, routing rules and decisions, then the pipeline on SQLite and PostgreSQL (needs wrk; BENCH_ARGS="--backend sqlite ..." passes pipeline flags)
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get install -y -qq wrk >/dev/null; \
 	  else echo "make bench needs wrk: sudo apt-get install -y wrk (Debian/Ubuntu) or brew install wrk (macOS)"; exit 1; fi; }
@@ -44,6 +44,7 @@ bench: install ## scoring, account matching, ICP preview, routing rules, then th
 	$(PY) bench/account_matching.py
 	$(PY) bench/icp_preview.py
 	$(PY) bench/routing_rules.py
+	$(PY) bench/routing_decision.py
 	$(PY) bench/pipeline.py $(BENCH_ARGS)
 
 clean: ## remove the venv and local databases

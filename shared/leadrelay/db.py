@@ -3,7 +3,7 @@
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -198,6 +198,11 @@ async def insert_unless_taken(session: AsyncSession, rows: Iterable[SQLModel]) -
     except IntegrityError:
         return False
     return True
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` once the session's transaction commits (metrics count only what was committed)."""
+    event.listen(session.sync_session, "after_commit", lambda _session: callback(), once=True)
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

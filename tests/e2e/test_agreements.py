@@ -111,6 +111,8 @@ async def test_demo_keys_co_sign_the_icp_and_a_new_version_supersedes_it(
     router = stack["router"].url
     rules = {"rules": [{"name": "everyone", "when": "always", "action": {"type": "queue", "team": "team-inbound"}}]}
     async with client(router, DEV_API_KEY) as dev, client(router, DEFAULT_DEMO_SALES_KEY) as sales:
+        team = {"name": "Inbound", "timezone": "UTC", "working_hours": {}}
+        assert (await dev.put("/v1/teams/team-inbound", json=team)).status_code in (200, 201)  # rules name known teams
         assert (await dev.post("/v1/routing/versions", json={"document": rules})).status_code == 201
         active = await sales.post("/v1/routing/versions/1/approvals")  # routing: sales or ops alone suffices
         assert (active.status_code, active.json()["status"], active.json()["required"]) == (

@@ -21,6 +21,7 @@ class RouterSettings(SecretKeySettings):
     notify_timeout_seconds: float = Field(default=5.0, gt=0)
     notify_concurrency: int = Field(default=8, ge=1)
     notify_max_sleep_seconds: float = Field(default=1.0, gt=0)
+    routing_queue_depth_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
 
 
 @lru_cache

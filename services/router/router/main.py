@@ -13,6 +13,7 @@ from router.assignments.router import router as assignments_router
 from router.config import RouterSettings, get_settings
 from router.context import RouterContext
 from router.defaults import seed_defaults
+from router.metrics import queue_depth_job
 from router.notifications.handlers import handlers as notification_handlers
 from router.notifications.jobs import delivery_job
 from router.notifications.metrics import NotificationMetrics
@@ -31,14 +32,18 @@ def create_app(settings: RouterSettings | None = None, registry: CollectorRegist
     """Build the router app."""
     settings = settings or get_settings()
     registry = registry or CollectorRegistry()
-    context = RouterContext.of(settings)
+    context = RouterContext.of(settings, registry)
     spec = ServiceSpec[RouterSettings](
         title="LeadRelay router",
         description="Assigns leads to reps and explains every assignment.",
         migrations_dir=MIGRATIONS_DIR,
         handlers=handlers(context).extend(notification_handlers(context)).extend(reassignment_handlers(context)),
         on_startup=[seed_defaults],
-        jobs=[idempotency_keys.prune_expired_keys, delivery_job(context, NotificationMetrics(registry))],
+        jobs=[
+            idempotency_keys.prune_expired_keys,
+            delivery_job(context, NotificationMetrics(registry)),
+            queue_depth_job(context.metrics),
+        ],
         routers=[
             agreement_router(ROUTING),
             simulation_router,

@@ -17,7 +17,9 @@ from leadrelay.agreements.service import stored_document
 from leadrelay.apikeys import ApiKey, Scope, Team, hash_key
 from leadrelay.problems import install_problem_handlers
 from leadrelay.testing import Storage, migrated, migrations_of
+from router.reps.models import Rep
 from router.rules.document import EXAMPLE, ROUTING, RoutingDocument, check
+from router.teams.models import Team as TeamRow
 
 DEMO_RULES = Path(__file__).resolve().parents[3] / "deploy" / "demo" / "routing.yaml"
 
@@ -197,6 +199,9 @@ async def _add_writer(storage: Storage) -> None:
     async with storage.sessions() as session:
         scopes = [Scope.ROUTING_WRITE, Scope.ROUTING_READ]
         session.add(ApiKey(id="key_ops", name="ops", team=Team.OPS, scopes=scopes, key_hash=hash_key(WRITER)))
+        # The teams and reps EXAMPLE names: a draft naming one router does not know is refused.
+        session.add_all([TeamRow(id=team, name=team, timezone="UTC") for team in ("team-na", "team-emea")])
+        session.add_all([Rep(id=rep, name=rep, teams=["team-na"]) for rep in ("rep-grace", "rep-alan")])
         await session.commit()
 
 

@@ -1,11 +1,12 @@
 """What a service plugs in to own a kind of agreement: its document schema, checks, sign-off rule and scopes."""
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.apikeys import Scope, Team
 
@@ -68,6 +69,8 @@ class AgreementKind(Generic[DocT]):
     read_scopes: tuple[Scope, ...] = ()
     write_scopes: tuple[Scope, ...] = ()
     approve_scopes: tuple[Scope, ...] = ()
+    check_stored: Callable[[AsyncSession, DocT], Awaitable[list[DocumentError]]] | None = None
+    """Checks against the owning service's data (names the document uses must exist), at draft time after `check`."""
 
 
 def unique_names(names: Sequence[str], *, at: str) -> list[DocumentError]:

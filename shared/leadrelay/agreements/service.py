@@ -88,6 +88,8 @@ async def draft(
 ) -> AgreementRecord:
     """Check the document, store it as the kind's next version (a draft), record and publish; commit."""
     errors = kind.check(document)
+    if not errors and kind.check_stored is not None:
+        errors = await kind.check_stored(session, document)
     if errors:
         raise DocumentInvalid(errors)
     now = utcnow()

@@ -7,8 +7,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
 from leadrelay.consumer import Handlers
-from leadrelay.events import CloudEvent, LeadScored, ScoreTrigger, new_event, utcnow
+from leadrelay.db import after_commit
+from leadrelay.events import AssignmentTrigger, CloudEvent, LeadScored, ScoreTrigger, new_event, utcnow
 from router.assignments import service
+from router.assignments.routing import Routing
 from router.context import RouterContext
 from router.notifications import service as notifications
 
@@ -29,7 +31,22 @@ async def on_lead_scored(
     at = utcnow()
     rules = await context.rulesets.active(session)
     roster = await context.rosters.load(session, at=at)
-    decisions = await service.assign_many(session=session, leads=leads, rules=rules, roster=roster, at=at)
+    made: dict[str, tuple[Routing, float]] = {}
+
+    def observe(lead_id: str, routing: Routing, seconds: float) -> None:
+        made[lead_id] = (routing, seconds)
+
+    decisions = await service.assign_many(
+        session=session, leads=leads, rules=rules, roster=roster, at=at, observe=observe
+    )
+    # Only decisions this transaction keeps count: a lead another replica assigned first is not.
+    kept = [made[lead_id] for lead_id in {decision.assignment.lead_id for decision in decisions if decision.new}]
+
+    def count() -> None:
+        for routing, seconds in kept:
+            context.metrics.decided(routing, trigger=AssignmentTrigger.ROUTED.value, seconds=seconds)
+
+    after_commit(session, count)
     await notifications.enqueue(
         session=session,
         context=context,

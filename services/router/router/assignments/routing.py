@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from leadrelay.calendar import TeamCalendar
 from router.assignments.models import Outcome
 from router.fairness.rotation import Candidate, Pick, Rotation, Strategy, choose
-from router.reps.availability import check
+from router.reps.availability import Availability, check_rep, check_teams
 from router.reps.models import Rep
 from router.rules.document import (
     AccountOwnerAction,
@@ -77,15 +77,41 @@ class Roster:
     managers: Mapping[str, str | None] = field(default_factory=dict)
     daily: dict[str, dict[date, int]] = field(default_factory=dict)
     """Rep id to leads given per local day (`local_day`), the last LOAD_DAYS days at least."""
+    # Decision-speed caches (a roster is read for one run of decisions and not changed after):
+    # each rep's zone, and the calendar verdict of each set of teams at the latest instant asked.
+    _zones: dict[str, ZoneInfo] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _verdicts: dict[tuple[str, ...], Availability] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _verdicts_at: datetime | None = field(default=None, init=False, repr=False, compare=False)
 
     def zone(self, rep_id: str) -> ZoneInfo:
         """The timezone a rep's days count in: its first team's, else UTC."""
+        zone = self._zones.get(rep_id)
+        if zone is None:
+            zone = self._zones[rep_id] = self._zone_of(rep_id)
+        return zone
+
+    def _zone_of(self, rep_id: str) -> ZoneInfo:
         rep = self.reps.get(rep_id)
         for team_id in rep.teams if rep else ():
             calendar = self.calendars.get(team_id)
             if calendar is not None:
                 return calendar.zone
         return ZoneInfo("UTC")
+
+    def availability(self, rep: Rep, at: datetime, counts: RepCounts) -> Availability:
+        """`reps.availability.check` of the rep at `at`, its teams' calendars judged once per instant."""
+        verdict = check_rep(rep=rep, at=at, assigned_today=counts.today, assigned_this_week=counts.week)
+        if verdict is not None:
+            return verdict
+        if at != self._verdicts_at:
+            self._verdicts.clear()
+            self._verdicts_at = at
+        teams = tuple(rep.teams)
+        verdict = self._verdicts.get(teams)
+        if verdict is None:
+            calendars = [self.calendars[team] for team in teams if team in self.calendars]
+            verdict = self._verdicts[teams] = check_teams(calendars, at)
+        return verdict
 
     def local_day(self, rep_id: str, at: datetime) -> date:
         """The rep's calendar day at `at`."""
@@ -261,8 +287,7 @@ def _available(
             skipped.append(Skipped(rep_id, Skip.HELD_BEFORE))
             continue
         counts = roster.counts(rep_id, at)
-        calendars = [roster.calendars[team] for team in rep.teams if team in roster.calendars]
-        verdict = check(rep=rep, teams=calendars, at=at, assigned_today=counts.today, assigned_this_week=counts.week)
+        verdict = roster.availability(rep, at, counts)
         if not verdict.available:
             assert verdict.reason is not None
             skipped.append(Skipped(rep_id, verdict.reason))

@@ -1,6 +1,7 @@
 """Assigning leads: the decision recorded with its explanation, safe when replicas race; a lead's history."""
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,9 @@ from router.assignments.routing import SHOWN, Roster, Routing, route
 from router.fairness import service as fairness
 from router.fairness.rotation import Candidate, Pick, Strategy
 from router.rules.engine import CompiledRules, facts_of
+
+Observer = Callable[[str, Routing, float], None]
+"""Told of each routing decision made: the lead id, the routing and the seconds it took (for metrics)."""
 
 STORED_RULES = 100
 """How many evaluated rules a stored explanation keeps (the matched one always; the rest counted)."""
@@ -144,15 +148,20 @@ class Decide:
     """One lead's routing under a ruleset over a roster, run by `record` with the database's chooser."""
 
     def __init__(self, *, rules: CompiledRules, scored: LeadScored, roster: Roster, at: datetime,
-                 exclude: frozenset[str] = frozenset(), reassigning: bool = False) -> None:  # fmt: skip
+                 exclude: frozenset[str] = frozenset(), reassigning: bool = False,
+                 observe: Observer | None = None) -> None:  # fmt: skip
         self.rules, self.scored, self.roster, self.at = rules, scored, roster, at
-        self.exclude, self.reassigning = exclude, reassigning
+        self.exclude, self.reassigning, self.observe = exclude, reassigning, observe
 
     async def __call__(self, chooser: DatabaseChooser) -> Routing:
         """The routing decision."""
+        started = time.perf_counter()
         facts = facts_of(self.scored)
-        return await route(decision=self.rules.evaluate(facts), facts=facts, roster=self.roster, chooser=chooser,
-                           at=self.at, exclude=self.exclude, reassigning=self.reassigning)  # fmt: skip
+        routing = await route(decision=self.rules.evaluate(facts), facts=facts, roster=self.roster, chooser=chooser,
+                              at=self.at, exclude=self.exclude, reassigning=self.reassigning)  # fmt: skip
+        if self.observe is not None:
+            self.observe(self.scored.lead_id, routing, time.perf_counter() - started)
+        return routing
 
 
 def assignment_of(
@@ -191,11 +200,12 @@ async def assign_many(
     rules: CompiledRules,
     roster: Roster,
     at: datetime | None = None,
+    observe: Observer | None = None,
 ) -> list[Decision]:
     """The leads' current assignments, in the order given: existing ones read at once, the others decided now.
 
     If another replica assigned one of these leads meanwhile, its assignment stands and this one's
-    picks are undone.
+    picks are undone. `observe` is told of every decision made, kept or not.
     """
     at = at or utcnow()
     wanted = list(dict.fromkeys(scored.lead_id for scored in leads))
@@ -205,7 +215,7 @@ async def assign_many(
     for lead_id in wanted:
         if lead_id in decided:
             continue
-        decide = Decide(rules=rules, scored=latest[lead_id], roster=roster, at=at)
+        decide = Decide(rules=rules, scored=latest[lead_id], roster=roster, at=at, observe=observe)
         assignment = await record(session=session, lead_id=lead_id, decide=decide, sequence=1, at=at)
         if assignment is None:
             winner = await get_current(session=session, lead_id=lead_id)

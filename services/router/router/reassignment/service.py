@@ -26,6 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import audit, outbox
 from leadrelay.apikeys import ApiKey
+from leadrelay.db import after_commit
 from leadrelay.events import AssignmentTrigger, EscalationStep, SlaBreached, new_event, utcnow
 from router.assignments import service as assignments
 from router.assignments.models import Assignment, Outcome
@@ -173,6 +174,8 @@ async def reassign(
         return None
     outbox.add(session, new_event(assignments.announcement(assignment, scored, previous=current), source=SOURCE))
     await notifications.enqueue(session=session, assigned=[(assignment, scored)], context=context)
+    recorded = assignment
+    after_commit(session, lambda: context.metrics.reassigned(recorded))
     return Reassigned(assignment=assignment, previous=current)
 
 

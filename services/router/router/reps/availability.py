@@ -50,6 +50,13 @@ def check(
     *, rep: Rep, teams: Sequence[TeamCalendar], at: datetime, assigned_today: int, assigned_this_week: int
 ) -> Availability:
     """Whether `rep` can take a lead at the aware instant `at`, given its teams' calendars and its load so far."""
+    return check_rep(rep=rep, at=at, assigned_today=assigned_today, assigned_this_week=assigned_this_week) or (
+        check_teams(teams, at)
+    )
+
+
+def check_rep(*, rep: Rep, at: datetime, assigned_today: int, assigned_this_week: int) -> Availability | None:
+    """The checks of the rep itself (`check` without the calendars): None when none fails."""
     if not rep.active:
         return Availability(available=False, reason=Unavailable.INACTIVE)
     if not rep.available:
@@ -60,6 +67,11 @@ def check(
         return Availability(available=False, reason=Unavailable.DAILY_CAP)
     if rep.weekly_cap is not None and assigned_this_week >= rep.weekly_cap:
         return Availability(available=False, reason=Unavailable.WEEKLY_CAP)
+    return None
+
+
+def check_teams(teams: Sequence[TeamCalendar], at: datetime) -> Availability:
+    """The calendar checks of `check`: the same for every rep of the same teams at one instant."""
     if not teams:
         return Availability(available=False, reason=Unavailable.NO_TEAM)
     if any(team.is_open(at) for team in teams):

@@ -19,10 +19,14 @@ from pydantic import (
     field_serializer,
     model_validator,
 )
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.agreements import AgreementKind, DocumentError, any_of, unique_names
 from leadrelay.apikeys import Scope, Team
+from router.reps.models import Rep as RepRow
 from router.rules.conditions import Condition, check_condition, requires
+from router.teams.models import Team as TeamRow
 
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$")]
 Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S+$", examples=["rep-ada", "team-emea"])]
@@ -222,6 +226,35 @@ def _check_actions(rule: Rule, *, at: str, catch_all: bool) -> list[DocumentErro
     return errors
 
 
+async def check_named(session: AsyncSession, document: RoutingDocument) -> list[DocumentError]:
+    """Every team and rep the rules name that router does not know, each at its JSON pointer (at draft time)."""
+    named: list[tuple[str, str, str]] = []  # (pointer, "team" | "rep", id)
+    for index, rule in enumerate(document.rules):
+        steps = [(rule.action, f"/rules/{index}/action")]
+        where = f"/rules/{index}/otherwise"
+        for step in chain(rule):
+            steps.append((step, where))
+            where = f"{where}/otherwise"
+        for step, pointer in steps:
+            if isinstance(step, TeamAction | QueueAction):
+                named.append((f"{pointer}/team", "team", step.team))
+            elif isinstance(step, RepAction):
+                named.append((f"{pointer}/rep", "rep", step.rep))
+            elif isinstance(step, PoolAction):
+                named += [(f"{pointer}/reps/{number}", "rep", rep) for number, rep in enumerate(step.reps)]
+    wanted_teams = list({name for _, kind, name in named if kind == "team"})
+    wanted_reps = list({name for _, kind, name in named if kind == "rep"})
+    known = {
+        "team": set((await session.exec(select(TeamRow.id).where(col(TeamRow.id).in_(wanted_teams)))).all()),
+        "rep": set((await session.exec(select(RepRow.id).where(col(RepRow.id).in_(wanted_reps)))).all()),
+    }
+    return [
+        (pointer, f"no {kind} {name!r}: create it first (PUT /v1/{kind}s/{{id}})")
+        for pointer, kind, name in named
+        if name not in known[kind]
+    ]
+
+
 EXAMPLE: dict[str, Any] = {
     "rules": [
         {"name": "enterprise_accounts", "when": {"all": [
@@ -266,4 +299,5 @@ ROUTING = AgreementKind(
     read_scopes=(Scope.ROUTING_READ,),
     write_scopes=(Scope.ROUTING_WRITE,),
     approve_scopes=(Scope.ROUTING_WRITE,),
+    check_stored=check_named,
 )

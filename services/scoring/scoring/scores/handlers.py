@@ -2,15 +2,15 @@
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from sqlalchemy import event
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
 from leadrelay.consumer import Handlers
+from leadrelay.db import after_commit
 from leadrelay.events import AccountChanged, AgreementActivated, CloudEvent, LeadActivity, LeadReceived, new_event
 from scoring.accounts.handlers import on_account_changed
 from scoring.config import ScoringSettings
@@ -31,11 +31,6 @@ class ScoringContext:
     icps: service.IcpVersions = field(default_factory=service.IcpVersions)
     rescore_wanted: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once an activation's run is committed, so this process's re-scoring job starts at once."""
-
-
-def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
-    """Run `callback` once the session's transaction commits (metrics count only what was committed)."""
-    event.listen(session.sync_session, "after_commit", lambda _session: callback(), once=True)
 
 
 def publish(session: AsyncSession, context: ScoringContext, scored: Sequence[service.Scored]) -> None:

@@ -4,11 +4,12 @@ import asyncio
 import contextlib
 import logging
 
+from leadrelay.db import after_commit
 from leadrelay.runtime import ServiceRuntime
 from leadrelay.service import Job
 from scoring.config import ScoringSettings
 from scoring.scores import service
-from scoring.scores.handlers import ScoringContext, after_commit, publish
+from scoring.scores.handlers import ScoringContext, publish
 
 logger = logging.getLogger(__name__)
 
