@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from leadrelay.calendar import TeamCalendar
 from router.assignments.models import Outcome
 from router.fairness.rotation import Candidate, Pick, Rotation, Strategy, choose
-from router.reps.availability import Availability, check_rep, check_teams
+from router.reps.availability import Availability, RepState, check_rep, check_teams
 from router.reps.models import Rep
 from router.rules.document import (
     AccountOwnerAction,
@@ -57,13 +57,26 @@ class StepOutcome(StrEnum):
     """A queue or nurture step, passed over when reassigning (the caller goes to the team's manager)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class RepCounts:
     """Leads given to a rep: today, this week (from Monday), and over the last LOAD_DAYS days (its load)."""
 
     today: int = 0
     week: int = 0
     load: int = 0
+
+
+NOTHING_COUNTED = RepCounts()
+"""The counts an uncapped rep's availability reads (none of them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RepProfile:
+    """A rep as decisions read it: its own availability state, its teams and its weight in rotation units."""
+
+    state: RepState
+    teams: tuple[str, ...]
+    weight: int
 
 
 @dataclass
@@ -82,6 +95,10 @@ class Roster:
     _zones: dict[str, ZoneInfo] = field(default_factory=dict, init=False, repr=False, compare=False)
     _verdicts: dict[tuple[str, ...], Availability] = field(default_factory=dict, init=False, repr=False, compare=False)
     _verdicts_at: datetime | None = field(default=None, init=False, repr=False, compare=False)
+    _profiles: dict[str, "RepProfile"] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _counts: dict[str, dict[date, RepCounts]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _days: dict[ZoneInfo, date] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _days_at: datetime | None = field(default=None, init=False, repr=False, compare=False)
 
     def zone(self, rep_id: str) -> ZoneInfo:
         """The timezone a rep's days count in: its first team's, else UTC."""
@@ -98,15 +115,31 @@ class Roster:
                 return calendar.zone
         return ZoneInfo("UTC")
 
-    def availability(self, rep: Rep, at: datetime, counts: RepCounts) -> Availability:
+    def profile(self, rep_id: str) -> "RepProfile | None":
+        """What decisions read of a rep, read from its row once per roster; None for an unknown rep."""
+        profile = self._profiles.get(rep_id)
+        if profile is None:
+            rep = self.reps.get(rep_id)
+            if rep is None:
+                return None
+            profile = self._profiles[rep_id] = RepProfile(
+                state=RepState.of(rep), teams=tuple(rep.teams), weight=weight_units(rep)
+            )
+        return profile
+
+    def availability(self, rep: "Rep | RepProfile", at: datetime, counts: RepCounts) -> Availability:
         """`reps.availability.check` of the rep at `at`, its teams' calendars judged once per instant."""
-        verdict = check_rep(rep=rep, at=at, assigned_today=counts.today, assigned_this_week=counts.week)
+        if isinstance(rep, Rep):
+            profile = self.profile(rep.id)
+            assert profile is not None
+            rep = profile
+        verdict = check_rep(rep=rep.state, at=at, assigned_today=counts.today, assigned_this_week=counts.week)
         if verdict is not None:
             return verdict
         if at != self._verdicts_at:
             self._verdicts.clear()
             self._verdicts_at = at
-        teams = tuple(rep.teams)
+        teams = rep.teams
         verdict = self._verdicts.get(teams)
         if verdict is None:
             calendars = [self.calendars[team] for team in teams if team in self.calendars]
@@ -115,28 +148,43 @@ class Roster:
 
     def local_day(self, rep_id: str, at: datetime) -> date:
         """The rep's calendar day at `at`."""
-        return at.astimezone(self.zone(rep_id)).date()
+        if at != self._days_at:
+            self._days.clear()
+            self._days_at = at
+        zone = self.zone(rep_id)
+        day = self._days.get(zone)
+        if day is None:
+            day = self._days[zone] = at.astimezone(zone).date()
+        return day
 
     def counts(self, rep_id: str, at: datetime) -> RepCounts:
         """Leads given to the rep today, this week and over the last LOAD_DAYS days, as of `at`."""
         today = self.local_day(rep_id, at)
+        per_day = self._counts.setdefault(rep_id, {})
+        known = per_day.get(today)
+        if known is None:
+            known = per_day[today] = self._count(rep_id, today)
+        return known
+
+    def _count(self, rep_id: str, today: date) -> RepCounts:
         monday = today - timedelta(days=today.weekday())
         first = today - timedelta(days=LOAD_DAYS - 1)
-        counts = RepCounts()
+        today_count = week = load = 0
         for day, assigned in self.daily.get(rep_id, {}).items():
             if day == today:
-                counts.today += assigned
+                today_count += assigned
             if monday <= day <= today:
-                counts.week += assigned
+                week += assigned
             if first <= day <= today:
-                counts.load += assigned
-        return counts
+                load += assigned
+        return RepCounts(today=today_count, week=week, load=load)
 
     def given(self, rep_id: str, at: datetime) -> date:
         """Count one more lead for the rep on its day at `at`, and return that day."""
         day = self.local_day(rep_id, at)
         per_day = self.daily.setdefault(rep_id, {})
         per_day[day] = per_day.get(day, 0) + 1
+        self._counts.pop(rep_id, None)
         return day
 
 
@@ -279,28 +327,32 @@ def _available(
     candidates: list[Candidate] = []
     skipped: list[Skipped] = []
     for rep_id in rep_ids:
-        rep = roster.reps.get(rep_id)
-        if rep is None:
+        profile = roster.profile(rep_id)
+        if profile is None:
             skipped.append(Skipped(rep_id, Skip.UNKNOWN_REP))
             continue
         if rep_id in exclude:
             skipped.append(Skipped(rep_id, Skip.HELD_BEFORE))
             continue
-        counts = roster.counts(rep_id, at)
-        verdict = roster.availability(rep, at, counts)
+        # Counting a rep's leads is the dearest check: done only for a rep with a cap, or one available.
+        capped = profile.state.daily_cap is not None or profile.state.weekly_cap is not None
+        counts = roster.counts(rep_id, at) if capped else NOTHING_COUNTED
+        verdict = roster.availability(profile, at, counts)
         if not verdict.available:
             assert verdict.reason is not None
             skipped.append(Skipped(rep_id, verdict.reason))
             continue
-        candidates.append(Candidate(rep_id=rep_id, weight=weight_units(rep), load=counts.load))
+        if not capped:
+            counts = roster.counts(rep_id, at)
+        candidates.append(Candidate(rep_id=rep_id, weight=profile.weight, load=counts.load))
     return candidates, skipped
 
 
 def _team_of(action: Action, rep_id: str, roster: Roster) -> str | None:
     if isinstance(action, TeamAction):
         return action.team
-    rep = roster.reps.get(rep_id)
-    return rep.teams[0] if rep and rep.teams else None
+    profile = roster.profile(rep_id)
+    return profile.teams[0] if profile and profile.teams else None
 
 
 async def route(

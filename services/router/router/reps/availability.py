@@ -38,12 +38,32 @@ class Availability:
 AVAILABLE = Availability(available=True)
 
 
-def out_of_office(rep: Rep, at: datetime) -> bool:
+@dataclass(frozen=True, slots=True)
+class RepState:
+    """What the rep's own checks read, read once: a table row's attributes are slow to read in a hot loop."""
+
+    active: bool
+    available: bool
+    out_of_office: tuple[tuple[datetime, datetime], ...]
+    daily_cap: int | None
+    weekly_cap: int | None
+
+    @classmethod
+    def of(cls, rep: Rep) -> "RepState":
+        """The state of a stored rep, its out-of-office windows parsed."""
+        windows = tuple(
+            (datetime.fromisoformat(window["start"]), datetime.fromisoformat(window["end"]))
+            for window in rep.out_of_office
+        )
+        return cls(rep.active, rep.available, windows, rep.daily_cap, rep.weekly_cap)
+
+
+def out_of_office(rep: Rep | RepState, at: datetime) -> bool:
     """Whether `at` falls in one of the rep's out-of-office windows (start inclusive, end exclusive)."""
-    return any(
-        datetime.fromisoformat(window["start"]) <= at < datetime.fromisoformat(window["end"])
-        for window in rep.out_of_office
-    )
+    state = rep if isinstance(rep, RepState) else RepState.of(rep)
+    if not state.out_of_office:  # most reps, most of the time: skip building the generator
+        return False
+    return any(start <= at < end for start, end in state.out_of_office)
 
 
 def check(
@@ -55,8 +75,12 @@ def check(
     )
 
 
-def check_rep(*, rep: Rep, at: datetime, assigned_today: int, assigned_this_week: int) -> Availability | None:
+def check_rep(
+    *, rep: Rep | RepState, at: datetime, assigned_today: int, assigned_this_week: int
+) -> Availability | None:
     """The checks of the rep itself (`check` without the calendars): None when none fails."""
+    if isinstance(rep, Rep):
+        rep = RepState.of(rep)
     if not rep.active:
         return Availability(available=False, reason=Unavailable.INACTIVE)
     if not rep.available:
