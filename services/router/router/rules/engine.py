@@ -331,7 +331,7 @@ def compile_rules(document: RoutingDocument, *, version: str) -> CompiledRules:
                 elif operator == "range" and part.range is not None:
                     ranged.setdefault(path, []).append((bit, part.range))
                 else:
-                    by_field.setdefault(path, []).append((bit, _on_value(path, test)))
+                    by_field.setdefault(path, []).append((bit, _predicate(part, path, test)))
             else:
                 multi_field.append(test)
         compiled.append(
@@ -368,6 +368,26 @@ def _not_true(value: Any) -> bool:
 def _on_value(path: str, test: Test) -> Callable[[Any], bool]:
     """A single-field test as a predicate of the field's value."""
     return lambda value: test({path: value}) is None
+
+
+def _predicate(condition: Condition, path: str, test: Test) -> Callable[[Any], bool]:
+    """Whether a single-field part holds for a value: the explaining test's verdict, without building its why.
+
+    The field masks only need the verdict, and for values too many to remember (emails, job titles)
+    building every failure's reason cost more than the rest of the walk.
+    """
+    operator = condition.operator()
+    if condition.field is None or operator is None:
+        return _on_value(path, test)  # a `not` or `any` over one field: the explaining test decides
+    if operator == "exists":
+        wanted = bool(condition.exists)
+        return lambda value: (not _missing(value)) == wanted
+    matches, _ = _matcher(condition)
+
+    def holds(value: Any) -> bool:
+        return not _missing(value) and any(matches(item) for item in (value if isinstance(value, list) else (value,)))
+
+    return holds
 
 
 def _fields_of(condition: Condition) -> set[str]:
