@@ -1,7 +1,7 @@
 """Reading the roster (reps, teams, recent loads) for a run of routing decisions, and counting leads given."""
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import func
@@ -75,10 +75,18 @@ async def roster_of(
 
 async def count_given(session: AsyncSession, *, rep_id: str, day: date) -> None:
     """One more lead given to the rep on its local `day` (safe when replicas count at once)."""
-    statement = upsert_insert(session, RepLoad).values(rep_id=rep_id, day=day, assigned=1)
+    await count_many(session, given={(rep_id, day): 1})
+
+
+async def count_many(session: AsyncSession, *, given: Mapping[tuple[str, date], int]) -> None:
+    """Leads given per (rep, local day), added to the stored counts in one statement."""
+    if not given:
+        return
+    rows = [{"rep_id": rep_id, "day": day, "assigned": count} for (rep_id, day), count in sorted(given.items())]
+    statement = upsert_insert(session, RepLoad).values(rows)
     await session.exec(
         statement.on_conflict_do_update(
             index_elements=[col(RepLoad.rep_id), col(RepLoad.day)],
-            set_={"assigned": RepLoad.assigned + 1},
+            set_={"assigned": RepLoad.assigned + statement.excluded.assigned},
         )
     )

@@ -3,7 +3,7 @@
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -21,10 +21,11 @@ from leadrelay.events import (
     utcnow,
 )
 from router.assignments.models import Assignment, Outcome, RoutedLead
-from router.assignments.roster import count_given
-from router.assignments.routing import SHOWN, Roster, Routing, route
+from router.assignments.roster import count_given, count_many
+from router.assignments.routing import SHOWN, Chooser, Roster, Routing, route
 from router.fairness import service as fairness
 from router.fairness.rotation import Candidate, Pick, Strategy
+from router.fairness.service import StoredRotations
 from router.rules.engine import CompiledRules, facts_of
 
 Observer = Callable[[str, Routing, float], None]
@@ -153,7 +154,7 @@ class Decide:
         self.rules, self.scored, self.roster, self.at = rules, scored, roster, at
         self.exclude, self.reassigning, self.observe = exclude, reassigning, observe
 
-    async def __call__(self, chooser: DatabaseChooser) -> Routing:
+    async def __call__(self, chooser: Chooser) -> Routing:
         """The routing decision."""
         started = time.perf_counter()
         facts = facts_of(self.scored)
@@ -212,18 +213,62 @@ async def assign_many(
     latest = {scored.lead_id: scored for scored in leads}
     current = await current_of(session=session, lead_ids=wanted)
     decided: dict[str, Decision] = {lead_id: Decision(assignment, new=False) for lead_id, assignment in current.items()}
-    for lead_id in wanted:
-        if lead_id in decided:
-            continue
-        decide = Decide(rules=rules, scored=latest[lead_id], roster=roster, at=at, observe=observe)
-        assignment = await record(session=session, lead_id=lead_id, decide=decide, sequence=1, at=at)
-        if assignment is None:
-            winner = await get_current(session=session, lead_id=lead_id)
-            assert winner is not None
-            decided[lead_id] = Decision(winner, new=False)
-        else:
-            decided[lead_id] = Decision(assignment, new=True)
+    undecided = [lead_id for lead_id in wanted if lead_id not in decided]
+    if undecided:
+        made = await _decide_together(session=session, lead_ids=undecided, latest=latest, rules=rules, roster=roster,
+                                      at=at, observe=observe)  # fmt: skip
+        if made is None:  # another replica assigned some of them meanwhile: one by one, theirs standing
+            made = {}
+            for lead_id in undecided:
+                decide = Decide(rules=rules, scored=latest[lead_id], roster=roster, at=at, observe=observe)
+                assignment = await record(session=session, lead_id=lead_id, decide=decide, sequence=1, at=at)
+                if assignment is None:
+                    winner = await get_current(session=session, lead_id=lead_id)
+                    assert winner is not None
+                    made[lead_id] = Decision(winner, new=False)
+                else:
+                    made[lead_id] = Decision(assignment, new=True)
+        decided.update(made)
     return [decided[scored.lead_id] for scored in leads]
+
+
+async def _decide_together(
+    *,
+    session: AsyncSession,
+    lead_ids: Sequence[str],
+    latest: dict[str, LeadScored],
+    rules: CompiledRules,
+    roster: Roster,
+    at: datetime,
+    observe: Observer | None,
+) -> dict[str, Decision] | None:
+    """Decide a run of new leads in one savepoint: each pool locked once, one insert, one count; None if taken.
+
+    A lead another replica assigned meanwhile fails the insert: the savepoint rolls back every pick
+    and count of the run (the roster's in-memory counts excepted, which only the run reads).
+    """
+    try:
+        async with session.begin_nested():
+            chooser = StoredRotations(session)
+            made: dict[str, Decision] = {}
+            given: dict[tuple[str, date], int] = {}
+            for lead_id in lead_ids:
+                routing = await Decide(rules=rules, scored=latest[lead_id], roster=roster, at=at, observe=observe)(
+                    chooser
+                )
+                assignment = assignment_of(routing, lead_id=lead_id, sequence=1, trigger=AssignmentTrigger.ROUTED,
+                                           reason=None, previous=None, at=at)  # fmt: skip
+                made[lead_id] = Decision(assignment, new=True)
+                if assignment.rep_id is not None:
+                    day = roster.local_day(assignment.rep_id, at)
+                    given[(assignment.rep_id, day)] = given.get((assignment.rep_id, day), 0) + 1
+            await chooser.save()
+            session.add_all([decision.assignment for decision in made.values()])
+            await session.flush()
+            await count_many(session, given=given)
+    except IntegrityError:
+        return None
+    return made
 
 
 def announcement(assignment: Assignment, scored: LeadScored | None, *, previous: Assignment | None = None) -> EventData:

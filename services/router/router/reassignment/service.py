@@ -31,8 +31,8 @@ from leadrelay.events import AssignmentTrigger, EscalationStep, SlaBreached, new
 from router.assignments import service as assignments
 from router.assignments.models import Assignment, Outcome
 from router.assignments.roster import count_given
-from router.assignments.routing import Roster, Routing, Skip, Skipped, Step, StepOutcome
-from router.assignments.service import DatabaseChooser, Decide
+from router.assignments.routing import Chooser, Roster, Routing, Skip, Skipped, Step, StepOutcome
+from router.assignments.service import Decide
 from router.context import RouterContext
 from router.notifications import service as notifications
 
@@ -92,7 +92,7 @@ class Reassigning(Decide):
         super().__init__(exclude=held, reassigning=True, **decide)
         self.current = current
 
-    async def __call__(self, chooser: DatabaseChooser) -> Routing:
+    async def __call__(self, chooser: Chooser) -> Routing:
         """The routing decision, escalated when it ran out (raises NobodyLeft)."""
         routing = await super().__call__(chooser)
         if routing.outcome is not None:
