@@ -19,7 +19,7 @@ class RouterSettings(SecretKeySettings):
     notify_horizon_seconds: float = Field(default=86_400.0, gt=0)
     notify_sla_wait_seconds: float = Field(default=0.3, ge=0)
     notify_timeout_seconds: float = Field(default=5.0, gt=0)
-    notify_concurrency: int = Field(default=8, ge=1)
+    notify_concurrency: int = Field(default=32, ge=1)
     notify_max_sleep_seconds: float = Field(default=1.0, gt=0)
     routing_queue_depth_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
 

@@ -1,15 +1,16 @@
-"""The delivery job: sends due deliveries a few at a time, records each outcome, sleeps until the next is due."""
+"""The delivery job: sends due deliveries together, records a round's outcomes at once, sleeps until the next is due."""
 
 import asyncio
 import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlmodel import col, select
 
 from leadrelay import signing
 from leadrelay.db import SessionFactory
@@ -107,34 +108,49 @@ def slack_message(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery's attempt as sent: what its answer makes of it, and what to record."""
+
+    claimed: Claimed
+    verdict: Verdict
+    status_code: int | None
+    error: str | None
+
+
 @dataclass
 class Sender:
-    """Sends claimed deliveries with the process's one HTTP client and records their outcomes."""
+    """Sends claimed deliveries with the process's one HTTP client; records a round's outcomes in one transaction."""
 
     sessions: SessionFactory
     context: RouterContext
     metrics: NotificationMetrics
     client: httpx.AsyncClient
     box: SecretBox
-    _marking: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def deliver(self, claimed: Claimed) -> None:
-        """One attempt at one delivery, its outcome recorded."""
+    async def deliver_all(self, claimed: list[Claimed]) -> None:
+        """Send the claimed deliveries at once, then record every outcome together."""
         async with self.sessions() as session:
-            rep = await session.get(Rep, claimed.rep_id)
-            sla = await service.deadline_of(session=session, assignment_id=claimed.assignment_id)
+            rep_ids = list({item.rep_id for item in claimed})
+            reps = {rep.id: rep for rep in (await session.exec(select(Rep).where(col(Rep.id).in_(rep_ids)))).all()}
+            deadlines = await service.deadlines_of(
+                session=session, assignment_ids=[item.assignment_id for item in claimed]
+            )
+        attempts = await asyncio.gather(
+            *(self.attempt(item, reps.get(item.rep_id), deadlines.get(item.assignment_id)) for item in claimed)
+        )
+        await self._record(list(attempts))
+
+    async def attempt(self, claimed: Claimed, rep: Rep | None, sla: dict[str, Any] | None) -> Attempt:
+        """One attempt at one delivery (nothing recorded yet)."""
         channels = rep.channels if rep else []
         channel = channels[claimed.channel_index] if claimed.channel_index < len(channels) else None
         if channel is None or channel.get("disabled") or channel["kind"] != claimed.channel_kind:
-            await self._record(
-                claimed, Verdict(DeliveryStatus.DISABLED, "disabled"), None, "channel disabled or removed"
-            )
-            return
+            return Attempt(claimed, Verdict(DeliveryStatus.DISABLED, "disabled"), None, "channel disabled or removed")
         body = {**claimed.payload, "sla": sla}
         request = self._request(claimed, channel, body)
         if request is None:
-            await self._record(claimed, Verdict(DeliveryStatus.DEAD, "dead"), None, "channel secret unreadable")
-            return
+            return Attempt(claimed, Verdict(DeliveryStatus.DEAD, "dead"), None, "channel secret unreadable")
         url, content, headers = request
         started = time.perf_counter()
         status_code: int | None = None
@@ -148,16 +164,15 @@ class Sender:
         except httpx.HTTPError as exc:
             error = type(exc).__name__  # the class only: an httpx message can hold the URL
         self.metrics.attempt_seconds.labels(claimed.channel_kind).observe(time.perf_counter() - started)
-        settings = self.context.settings
         judged = verdict(
             status_code=status_code,
             retry_after=retry_after,
             attempts=claimed.attempts,
             created_at=claimed.created_at,
             now=utcnow(),
-            settings=settings,
+            settings=self.context.settings,
         )
-        await self._record(claimed, judged, status_code, error)
+        return Attempt(claimed, judged, status_code, error)
 
     def _request(
         self, claimed: Claimed, channel: dict[str, Any], body: dict[str, Any]
@@ -180,27 +195,38 @@ class Sender:
         }
         return channel["url"], content, headers
 
-    async def _record(self, claimed: Claimed, judged: Verdict, status_code: int | None, error: str | None) -> None:
-        # Delivered outcomes are marked one at a time, so exactly one channel of an assignment counts as its first.
-        marking = self._marking if judged.status is DeliveryStatus.DELIVERED else contextlib.nullcontext()
-        async with marking, self.sessions() as session, session.begin():
-            recorded = await service.finish(
-                session=session,
-                claimed=claimed,
-                status=judged.status,
-                status_code=status_code,
-                error=error,
-                next_attempt_at=judged.next_attempt_at,
-            )
-            first = False
-            if recorded and judged.status is DeliveryStatus.DELIVERED:
-                first = await service.first_delivered(session=session, assignment_id=claimed.assignment_id)
-            if recorded and judged.status is DeliveryStatus.DISABLED and status_code == 410:
-                await service.disable_channel(
-                    session=session, rep_id=claimed.rep_id, channel_index=claimed.channel_index, delivery_id=claimed.id
+    async def _record(self, attempts: list[Attempt]) -> None:
+        # One transaction for the round, outcomes in turn: of an assignment's channels delivered in
+        # the same round, exactly one is seen as its first.
+        recorded: list[tuple[Attempt, bool]] = []
+        async with self.sessions() as session, session.begin():
+            for attempt in attempts:
+                claimed, judged = attempt.claimed, attempt.verdict
+                kept = await service.finish(
+                    session=session,
+                    claimed=claimed,
+                    status=judged.status,
+                    status_code=attempt.status_code,
+                    error=attempt.error,
+                    next_attempt_at=judged.next_attempt_at,
                 )
-        if not recorded:
-            return  # another attempt owns the row now
+                first = False
+                if kept and judged.status is DeliveryStatus.DELIVERED:
+                    first = await service.first_delivered(session=session, assignment_id=claimed.assignment_id)
+                if kept and judged.status is DeliveryStatus.DISABLED and attempt.status_code == 410:
+                    await service.disable_channel(
+                        session=session,
+                        rep_id=claimed.rep_id,
+                        channel_index=claimed.channel_index,
+                        delivery_id=claimed.id,
+                    )
+                if kept:  # else another attempt owns the row now
+                    recorded.append((attempt, first))
+        for attempt, first in recorded:
+            self._count(attempt, first=first)
+
+    def _count(self, attempt: Attempt, *, first: bool) -> None:
+        claimed, judged = attempt.claimed, attempt.verdict
         self.metrics.notifications_total.labels(claimed.channel_kind, judged.outcome).inc()
         if first and claimed.received_at is not None:
             self.metrics.speed_to_lead_seconds.observe(max((utcnow() - claimed.received_at).total_seconds(), 0.0))
@@ -212,7 +238,7 @@ class Sender:
                     "rep_id": claimed.rep_id,
                     "channel": claimed.channel_kind,
                     "status": judged.status.value,
-                    "status_code": status_code,
+                    "status_code": attempt.status_code,
                     "attempts": claimed.attempts,
                 },
             )
@@ -232,7 +258,7 @@ async def run_deliveries(*, sessions: SessionFactory, context: RouterContext, me
                     session=session, limit=settings.notify_concurrency, lease_seconds=lease
                 )
             if claimed:
-                await asyncio.gather(*(sender.deliver(item) for item in claimed))
+                await sender.deliver_all(claimed)
             async with sessions() as session:
                 metrics.pending.set(await service.count_pending(session=session))
                 next_due = await service.next_due_at(session=session)

@@ -161,6 +161,22 @@ async def deadline_of(*, session: AsyncSession, assignment_id: str) -> dict[str,
     return PayloadSla.model_validate(deadline, from_attributes=True).model_dump(mode="json")
 
 
+async def deadlines_of(*, session: AsyncSession, assignment_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each assignment's earliest known SLA deadline, as the payload's `sla`, in one query."""
+    query = (
+        select(SlaDeadline)
+        .where(col(SlaDeadline.assignment_id).in_(list(assignment_ids)))
+        .order_by(col(SlaDeadline.due_at))
+    )
+    earliest: dict[str, dict[str, Any]] = {}
+    for deadline in (await session.exec(query)).all():
+        if deadline.assignment_id not in earliest:
+            earliest[deadline.assignment_id] = PayloadSla.model_validate(deadline, from_attributes=True).model_dump(
+                mode="json"
+            )
+    return earliest
+
+
 async def get_deliveries(*, session: AsyncSession, lead_id: str) -> list[Delivery]:
     """A lead's deliveries, oldest first."""
     query = (
