@@ -24,6 +24,7 @@ from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
+from leadrelay.apikeys import ApiKey, Scope, Team, hash_key
 from leadrelay.consumer import EventConsumer, Handlers
 from leadrelay.db import SessionFactory, create_engine, create_session_factory, run_migrations
 from leadrelay.kafka import KafkaBus, read_available
@@ -529,3 +530,8 @@ class ConsumerRunner:
         """Stop every consumer still running."""
         for running in self.running:
             await running.stop()
+
+
+def stored_key(key_id: str, secret: str, *, scopes: list[Scope], team: Team = Team.OPS) -> ApiKey:
+    """An API key row to add to a test's database, its secret stored hashed as the registry does."""
+    return ApiKey(id=key_id, name=key_id.removeprefix("key_"), team=team, scopes=scopes, key_hash=hash_key(secret))

@@ -2,7 +2,13 @@
 
 import json
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+T = TypeVar("T")
+Location = tuple[int | str, ...]
 
 # Bounds of free-form values (a lead's attributes, a webhook's unmapped fields). Every event about a
 # value is parsed by every consumer: past about 200 levels pydantic's JSON parser refuses a
@@ -70,3 +76,18 @@ def free_form(value: Any, *, max_bytes: int = MAX_FREE_FORM_BYTES, max_depth: in
     if size > max_bytes:
         raise ValueError(f"must serialize to at most {max_bytes} bytes of JSON")
     return value
+
+
+def relocating_errors(handler: Callable[[Any], T], data: Any, relocate: Callable[[Location], Location]) -> T:
+    """`handler(data)` of a wrap validator, its errors raised again with each location passed through `relocate`.
+
+    Pydantic puts a tagged union's tag into an error's location (`rules/0/action/pool/reps`); a
+    document has no such level, and a JSON pointer must name the field as written.
+    """
+    try:
+        return handler(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        for error in errors:
+            error["loc"] = relocate(error["loc"])
+        raise ValidationError.from_exception_data(exc.title, errors) from None  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
-from leadrelay.apikeys import ApiKey, Scope, Team, hash_key
+from leadrelay.apikeys import Scope, Team
 from leadrelay.db import create_engine, create_session_factory, run_migrations
 from leadrelay.events import (
     AccountMatch,
@@ -28,7 +28,7 @@ from leadrelay.events import (
 from leadrelay.outbox import OutboxMessage
 from leadrelay.problems import install_problem_handlers
 from leadrelay.stages import LeadStage
-from leadrelay.testing import Storage, migrated, migrations_of, wait_until
+from leadrelay.testing import Storage, migrated, migrations_of, stored_key, wait_until
 from router.assignments import service
 from router.assignments.models import Assignment, RepLoad
 from router.assignments.roster import RosterCache
@@ -242,15 +242,7 @@ async def test_racing_replicas_agree_on_one_assignment_and_spend_one_credit(make
 async def api(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
     async with migrated(database_url, migrations_of("router")) as storage:
         async with storage.sessions() as session:
-            session.add(
-                ApiKey(
-                    id="key_reader",
-                    name="reader",
-                    team=Team.SALES,
-                    scopes=[Scope.ROUTING_READ],
-                    key_hash=hash_key(READER_KEY),
-                )
-            )
+            session.add(stored_key("key_reader", READER_KEY, team=Team.SALES, scopes=[Scope.ROUTING_READ]))
             await session.commit()
         app = FastAPI()
         install_problem_handlers(app)

@@ -17,12 +17,12 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from sqlmodel import col, select
 
-from leadrelay.apikeys import ApiKey, Scope, Team, hash_key
+from leadrelay.apikeys import Scope, Team
 from leadrelay.audit import AuditEntry
 from leadrelay.events import AccountMatch, LeadReceived, LeadScored, MatchMethod, SlaStarted, new_event, utcnow
 from leadrelay.problems import install_problem_handlers
 from leadrelay.stages import LeadStage
-from leadrelay.testing import Storage, free_port, migrated, migrations_of, wait_until
+from leadrelay.testing import Storage, free_port, migrated, migrations_of, stored_key, wait_until
 from router.assignments.handlers import on_lead_scored
 from router.assignments.models import Assignment, Outcome
 from router.config import RouterSettings
@@ -127,15 +127,7 @@ async def endpoint() -> AsyncIterator[FlakyServer]:
 async def router_db(database_url: str) -> AsyncIterator[Storage]:
     async with migrated(database_url, migrations_of("router")) as storage:
         async with storage.sessions() as session:
-            session.add(
-                ApiKey(
-                    id="key_reader",
-                    name="reader",
-                    team=Team.SALES,
-                    scopes=[Scope.ROUTING_READ],
-                    key_hash=hash_key(READER_KEY),
-                )
-            )
+            session.add(stored_key("key_reader", READER_KEY, team=Team.SALES, scopes=[Scope.ROUTING_READ]))
             team_in = TeamPut.model_validate(
                 {
                     "name": "Default",

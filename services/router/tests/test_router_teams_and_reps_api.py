@@ -12,13 +12,13 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlmodel import col, select
 
-from leadrelay.apikeys import ApiKey, Scope, Team, hash_key
+from leadrelay.apikeys import Scope, Team
 from leadrelay.audit import AuditEntry
 from leadrelay.calendar import TeamCalendar
 from leadrelay.events import TeamChanged, parse_as
 from leadrelay.outbox import OutboxMessage
 from leadrelay.problems import install_problem_handlers
-from leadrelay.testing import Storage, migrated, migrations_of
+from leadrelay.testing import Storage, migrated, migrations_of, stored_key
 from router.reps.crypto import channel_box
 from router.reps.models import Rep
 from router.reps.router import router as reps_router
@@ -62,24 +62,8 @@ async def router_db(database_url: str) -> AsyncIterator[Storage]:
     """Router's schema on the test's backend, with an ops key (reps:write, routing:read) and a reader key."""
     async with migrated(database_url, migrations_of("router")) as storage:
         async with storage.sessions() as session:
-            session.add(
-                ApiKey(
-                    id="key_ops",
-                    name="ops",
-                    team=Team.OPS,
-                    scopes=[Scope.REPS_WRITE, Scope.ROUTING_READ],
-                    key_hash=hash_key(OPS_KEY),
-                )
-            )
-            session.add(
-                ApiKey(
-                    id="key_reader",
-                    name="reader",
-                    team=Team.SALES,
-                    scopes=[Scope.ROUTING_READ],
-                    key_hash=hash_key(READER_KEY),
-                )
-            )
+            session.add(stored_key("key_ops", OPS_KEY, team=Team.OPS, scopes=[Scope.REPS_WRITE, Scope.ROUTING_READ]))
+            session.add(stored_key("key_reader", READER_KEY, team=Team.SALES, scopes=[Scope.ROUTING_READ]))
             await session.commit()
         yield storage
 

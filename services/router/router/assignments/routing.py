@@ -2,7 +2,7 @@
 
 No database here: the roster (reps, teams, loads) is read by the caller, and the pick among
 available reps goes through a `Chooser`, which keeps the rotation in the database for real
-assignments (`fairness.service.pick`) and in memory for simulate and replay (`MemoryChooser`).
+assignments (`fairness.service.StoredRotations`) and in memory for simulate and replay (`MemoryChooser`).
 """
 
 from collections.abc import Mapping, Sequence
@@ -392,7 +392,7 @@ async def route(
         pick: Pick | None = None
         if isinstance(action, PoolAction | TeamAction):
             pick = await chooser.pick(pool_id=pool_id(decision, index, action), candidates=candidates,
-                                      strategy=Strategy(action.strategy.value))  # fmt: skip
+                                      strategy=action.strategy)  # fmt: skip
             chosen = pick.rep_id
         else:
             chosen = candidates[0].rep_id

@@ -23,8 +23,6 @@ from leadrelay.events import (
 from router.assignments.models import Assignment, Outcome, RoutedLead
 from router.assignments.roster import count_given, count_many
 from router.assignments.routing import SHOWN, Chooser, Roster, Routing, route
-from router.fairness import service as fairness
-from router.fairness.rotation import Candidate, Pick, Strategy
 from router.fairness.service import StoredRotations
 from router.rules.engine import CompiledRules, facts_of
 
@@ -33,17 +31,6 @@ Observer = Callable[[str, Routing, float], None]
 
 STORED_RULES = 100
 """How many evaluated rules a stored explanation keeps (the matched one always; the rest counted)."""
-
-
-@dataclass(frozen=True)
-class DatabaseChooser:
-    """Picks from rotations kept in the database, in the caller's transaction."""
-
-    session: AsyncSession
-
-    async def pick(self, *, pool_id: str, candidates: Sequence[Candidate], strategy: Strategy) -> Pick:
-        """Pick and record the pick (serialised per pool across replicas)."""
-        return await fairness.pick(session=self.session, pool_id=pool_id, candidates=candidates, strategy=strategy)
 
 
 @dataclass(frozen=True)
@@ -133,7 +120,9 @@ async def record(
     """
     try:
         async with session.begin_nested():
-            routing = await decide(DatabaseChooser(session))
+            rotations = StoredRotations(session)
+            routing = await decide(rotations)
+            await rotations.save()
             assignment = assignment_of(routing, lead_id=lead_id, sequence=sequence, trigger=trigger, reason=reason,
                                        previous=previous, at=at)  # fmt: skip
             session.add(assignment)

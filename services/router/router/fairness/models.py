@@ -6,6 +6,7 @@ from sqlalchemy import BigInteger, Column
 from sqlmodel import Field, SQLModel
 
 from leadrelay.events import utcnow
+from router.fairness.rotation import Member
 
 
 def _big(default: int) -> Column[int]:
@@ -39,3 +40,13 @@ class RotationMember(SQLModel, table=True):
     waiting_since: int = Field(default=-1, sa_column=_big(-1))
     wins: int = Field(default=0, sa_column=_big(0))
     updated_at: datetime = Field(default_factory=utcnow)
+
+    def member(self) -> Member:
+        """The rep's place as the pure rotation (`fairness.rotation`) reads it."""
+        return Member(
+            credit=self.credit,
+            last_seen=self.last_seen,
+            last_won=self.last_won,
+            waiting_since=self.waiting_since,
+            wins=self.wins,
+        )

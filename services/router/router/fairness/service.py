@@ -8,7 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from leadrelay.db import upsert_insert
 from leadrelay.events import utcnow
 from router.fairness.models import RotationMember, RotationPool
-from router.fairness.rotation import Candidate, Member, Pick, Rotation, Strategy, choose, validate
+from router.fairness.rotation import Candidate, Pick, Rotation, Strategy, choose, validate
 
 __all__ = ["Candidate", "Pick", "StoredRotations", "Strategy", "pick", "standings"]
 
@@ -20,41 +20,9 @@ async def pick(*, session: AsyncSession, pool_id: str, candidates: Sequence[Cand
     sequence one process would. Raises ValueError for no candidates, a rep twice, a weight below 1
     or a negative load.
     """
-    validate(candidates)
-    pool = await _lock_pool(session, pool_id)
-    rep_ids = [candidate.rep_id for candidate in candidates]
-    query = (
-        select(RotationMember)
-        .where(RotationMember.pool_id == pool_id, col(RotationMember.rep_id).in_(rep_ids))
-        .execution_options(populate_existing=True)
-    )
-    rows = {row.rep_id: row for row in (await session.exec(query)).all()}
-    rotation = Rotation(
-        picks=pool.picks,
-        members={
-            rep_id: Member(
-                credit=row.credit,
-                last_seen=row.last_seen,
-                last_won=row.last_won,
-                waiting_since=row.waiting_since,
-                wins=row.wins,
-            )
-            for rep_id, row in rows.items()
-        },
-    )
-    chosen = choose(rotation, pool_id=pool_id, candidates=candidates, strategy=strategy)
-    now = utcnow()
-    for rep_id in rep_ids:
-        member = rotation.members[rep_id]
-        row = rows.get(rep_id) or RotationMember(pool_id=pool_id, rep_id=rep_id)
-        row.credit, row.last_seen = member.credit, member.last_seen
-        row.last_won, row.waiting_since, row.wins = member.last_won, member.waiting_since, member.wins
-        row.updated_at = now
-        session.add(row)
-    pool.picks = rotation.picks
-    pool.updated_at = now
-    session.add(pool)
-    await session.flush()
+    rotations = StoredRotations(session)
+    chosen = await rotations.pick(pool_id=pool_id, candidates=candidates, strategy=strategy)
+    await rotations.save()
     return chosen
 
 
@@ -81,7 +49,7 @@ class StoredRotations:
                 .execution_options(populate_existing=True)
             )
             rows = {row.rep_id: row for row in (await self._session.exec(query)).all()}
-            members = {rep_id: _member(row) for rep_id, row in rows.items()}
+            members = {rep_id: row.member() for rep_id, row in rows.items()}
             loaded = self._pools[pool_id] = (pool, rows, Rotation(picks=pool.picks, members=members))
         return choose(loaded[2], pool_id=pool_id, candidates=candidates, strategy=strategy)
 
@@ -91,7 +59,7 @@ class StoredRotations:
         for pool_id, (pool, rows, rotation) in self._pools.items():
             for rep_id, member in rotation.members.items():
                 row = rows.get(rep_id) or RotationMember(pool_id=pool_id, rep_id=rep_id)
-                if rep_id in rows and _member(row) == member:
+                if rep_id in rows and row.member() == member:
                     continue
                 row.credit, row.last_seen = member.credit, member.last_seen
                 row.last_won, row.waiting_since, row.wins = member.last_won, member.waiting_since, member.wins
@@ -102,16 +70,6 @@ class StoredRotations:
             self._session.add(pool)
         self._pools.clear()
         await self._session.flush()
-
-
-def _member(row: RotationMember) -> Member:
-    return Member(
-        credit=row.credit,
-        last_seen=row.last_seen,
-        last_won=row.last_won,
-        waiting_since=row.waiting_since,
-        wins=row.wins,
-    )
 
 
 async def standings(*, session: AsyncSession, pool_id: str) -> list[RotationMember]:

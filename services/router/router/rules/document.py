@@ -6,7 +6,6 @@ when nobody in the action is available. Pydantic checks the structure (unknown k
 the field at fault. docs/routing.md is the reader's guide to this format.
 """
 
-from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -15,7 +14,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
-    ValidationError,
     field_serializer,
     model_validator,
 )
@@ -24,6 +22,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.agreements import AgreementKind, DocumentError, any_of, unique_names
 from leadrelay.apikeys import Scope, Team
+from leadrelay.validation import Location, relocating_errors
+from router.fairness.rotation import Strategy
 from router.reps.models import Rep as RepRow
 from router.rules.conditions import Condition, check_condition, requires
 from router.teams.models import Team as TeamRow
@@ -35,13 +35,6 @@ Text = Annotated[str, Field(min_length=1, max_length=200)]
 MAX_RULES = 1000
 MAX_FALLBACKS = 3
 """How long a fallback chain may be (a fallback's fallback's fallback): a longer one hides a staffing problem."""
-
-
-class Strategy(StrEnum):
-    """How a pool or a team picks one of its available reps."""
-
-    WEIGHTED_ROUND_ROBIN = "weighted_round_robin"
-    LEAST_LOADED = "least_loaded"
 
 
 class _Action(BaseModel):
@@ -137,21 +130,13 @@ class RoutingDocument(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _pointers_without_union_tags(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        # Pydantic puts the action's `type` into an error's location (`rules/0/action/pool/reps`); the
-        # document has no such level, and a JSON pointer must name the field as written.
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            for error in errors:
-                error["loc"] = _without_tags(error["loc"])
-            raise ValidationError.from_exception_data(exc.title, errors) from None  # type: ignore[arg-type]
+        return relocating_errors(handler, data, _without_tags)
 
 
 _TAGS = frozenset({"account_owner", "pool", "team", "rep", "queue", "nurture"})
 
 
-def _without_tags(location: tuple[int | str, ...]) -> tuple[int | str, ...]:
+def _without_tags(location: Location) -> Location:
     kept: list[int | str] = []
     for index, part in enumerate(location):
         if part in _TAGS and index > 0 and location[index - 1] in ("action", "otherwise"):

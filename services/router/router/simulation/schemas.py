@@ -11,13 +11,13 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     Tag,
-    ValidationError,
     create_model,
     model_validator,
 )
 
 from leadrelay.events import AccountMatch, LeadReceived, LeadScored
 from leadrelay.stages import LeadStage
+from leadrelay.validation import Location, relocating_errors
 from router.rules.document import EXAMPLE, RoutingDocument
 
 MAX_LEADS = 1000
@@ -163,17 +163,14 @@ class SimulationRequest(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _pointers_without_shape_tags(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        # Pydantic puts the item's shape (`leads/0/scored/lead/email`) into an error's location; the
-        # body has no such level, and a pointer must name the field as written.
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            for error in errors:
-                location = error["loc"]
-                if len(location) > 2 and location[0] == "leads" and location[2] in ("scored", "sketch"):
-                    error["loc"] = (*location[:2], *location[3:])
-            raise ValidationError.from_exception_data(exc.title, errors) from None  # type: ignore[arg-type]
+        return relocating_errors(handler, data, _without_shape_tag)
+
+
+def _without_shape_tag(location: Location) -> Location:
+    # The item's shape (`leads/0/scored/lead/email`) is no level of the body.
+    if len(location) > 2 and location[0] == "leads" and location[2] in ("scored", "sketch"):
+        return (*location[:2], *location[3:])
+    return location
 
 
 class SimulatedRouting(BaseModel):

@@ -24,7 +24,7 @@ from router.assignments.models import Assignment, Outcome, RoutedLead
 from router.assignments.roster import RosterCache
 from router.assignments.routing import MemoryChooser, Roster, Routing, route
 from router.fairness.models import RotationMember, RotationPool
-from router.fairness.rotation import Member, Rotation
+from router.fairness.rotation import Rotation
 from router.rules.document import RoutingDocument, check
 from router.rules.engine import CompiledRules, compile_rules, facts_of
 from router.rules.service import Rulesets
@@ -79,10 +79,7 @@ async def stored_rotations(*, session: AsyncSession) -> MemoryChooser:
         for pool_id, picks in (await session.exec(select(RotationPool.pool_id, RotationPool.picks))).all()
     }
     for row in (await session.exec(select(RotationMember))).all():
-        rotations.setdefault(row.pool_id, Rotation()).members[row.rep_id] = Member(
-            credit=row.credit, last_seen=row.last_seen, last_won=row.last_won,
-            waiting_since=row.waiting_since, wins=row.wins,
-        )  # fmt: skip
+        rotations.setdefault(row.pool_id, Rotation()).members[row.rep_id] = row.member()
     return MemoryChooser(rotations)
 
 

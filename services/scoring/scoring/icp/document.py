@@ -9,12 +9,13 @@ import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
 
 from leadrelay.agreements import AgreementKind, DocumentError, all_of, unique_names
 from leadrelay.apikeys import Scope, Team
 from leadrelay.lead_fields import LEAD_FIELDS, FieldType
 from leadrelay.stages import ENGAGEMENT_ACTIVITIES
+from leadrelay.validation import Location, relocating_errors
 from scoring.icp.regions import COUNTRIES, REGIONS
 
 Name = Annotated[str, Field(min_length=1, max_length=100)]
@@ -316,17 +317,14 @@ class IcpDocument(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _pointers_without_union_tags(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        # Pydantic puts the criterion's `type` into an error's location (`fit/0/in/points`); the
-        # document has no such level, and a JSON pointer must name the field as written.
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            for error in errors:
-                location = error["loc"]
-                if len(location) > 3 and location[0] in ("fit", "disqualifiers") and location[2] in _TAGS:
-                    error["loc"] = (*location[:2], *location[3:])
-            raise ValidationError.from_exception_data(exc.title, errors) from None  # type: ignore[arg-type]
+        return relocating_errors(handler, data, _without_tag)
+
+
+def _without_tag(location: Location) -> Location:
+    # A criterion's `type` (`fit/0/in/points`) is no level of the document.
+    if len(location) > 3 and location[0] in ("fit", "disqualifiers") and location[2] in _TAGS:
+        return (*location[:2], *location[3:])
+    return location
 
 
 _TAGS = frozenset({"in", "domain", "region", "contains_any", "flag", "exists", "bands", "keywords"})
