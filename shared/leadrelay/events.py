@@ -292,59 +292,89 @@ class EscalationStep(StrEnum):
     NOTIFY_MANAGER = "notify_manager"
 
 
-class SlaStarted(LeadEventData):
+class SlaClock(StrEnum):
+    """What an obligation's deadline is counted in."""
+
+    WALL = "wall"
+    """Around the clock: every second counts."""
+    BUSINESS = "business"
+    """The owning team's working hours in its timezone, minus its holidays (from `team.changed`)."""
+
+
+class SlaEventData(LeadEventData):
+    """What every sla.* event says about its obligation: which, whose, under which policy, and how long so far.
+
+    The fields after `rep_id` were added with the SLA policy; optional, so records of the placeholder still parse.
+    """
+
+    obligation: str
+    assignment_id: str
+    rep_id: str
+    team_id: str | None = None
+    grade: str | None = None
+    source: str | None = None
+    policy_version: str | None = None
+    clock: SlaClock = SlaClock.WALL
+    due_at: datetime
+    elapsed_seconds: float | None = None
+    """Wall seconds from the obligation's start to this event."""
+    elapsed_business_seconds: float | None = None
+    """Business seconds on the owning team's clock from the start to this event (= wall seconds on a 24/7 clock)."""
+
+
+class SlaStarted(SlaEventData):
     """The sla-monitor started a timer for an obligation."""
 
     event_type: ClassVar[str] = "sla.started"
     topic: ClassVar[Topic] = Topic.SLA_EVENTS
 
-    obligation: str
-    assignment_id: str
-    rep_id: str
-    policy_version: str
     started_at: datetime
-    due_at: datetime
+    warn_at: datetime | None = None
+    within_seconds: float | None = None
+    """The obligation's window, in seconds of its clock."""
 
 
-class SlaWarning(LeadEventData):
-    """An obligation is close to its deadline."""
+class SlaWarning(SlaEventData):
+    """An obligation is close to its deadline (the policy's `warn_at` share of its window has passed)."""
 
     event_type: ClassVar[str] = "sla.warning"
     topic: ClassVar[Topic] = Topic.SLA_EVENTS
 
-    obligation: str
-    assignment_id: str
-    rep_id: str
-    due_at: datetime
     remaining_seconds: float
+    warned_at: datetime | None = None
 
 
-class SlaBreached(LeadEventData):
+class SlaBreached(SlaEventData):
     """An obligation passed its deadline unmet."""
 
     event_type: ClassVar[str] = "sla.breached"
     topic: ClassVar[Topic] = Topic.SLA_EVENTS
 
-    obligation: str
-    assignment_id: str
-    rep_id: str
-    due_at: datetime
     breached_at: datetime
     escalation: list[EscalationStep] = Field(default_factory=list)
-    """What the breach escalates to, in order (the SLA policy's ladder); the router acts on `reassign`."""
+    """What the breach escalates to, in order (the SLA policy's ladder); the router acts on every step."""
 
 
-class SlaMet(LeadEventData):
+class SlaMet(SlaEventData):
     """An obligation was met before its deadline."""
 
     event_type: ClassVar[str] = "sla.met"
     topic: ClassVar[Topic] = Topic.SLA_EVENTS
 
-    obligation: str
-    assignment_id: str
-    rep_id: str
-    due_at: datetime
     met_at: datetime
+    activity: ActivityType | None = None
+    """The activity that met it."""
+
+
+class SlaCancelled(SlaEventData):
+    """An obligation closed unmet and unbreached: the lead left the stages where it applies, or was reassigned."""
+
+    event_type: ClassVar[str] = "sla.cancelled"
+    topic: ClassVar[Topic] = Topic.SLA_EVENTS
+
+    cancelled_at: datetime
+    reason: str
+    """`stage_left` (the lead moved to a stage the obligation does not apply in) or `reassigned`."""
 
 
 class AccountChanged(EventData):
@@ -501,6 +531,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         SlaWarning,
         SlaBreached,
         SlaMet,
+        SlaCancelled,
         AccountChanged,
         ApiKeyChanged,
         TeamChanged,

@@ -196,6 +196,7 @@ class SlaState(StrEnum):
     WARNING = "warning"
     BREACHED = "breached"
     MET = "met"
+    CANCELLED = "cancelled"
 
 
 def stage_column() -> sa.Column[LeadStage]:

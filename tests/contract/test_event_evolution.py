@@ -49,6 +49,7 @@ from leadrelay.events import (
     LeadScored,
     ScoreCriterion,
     SlaBreached,
+    SlaCancelled,
     SlaMet,
     SlaStarted,
     SlaWarning,
@@ -74,9 +75,10 @@ from scoring.scores.handlers import handlers as scoring_handlers
 from scoring.scores.metrics import ScoringMetrics
 from scoring.scores.models import RescoreRun
 from sla_monitor.config import SlaMonitorSettings
+from sla_monitor.context import SlaContext
 from sla_monitor.main import MIGRATIONS_DIR as SLA_MONITOR_MIGRATIONS
 from sla_monitor.main import create_app as create_sla_monitor
-from sla_monitor.timers.handlers import handlers as sla_monitor_handlers
+from sla_monitor.main import handlers as sla_monitor_handlers
 
 DatabaseFactory = Callable[[str, str], Awaitable[str]]
 MEMORY = "sqlite+aiosqlite:///:memory:"
@@ -165,6 +167,7 @@ EXAMPLES: dict[str, EventData] = {
     "sla.warning": SlaWarning(**SLA, due_at=DUE, remaining_seconds=60.0),
     "sla.breached": SlaBreached(**SLA, due_at=DUE, breached_at=DUE, escalation=[EscalationStep.REASSIGN]),
     "sla.met": SlaMet(**SLA, due_at=DUE, met_at=AT + timedelta(minutes=2)),
+    "sla.cancelled": SlaCancelled(**SLA, due_at=DUE, cancelled_at=AT + timedelta(minutes=2), reason="stage_left"),
     "account.changed": AccountChanged(
         account_id="acc-00042", name="Analytical Engines Ltd", domain="example.com", changed_at=AT
     ),
@@ -354,7 +357,7 @@ SERVICES = [
     ),
     Service(
         "sla-monitor",
-        sla_monitor_handlers(explicit(SlaMonitorSettings)),
+        sla_monitor_handlers(SlaContext.of(explicit(SlaMonitorSettings))),
         SLA_MONITOR_MIGRATIONS,
         seed_nothing,
         # A queued lead starts no timer: a reassignment into a queue only closes the replaced one.

@@ -13,7 +13,7 @@ from tests.e2e.conftest import StackFactory
 async def test_a_breached_lead_moves_to_the_manager_then_the_queue(
     broker: EmbeddedBroker, make_stack: StackFactory
 ) -> None:
-    stack = await make_stack(broker, env={"FIRST_RESPONSE_SECONDS": "1", "TIMER_CHECK_INTERVAL_SECONDS": "0.2"})
+    stack = await make_stack(broker, env={"FIRST_RESPONSE_SECONDS": "1", "TIMER_MAX_SLEEP_SECONDS": "0.2"})
     await stack.start()
     headers = {"Authorization": f"Bearer {DEV_API_KEY}"}
     async with httpx.AsyncClient(base_url=stack["router"].url, headers=headers, timeout=10.0) as router:

@@ -63,7 +63,7 @@ async def test_no_personal_data_in_logs_or_metrics(broker: EmbeddedBroker, make_
 
 
 async def test_unanswered_lead_breaches_its_sla(broker: EmbeddedBroker, make_stack: StackFactory) -> None:
-    stack = await make_stack(broker, env={"FIRST_RESPONSE_SECONDS": "1", "TIMER_CHECK_INTERVAL_SECONDS": "0.2"})
+    stack = await make_stack(broker, env={"FIRST_RESPONSE_SECONDS": "1", "TIMER_MAX_SLEEP_SECONDS": "0.2"})
     await stack.start()
 
     lead_id = await stack.post_lead()

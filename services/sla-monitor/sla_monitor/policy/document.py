@@ -1,42 +1,176 @@
-"""PROVISIONAL SLA document schema: the SLA issue replaces it with the full policy format."""
+"""The SLA policy document (agreement kind `sla`): obligations by grade, source and team, on wall or business clocks.
 
-from pydantic import BaseModel, ConfigDict, Field
+docs/sla.md documents the format with a complete example (`EXAMPLE`, also deploy/demo/sla.yaml's shape).
+"""
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from leadrelay.agreements import AgreementKind, DocumentError, all_of, unique_names
 from leadrelay.apikeys import Scope, Team
+from leadrelay.events import EscalationStep, SlaClock
+from leadrelay.stages import ActivityType, LeadStage
+
+MAX_WINDOW_SECONDS = 366 * 24 * 3600
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|bd)\s*$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class SlaObligation(BaseModel):
-    """Something sales owes a lead within a time, with a warning at a share of that time."""
+class Duration(BaseModel):
+    """A window as written (`15m`, `4h`, `3bd`, or seconds): `bd` is a business day of `hours_per_business_day`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    amount: float
+    unit: str
+
+    def seconds(self, *, hours_per_business_day: float) -> float:
+        """The window in seconds of its clock."""
+        if self.unit == "bd":
+            return self.amount * hours_per_business_day * 3600
+        return self.amount * UNIT_SECONDS[self.unit]
+
+    def __str__(self) -> str:
+        return f"{self.amount:g}{self.unit}"
+
+
+def parse_duration(value: Any) -> Any:
+    """`15m` -> Duration(15, m); an int or float is seconds; anything else is left for pydantic to refuse."""
+    if isinstance(value, Duration | dict):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text like 15m, 4h, 3bd")
+    if isinstance(value, int | float):
+        return Duration(amount=float(value), unit="s")
+    if isinstance(value, str):
+        match = DURATION.match(value)
+        if match:
+            return Duration(amount=float(match.group(1)), unit=match.group(2))
+    raise ValueError("a duration is a number of seconds or text like 15m, 4h, 3bd (units s, m, h, d, bd)")
+
+
+Window = Annotated[Duration, BeforeValidator(parse_duration)]
+
+
+class LeadMatch(BaseModel):
+    """Which leads a target applies to; an omitted list matches every lead."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100)
-    within_seconds: int = Field(gt=0, le=366 * 24 * 3600)
-    warn_at: float = Field(gt=0, lt=1, description="Warn when this share of the time has passed, e.g. 0.8.")
+    grades: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="Grades (`A1`) or grade letters (`A` matches A1-A4); a lead without a grade never matches.",
+    )
+    sources: list[str] | None = Field(default=None, max_length=100)
+    teams: list[str] | None = Field(default=None, max_length=100, description="The owning team's id.")
+
+
+class Target(BaseModel):
+    """A window for the leads `when` matches; an obligation's first matching target applies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    when: LeadMatch = Field(default_factory=LeadMatch)
+    within: Window
+    clock: SlaClock | None = Field(default=None, description="Overrides the obligation's clock for these leads.")
+
+
+class Obligation(BaseModel):
+    """Something sales owes a lead once it is assigned, met by the first matching activity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=50, pattern=r"^[a-z][a-z0-9_]*$")
+    description: str | None = Field(default=None, max_length=500)
+    met_by: list[ActivityType] = Field(min_length=1, max_length=len(ActivityType))
+    clock: SlaClock = SlaClock.BUSINESS
+    targets: list[Target] = Field(min_length=1, max_length=100)
+    warn_at: float | None = Field(
+        default=0.8, gt=0, lt=1, description="Warn when this share of the window has passed; null for no warning."
+    )
+    escalation: list[EscalationStep] = Field(default_factory=list, max_length=len(EscalationStep))
+    on_reassignment: str = Field(
+        default="restart",
+        pattern="^(restart|keep)$",
+        description="`restart`: the new owner gets a whole new window; `keep`: the deadline carries over.",
+    )
+    stages: list[LeadStage] = Field(
+        default_factory=lambda: [LeadStage.LEAD, LeadStage.MQL, LeadStage.SAL],
+        min_length=1,
+        description="Where the obligation applies: a lead moving to any other stage cancels it.",
+    )
 
 
 class SlaDocument(BaseModel):
-    """The obligations sales accepts (provisional format)."""
+    """The obligations sales accepts for the leads marketing hands over."""
 
     model_config = ConfigDict(extra="forbid")
 
-    obligations: list[SlaObligation] = Field(max_length=200)
+    hours_per_business_day: float = Field(default=8, gt=0, le=24)
+    obligations: list[Obligation] = Field(min_length=1, max_length=50)
 
 
 def check(document: SlaDocument) -> list[DocumentError]:
-    """At least one obligation, names unique."""
-    if not document.obligations:
-        return [("/obligations", "at least one obligation is needed")]
-    return unique_names([obligation.name for obligation in document.obligations], at="/obligations")
+    """Names unique; windows within a year; `bd` only on a business clock."""
+    errors = list(unique_names([obligation.name for obligation in document.obligations], at="/obligations"))
+    for index, obligation in enumerate(document.obligations):
+        for target_index, target in enumerate(obligation.targets):
+            at = f"/obligations/{index}/targets/{target_index}/within"
+            clock = target.clock or obligation.clock
+            if target.within.unit == "bd" and clock is not SlaClock.BUSINESS:
+                errors.append((at, "business days (bd) need a business clock"))
+            seconds = target.within.seconds(hours_per_business_day=document.hours_per_business_day)
+            if not 0 < seconds <= MAX_WINDOW_SECONDS:
+                errors.append((at, "a window is more than 0 seconds and at most a year"))
+    return errors
 
 
-EXAMPLE = {
+EXAMPLE: dict[str, Any] = {
+    "hours_per_business_day": 8,
     "obligations": [
-        {"name": "accept", "within_seconds": 900, "warn_at": 0.8},
-        {"name": "first_touch", "within_seconds": 1800, "warn_at": 0.8},
-    ]
+        {
+            "name": "accept",
+            "description": "Sales accepts (SAL) or rejects the lead.",
+            "met_by": ["accepted", "rejected"],
+            "clock": "wall",
+            "targets": [{"within": "15m"}],
+            "warn_at": 0.8,
+            "escalation": ["remind", "reassign"],
+            "on_reassignment": "restart",
+            "stages": ["lead", "mql"],
+        },
+        {
+            "name": "first_touch",
+            "description": "A call, an email or a meeting.",
+            "met_by": ["contacted"],
+            "clock": "business",
+            "targets": [
+                {"when": {"grades": ["A"]}, "within": "30m", "clock": "wall"},
+                {"when": {"grades": ["B"]}, "within": "4h"},
+                {"within": "1bd"},
+            ],
+            "warn_at": 0.8,
+            "escalation": ["remind", "reassign", "notify_manager"],
+            "on_reassignment": "restart",
+            "stages": ["lead", "mql", "sal"],
+        },
+        {
+            "name": "disposition",
+            "description": "Qualified or rejected.",
+            "met_by": ["qualified", "rejected"],
+            "clock": "business",
+            "targets": [{"within": "3bd"}],
+            "warn_at": 0.8,
+            "escalation": ["notify_manager"],
+            "on_reassignment": "keep",
+            "stages": ["lead", "mql", "sal"],
+        },
+    ],
 }
+"""The complete documented example (docs/sla.md)."""
 
 SLA = AgreementKind(
     name="sla",

@@ -9,7 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from leadrelay import outbox
 from leadrelay.consumer import Handlers
 from leadrelay.events import CloudEvent, LeadAssigned, LeadQueued, SlaStarted, new_event
-from sla_monitor.config import SlaMonitorSettings
+from sla_monitor.context import SlaContext
 from sla_monitor.timers import service
 
 
@@ -48,9 +48,9 @@ async def _close_replaced(session: AsyncSession, reassignments: Sequence[tuple[s
         await service.close_replaced(session=session, lead_id=lead_id, assignment_id=assignment_id, assigned_at=at)
 
 
-def handlers(settings: SlaMonitorSettings) -> Handlers:
-    """Message type to handler, bound to this process's settings; a run of assignments is started at once."""
-    response_time = timedelta(seconds=settings.first_response_seconds)
+def handlers(context: SlaContext) -> Handlers:
+    """Message type to handler, bound to this process's context; a run of assignments is started at once."""
+    response_time = timedelta(seconds=context.settings.first_response_seconds)
     return (
         Handlers()
         .on_batch(LeadAssigned, partial(on_lead_assigned, response_time=response_time))

@@ -32,6 +32,8 @@ def _new_timer(assignment: LeadAssigned, response_time: timedelta) -> SlaTimer:
         policy_version=PLACEHOLDER_POLICY_VERSION,
         started_at=assignment.assigned_at,
         due_at=assignment.assigned_at + response_time,
+        next_at=assignment.assigned_at + response_time,
+        within_seconds=response_time.total_seconds(),
     )
 
 
