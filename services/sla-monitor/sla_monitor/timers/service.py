@@ -7,6 +7,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
+from leadrelay.calendar import TeamCalendar
 from leadrelay.db import insert_unless_taken
 from leadrelay.events import EscalationStep, LeadAssigned, SlaBreached, new_event
 from leadrelay.stages import SlaState
@@ -130,3 +131,8 @@ async def breach_due(
         )
         outbox.add(session, new_event(breached, source=SOURCE))
     return len(timers)
+
+
+async def reschedule_team(*, session: AsyncSession, team_id: str, calendar: TeamCalendar, now: datetime) -> int:
+    """Move the deadlines of the team's open business-clock timers onto its new calendar; how many moved."""
+    return 0  # issue 10: timers helper
