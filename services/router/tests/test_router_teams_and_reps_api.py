@@ -198,8 +198,13 @@ async def test_a_rep_is_stored_and_never_shows_a_secret(api: httpx.AsyncClient, 
     body = created.json()
     assert body["languages"] == ["en", "fr"]
     assert body["channels"] == [
-        {"kind": "webhook", "url": "https://crm.example/hooks/ada", "secret_last4": WEBHOOK_SECRET[-4:]},
-        {"kind": "slack", "url_last4": "wxyz"},
+        {
+            "kind": "webhook",
+            "url": "https://crm.example/hooks/ada",
+            "secret_last4": WEBHOOK_SECRET[-4:],
+            "disabled": False,
+        },
+        {"kind": "slack", "url_last4": "wxyz", "disabled": False},
     ]
     for response in (
         created,
@@ -231,6 +236,32 @@ async def test_a_rep_is_stored_and_never_shows_a_secret(api: httpx.AsyncClient, 
         details = [row.detail for row in (await session.exec(select(AuditEntry))).all()]
     assert "Ada" not in json.dumps(details)
     assert WEBHOOK_SECRET not in json.dumps(details)
+
+
+async def test_a_channel_disabled_by_a_410_shows_and_is_enabled_again_by_naming_it_again(
+    api: httpx.AsyncClient, router_db: Storage
+) -> None:
+    await api.put("/v1/teams/team-emea", json=TEAM)
+    assert (await api.put("/v1/reps/rep-ada", json=rep_body())).status_code == 201
+    async with router_db.sessions() as session:
+        # What the delivery job does after a 410 Gone.
+        rep = await session.get(Rep, "rep-ada")
+        assert rep is not None
+        rep.channels = [{**rep.channels[0], "disabled": True}, rep.channels[1]]
+        session.add(rep)
+        await session.commit()
+
+    shown = (await api.get("/v1/reps/rep-ada", headers=READER)).json()
+    assert [channel["disabled"] for channel in shown["channels"]] == [True, False]
+
+    again = await api.put("/v1/reps/rep-ada", json=rep_body())
+    assert (again.status_code, again.json()["version"]) == (200, 2)
+    assert [channel["disabled"] for channel in again.json()["channels"]] == [False, False]
+    async with router_db.sessions() as session:
+        stored = await session.get(Rep, "rep-ada")
+    assert stored is not None
+    assert not any(channel.get("disabled") for channel in stored.channels)
+    assert (await audit_actions(router_db))[-1] == ("rep.updated", "rep-ada")
 
 
 BAD_REPS = [

@@ -175,6 +175,7 @@ class WebhookChannelPublic(BaseModel):
     kind: Literal["webhook"]
     url: str
     secret_last4: str
+    disabled: bool = Field(default=False, description="Answered 410 Gone: no deliveries until the rep is PUT again.")
 
 
 class SlackChannelPublic(BaseModel):
@@ -182,14 +183,15 @@ class SlackChannelPublic(BaseModel):
 
     kind: Literal["slack"]
     url_last4: str
+    disabled: bool = Field(default=False, description="Answered 410 Gone: no deliveries until the rep is PUT again.")
 
 
 REP_PUBLIC_EXAMPLE: dict[str, Any] = {
     **REP_EXAMPLE,
     "id": EXAMPLE_REP_ID,
     "channels": [
-        {"kind": "webhook", "url": "https://crm.example/hooks/leadrelay", "secret_last4": "LaSw"},
-        {"kind": "slack", "url_last4": "abcd"},
+        {"kind": "webhook", "url": "https://crm.example/hooks/leadrelay", "secret_last4": "LaSw", "disabled": False},
+        {"kind": "slack", "url_last4": "abcd", "disabled": False},
     ],
     "version": 1,
     "created_at": "2026-11-27T10:00:00Z",

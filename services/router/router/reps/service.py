@@ -160,7 +160,9 @@ async def _stage_put(
             return Stored(rep=rep, created=True, changed=True)
         rep = await _locked(session, rep_id)  # another request created it first
         assert rep is not None
-    if _state(rep) == fields and _decrypted_channels(rep, box) == channels:
+    # A PUT states the channels wanted: one a 410 disabled is enabled again by naming it again.
+    any_disabled = any(channel.get("disabled") for channel in rep.channels)
+    if _state(rep) == fields and _decrypted_channels(rep, box) == channels and not any_disabled:
         return Stored(rep=rep, created=False, changed=False)
     rep.sqlmodel_update({**fields, "channels": _encrypted(channels, box)})
     rep.version += 1
@@ -208,9 +210,10 @@ def public(rep: Rep) -> RepPublic:
     channels: list[dict[str, Any]] = []
     for channel in rep.channels:
         if channel["kind"] == "webhook":
-            channels.append({"kind": "webhook", "url": channel["url"], "secret_last4": channel["secret_last4"]})
+            shown = {"kind": "webhook", "url": channel["url"], "secret_last4": channel["secret_last4"]}
         else:
-            channels.append({"kind": "slack", "url_last4": channel["url_last4"]})
+            shown = {"kind": "slack", "url_last4": channel["url_last4"]}
+        channels.append({**shown, "disabled": bool(channel.get("disabled"))})
     return RepPublic.model_validate(
         {
             **_state(rep),
