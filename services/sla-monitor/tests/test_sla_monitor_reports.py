@@ -20,6 +20,7 @@ from sla_monitor.config import SlaMonitorSettings
 from sla_monitor.context import SlaContext
 from sla_monitor.main import MIGRATIONS_DIR, create_app
 from sla_monitor.metrics import SlaMetrics
+from sla_monitor.reports import service
 from sla_monitor.reports.jobs import SlaGauges, gauge_job
 from sla_monitor.timers.models import REPLACED, SlaTimer
 
@@ -400,6 +401,19 @@ async def test_report_defaults_to_the_last_seven_days(api: httpx.AsyncClient, st
     assert end - start == timedelta(days=7)
     assert abs((end - now).total_seconds()) < 60
     assert (body["group_by"], body["total"]["met"]) == ("team", 1)
+
+
+async def test_a_period_with_more_responses_than_a_report_reads_is_refused_naming_from(
+    api: httpx.AsyncClient, period_timers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "MAX_REPORT_RESPONSES", 7)
+    assert (await api.get("/v1/sla/report", params=PERIOD)).status_code == 200
+
+    monkeypatch.setattr(service, "MAX_REPORT_RESPONSES", 6)
+    refused = await api.get("/v1/sla/report", params=PERIOD)
+
+    assert invalid_fields(refused) == ["from"]
+    assert "more than 6 responses" in refused.json()["detail"]
 
 
 @pytest.mark.parametrize(
