@@ -1,15 +1,64 @@
 """Leader job: recount the open-obligations and at-risk gauges."""
 
+import asyncio
+from dataclasses import dataclass, field
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from leadrelay.runtime import ServiceRuntime
 from leadrelay.service import Job
 from sla_monitor.config import SlaMonitorSettings
 from sla_monitor.context import SlaContext
+from sla_monitor.metrics import NONE, SlaMetrics
+from sla_monitor.reports import service
+
+
+@dataclass
+class SlaGauges:
+    """Sets the gauges from grouped counts; a label set seen before and absent now goes back to 0."""
+
+    metrics: SlaMetrics
+    _open_seen: set[tuple[str, str]] = field(default_factory=set)
+    _at_risk_seen: set[str] = field(default_factory=set)
+
+    async def refresh(self, session: AsyncSession) -> None:
+        """Recount open and warned timers and set both gauges."""
+        open_now = {
+            (team or NONE, obligation): count
+            for (team, obligation), count in (await service.open_counts(session=session)).items()
+        }
+        at_risk_now = {team or NONE: count for team, count in (await service.warned_counts(session=session)).items()}
+        for team, obligation in self._open_seen - open_now.keys():
+            self.metrics.open_obligations.labels(team, obligation).set(0)
+        for (team, obligation), count in open_now.items():
+            self.metrics.open_obligations.labels(team, obligation).set(count)
+        for team in self._at_risk_seen - at_risk_now.keys():
+            self.metrics.at_risk.labels(team).set(0)
+        for team, count in at_risk_now.items():
+            self.metrics.at_risk.labels(team).set(count)
+        self._open_seen |= open_now.keys()
+        self._at_risk_seen |= at_risk_now.keys()
+
+    def forget(self) -> None:
+        """Drop every series: a process that stops leading must not keep exporting counts it no longer refreshes."""
+        self.metrics.open_obligations.clear()
+        self.metrics.at_risk.clear()
+        self._open_seen.clear()
+        self._at_risk_seen.clear()
 
 
 def gauge_job(context: SlaContext) -> Job[SlaMonitorSettings]:
     """Every SLA_GAUGE_INTERVAL_SECONDS, set the gauges from the open timers."""
+    gauges = SlaGauges(context.metrics)
 
     async def refresh_sla_gauges(runtime: ServiceRuntime[SlaMonitorSettings]) -> None:
-        return  # issue 10: reports helper
+        """Recount the gauges until cancelled (leadership lost or shutdown), then drop them."""
+        try:
+            while True:
+                async with runtime.sessions() as session:
+                    await gauges.refresh(session)
+                await asyncio.sleep(runtime.settings.sla_gauge_interval_seconds)
+        finally:
+            gauges.forget()
 
     return refresh_sla_gauges
