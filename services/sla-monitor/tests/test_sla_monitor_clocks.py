@@ -230,3 +230,27 @@ async def test_clocks_answer_the_stored_calendar_and_follow_its_changes(
         second = await context.clocks.calendar(session, "team-na")
         assert second is not None
         assert (second.timezone, second.holiday_country) == ("Asia/Kolkata", None)
+
+
+@pytest.mark.parametrize(("version", "kept"), [(1, 2), (2, 2), (3, 3)])
+async def test_a_replica_that_stored_the_team_first_is_compared_with_not_overwritten(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, version: int, kept: int
+) -> None:
+    async with storage.sessions() as session:
+        assert await service.store(session=session, team=team_changed(2).data) is not None
+        await session.commit()
+    real_get = service.get
+    looks: list[str] = []
+
+    async def missed_once(*, session: Any, team_id: str) -> TeamCalendarRecord | None:
+        # As if another replica inserted the team between this one's read and its insert.
+        looks.append(team_id)
+        return None if len(looks) == 1 else await real_get(session=session, team_id=team_id)
+
+    monkeypatch.setattr(service, "get", missed_once)
+    async with storage.sessions() as session:
+        stored = await service.store(session=session, team=team_changed(version).data)
+        await session.commit()
+    assert (stored is not None) == (version > 2)
+    assert len(looks) == 2  # the insert lost, then the winner's row was read
+    assert [row[1] for row in await _stored(storage)] == [kept]
