@@ -303,3 +303,11 @@ async def test_a_good_draft_is_stored_as_written(sla_api: httpx.AsyncClient) -> 
     assert drafted.status_code == 201, drafted.text
     assert drafted.json()["document"] == EXAMPLE
     assert drafted.json()["status"] == "draft"
+
+
+async def test_the_demo_policy_imports_as_make_run_seeds_it(sla_api: httpx.AsyncClient) -> None:
+    text = DEMO_SLA.read_text(encoding="utf-8")
+    imported = await sla_api.post("/v1/sla/versions:import", content=text, headers={"Content-Type": "application/yaml"})
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["document"] == yaml.safe_load(text)["document"]
+    assert imported.json()["required"] == {"all_of": ["marketing", "sales"]}
