@@ -1,7 +1,7 @@
 """What `make run` seeds: the demo teams and reps, and demo agreements drafted from YAML and approved by the demo keys.
 
 One table (`DEMO_AGREEMENTS`) says which agreement kind is seeded on which service, from which
-file, drafted by which key and approved by which keys; the next kind (sla) is a row. An agreement
+file, drafted by which key and approved by which keys (icp, routing, sla). An agreement
 is seeded once; the demo teams and reps (deploy/demo/teams.yaml) are put on every run, each rep
 with a webhook channel to the local receiver, before the routing rules that name them.
 """
@@ -90,6 +90,14 @@ DEMO_AGREEMENTS: tuple[SeededAgreement, ...] = (
         drafter=DEV_KEY,
         approvers=(SALES_KEY,),
         needs_roster=True,
+    ),
+    # The SLA is co-signed like the ICP; its business clocks come from the teams router announces.
+    SeededAgreement(
+        kind="sla",
+        service="sla-monitor",
+        file=DEMO_DIR / "sla.yaml",
+        drafter=DEV_KEY,
+        approvers=(MARKETING_KEY, SALES_KEY),
     ),
 )
 

@@ -12,11 +12,12 @@ from leadrelay.seeding import DEMO_AGREEMENTS, DEMO_ROSTER, DEV_KEY, MARKETING_K
 
 KEYS = {DEV_KEY.default: ("key_development", "ops"), MARKETING_KEY.default: ("key_demo_marketing", "marketing")}
 KEYS[SALES_KEY.default] = ("key_demo_sales", "sales")
-URLS = {"scoring": "http://scoring", "router": "http://router"}
+URLS = {"scoring": "http://scoring", "router": "http://router", "sla-monitor": "http://sla-monitor"}
 NOTES = {
     agreement.kind: yamlio.load(agreement.file.read_text(encoding="utf-8"))["note"] for agreement in DEMO_AGREEMENTS
 }
-APPROVERS = {"icp": {"marketing", "sales"}, "routing": {"sales"}}  # routing: any_of(sales, ops), not the author
+APPROVERS = {"icp": {"marketing", "sales"}, "routing": {"sales"}, "sla": {"marketing", "sales"}}
+# routing: any_of(sales, ops), not the author; icp and sla: all_of(marketing, sales)
 ROSTER = yaml.safe_load(DEMO_ROSTER.read_text(encoding="utf-8"))
 ICP_LINE = "  icp seeded   v1 active: icp.yaml approved by marketing, sales"
 TEAMS_LINE = (
@@ -24,13 +25,14 @@ TEAMS_LINE = (
     "each told at http://127.0.0.1:8010/reps/<id>"
 )
 ROUTING_LINE = "  routing seeded v1 active: routing.yaml approved by sales"
+SLA_LINE = "  sla seeded   v1 active: sla.yaml approved by marketing, sales"
 
 
 class FakeStack:
     """The agreements APIs (one per kind), router's teams and reps, as far as seeding uses them."""
 
     def __init__(self, *, known: bool = True, refuse_reps: bool = False) -> None:
-        self.versions: dict[str, list[dict[str, Any]]] = {"icp": [], "routing": []}
+        self.versions: dict[str, list[dict[str, Any]]] = {"icp": [], "routing": [], "sla": []}
         self.known = known
         self.refuse_reps = refuse_reps
         self.calls: list[str] = []
@@ -92,7 +94,7 @@ def _posts_and_puts(fake: FakeStack) -> list[str]:
 async def test_the_icp_then_the_teams_and_reps_then_the_routing_rules_that_name_them() -> None:
     fake = FakeStack()
 
-    assert await _seed(fake) == [ICP_LINE, TEAMS_LINE, ROUTING_LINE]
+    assert await _seed(fake) == [ICP_LINE, TEAMS_LINE, ROUTING_LINE, SLA_LINE]
 
     assert _posts_and_puts(fake) == [
         "POST scoring/v1/icp/versions:import ops",
@@ -106,6 +108,9 @@ async def test_the_icp_then_the_teams_and_reps_then_the_routing_rules_that_name_
         "PUT router/v1/reps/rep-ada ops",
         "POST router/v1/routing/versions:import ops",
         "POST router/v1/routing/versions/1/approvals sales",
+        "POST sla-monitor/v1/sla/versions:import ops",
+        "POST sla-monitor/v1/sla/versions/1/approvals marketing",
+        "POST sla-monitor/v1/sla/versions/1/approvals sales",
     ]
 
 
@@ -143,6 +148,7 @@ async def test_routing_is_not_seeded_when_the_teams_and_reps_could_not_be() -> N
         ICP_LINE,
         "  teams seeded not seeded: put rep rep-default: HTTP 422 teams: team-na does not exist",
         "  routing seeded not seeded: it names the demo teams and reps",
+        SLA_LINE,  # the SLA names no team or rep: it is seeded all the same
     ]
     assert not [call for call in fake.calls if "/routing/" in call]
 
@@ -153,11 +159,13 @@ async def test_an_active_version_is_left_alone() -> None:
         "icp", status="active", note="Agreed in the Q3 review", author="key_3f9a", teams=["marketing", "sales"]
     )
     fake.version("routing", status="active", note="Ours", author="key_3f9a", teams=["ops"])
+    fake.version("sla", status="active", note="Ours", author="key_3f9a", teams=["marketing", "sales"])
 
     lines = await _seed(fake)
 
     assert lines[0] == "  icp seeded   v1 already active (left alone)"
     assert lines[2] == "  routing seeded v1 already active (left alone)"
+    assert lines[3] == "  sla seeded   v1 already active (left alone)"
     assert not [call for call in fake.calls if call.startswith("POST")]
 
 
@@ -176,6 +184,7 @@ async def test_a_service_that_never_knows_the_keys_gives_up_at_the_deadline_and_
         "  icp seeded   not seeded: http://scoring did not know the demo keys in time",
         "  teams seeded not seeded: http://router did not know the demo keys in time",
         "  routing seeded not seeded: it names the demo teams and reps",
+        "  sla seeded   not seeded: http://sla-monitor did not know the demo keys in time",
     ]
     assert not any(DEV_KEY.default in line for line in lines)
 
@@ -207,3 +216,17 @@ def test_the_demo_rules_name_only_seeded_teams_and_reps_and_some_team_works_arou
         len(team["working_hours"]) == 7 and all(hours == all_day for hours in team["working_hours"].values())
         for team in ROSTER["teams"].values()
     )
+
+
+def test_the_demo_sla_is_co_signed_and_shows_a_warning_and_a_breach_within_minutes() -> None:
+    sla = next(agreement for agreement in DEMO_AGREEMENTS if agreement.kind == "sla")
+    assert (sla.service, sla.drafter, sla.approvers) == ("sla-monitor", DEV_KEY, (MARKETING_KEY, SALES_KEY))
+    exported = yamlio.load(sla.file.read_text(encoding="utf-8"))
+    assert exported["kind"] == "sla"
+    minutes = {"m": 1, "s": 1 / 60}
+    for obligation in exported["document"]["obligations"]:
+        windows = [str(target["within"]) for target in obligation["targets"]]
+        # minutes, not hours: a demo run shows the warning (at warn_at of the window) and the breach
+        assert all(window[-1] in minutes and float(window[:-1]) * minutes[window[-1]] <= 10 for window in windows)
+        assert obligation["warn_at"] <= 0.5
+        assert obligation["escalation"]

@@ -5,14 +5,18 @@ people coming back, account syncs and marketing engagement. Everything goes to i
 
 It opens with the demo accounts (owned by demo reps) and one lead for each kind of rule in
 deploy/demo/routing.yaml, so even a short run shows an account owner, a queue, nurture and teams at work.
+Reps respond to a share of the leads a few seconds after they are sent (accepted, then mostly contacted),
+so the demo SLA (deploy/demo/sla.yaml) shows obligations met beside the warnings and breaches of the rest.
 """
 
+import heapq
 import json
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import uuid4
@@ -41,6 +45,12 @@ TITLES = ["CTO", "Head of Engineering", "VP Sales", "Marketing Manager", "Develo
 SOURCES = ["webinar", "pricing-page", "ebook", "trade-show", "referral"]
 ENGAGEMENTS = ["email_clicked", "pricing_page_viewed", "content_downloaded", "webinar_attended", "demo_requested"]
 COUNTRIES = ["GB", "DE", "FR", "US", "NL"]
+CONTACT_CHANNELS = ["call", "email", "meeting"]
+
+# Of the leads a rep responds to, this share is also contacted (a first touch) after accepting.
+CONTACT_SHARE = 0.7
+# How often a response looks for the lead's owner before giving up (a queued or nurtured lead has none).
+OWNER_LOOKUPS = 5
 
 # The opening leads, after the accounts: (company, country, title, source) and the demo rule each reaches
 # under the demo ICP. The account owner's lead comes last, so scoring has had the accounts for a moment.
@@ -83,6 +93,16 @@ class Person:
         return f"{self.first_name}.{self.last_name}.{self.serial}@{self.domain}".lower()
 
 
+@dataclass(order=True)
+class Response:
+    """A rep's response still to send for a lead: the activities left, in order, the next one at `due`."""
+
+    due: float
+    lead_id: str = field(compare=False)
+    activities: list[str] = field(compare=False)
+    lookups: int = field(default=0, compare=False)
+
+
 @dataclass
 class Tally:
     """What was sent, by kind, and what came back."""
@@ -113,9 +133,23 @@ class Tally:
 class Demo:
     """One run: people, the intake client and the tally."""
 
-    def __init__(self, intake: ServiceClient, base_url: str, *, seed: int | None) -> None:
+    def __init__(
+        self,
+        intake: ServiceClient,
+        base_url: str,
+        *,
+        seed: int | None,
+        respond_share: float = 0.5,
+        respond_after: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.intake, self.base_url = intake, base_url.rstrip("/")
         self.random = random.Random(seed)
+        # Responses draw from their own generator, so a seed sends the same mix whatever they do.
+        self.response_random = random.Random(None if seed is None else seed + 1)
+        self.respond_share, self.respond_after, self.clock = respond_share, respond_after, clock
+        self.responses: list[Response] = []  # a heap, soonest first
+        self.considered: set[str] = set()
         self.tally = Tally()
         self.serial = 0
         self.webhook_sources = sorted(DEMO_SOURCES)
@@ -156,6 +190,54 @@ class Demo:
         }
 
     def step(self) -> None:
+        """Send the next request: a rep's response that is due, else the next of the mix."""
+        if self.responses and self.responses[0].due <= self.clock():
+            self.respond(heapq.heappop(self.responses))
+            return
+        known = len(self.tally.lead_ids)
+        self.send_next()
+        self.plan_responses(self.tally.lead_ids[known:])
+
+    def plan_responses(self, lead_ids: list[str]) -> None:
+        """A share of new leads get a rep's response: accepted after about `respond_after` seconds, maybe contacted."""
+        for lead_id in dict.fromkeys(lead_ids):
+            if lead_id in self.considered:
+                continue
+            self.considered.add(lead_id)
+            if self.response_random.random() >= self.respond_share:
+                continue
+            activities = ["accepted"]
+            if self.response_random.random() < CONTACT_SHARE:
+                activities.append("contacted")
+            heapq.heappush(self.responses, Response(self.next_response_at(), lead_id, activities))
+
+    def next_response_at(self) -> float:
+        return self.clock() + self.respond_after * self.response_random.uniform(0.5, 1.5)
+
+    def respond(self, response: Response) -> None:
+        """The lead's owner sends the next activity; a lead not assigned (yet) is looked at again later."""
+        lookup = self.send("GET", f"/v1/leads/{response.lead_id}")
+        self.tally.record("lead lookup", lookup)
+        owner = lookup.json().get("owner_rep_id") if lookup.status_code == 200 else None
+        if owner is None:
+            response.lookups += 1
+            if response.lookups < OWNER_LOOKUPS:
+                response.due = self.next_response_at()
+                heapq.heappush(self.responses, response)
+            return
+        activity = response.activities.pop(0)
+        body: dict[str, Any] = {"type": activity, "rep_id": owner, "occurred_at": datetime.now(UTC).isoformat()}
+        if activity == "contacted":
+            body["channel"] = self.response_random.choice(CONTACT_CHANNELS)
+        self.tally.record(
+            f"activity {activity}", self.send("POST", f"/v1/leads/{response.lead_id}/activities", json=body)
+        )
+        if response.activities:
+            response.due = self.next_response_at()
+            heapq.heappush(self.responses, response)
+
+    def send_next(self) -> None:
+        """The next request of the mix: the accounts, the opening leads, then weighted kinds."""
         if not self.accounts_synced:
             self.accounts_synced = True
             self.tally.record("accounts", self.send("POST", "/v1/accounts:batch", json={"accounts": self.accounts()}))
@@ -277,17 +359,24 @@ def demo(
     rate: Annotated[float, typer.Option("--rate", min=0.1, max=500, help="Requests a second.")] = 5.0,
     duration: Annotated[float, typer.Option("--duration", min=1, max=86_400, help="Seconds to run.")] = 60.0,
     seed: Annotated[int | None, typer.Option("--seed", help="Make the mix repeatable.")] = None,
+    respond_share: Annotated[
+        float, typer.Option("--respond-share", min=0, max=1, help="Share of new leads a rep accepts (and may contact).")
+    ] = 0.5,
+    respond_after: Annotated[
+        float, typer.Option("--respond-after", min=0, max=3600, help="About how many seconds reps take to respond.")
+    ] = 10.0,
     url: IntakeUrl = None,
     key: KeyOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Send a realistic mix to a running stack: signed webhooks of every kind, REST leads and batches,
-    returning people, accounts and engagement. Needs `make run`'s demo sources and a key with
-    leads:write, accounts:write and activities:write (the development key has them)."""
+    returning people, accounts and engagement; reps accept (and contact) a share of the leads, so the demo SLA
+    shows met obligations beside warnings and breaches. Needs `make run`'s demo sources and a key with
+    leads:read, leads:write, accounts:write and activities:write (the development key has them)."""
     base_url = service_url("intake", url)
     total = max(1, round(rate * duration))
     with ServiceClient(base_url, require_key(key)) as intake:
-        run = Demo(intake, base_url, seed=seed)
+        run = Demo(intake, base_url, seed=seed, respond_share=respond_share, respond_after=respond_after)
         started = time.monotonic()
         with Progress(
             TextColumn("[bold]leadrelay demo"),

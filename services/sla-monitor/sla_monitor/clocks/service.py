@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.calendar import TeamCalendar
+from leadrelay.db import insert_unless_taken
 from leadrelay.events import SlaClock, TeamChanged
 from sla_monitor.clocks.models import TeamCalendarRecord
 
@@ -22,8 +23,33 @@ async def get(*, session: AsyncSession, team_id: str) -> TeamCalendarRecord | No
 
 
 async def store(*, session: AsyncSession, team: TeamChanged) -> TeamCalendarRecord | None:
-    """Keep a team.changed unless a later version is stored; the record if it changed anything, else None."""
-    raise NotImplementedError  # issue 10: clocks helper
+    """Keep a team.changed unless a later version is stored; the record if it changed anything, else None.
+
+    A redelivered or older version (lower or equal) changes nothing: the highest version wins.
+    """
+    record = await get(session=session, team_id=team.team_id)
+    if record is None:
+        record = TeamCalendarRecord(
+            team_id=team.team_id, version=team.version, timezone=team.timezone, changed_at=team.changed_at
+        )
+        _copy(team, record)
+        if await insert_unless_taken(session, [record]):
+            return record
+        # Another replica stored this team meanwhile: compare with what it stored.
+        record = await get(session=session, team_id=team.team_id)
+        assert record is not None
+    if team.version <= record.version:
+        return None
+    _copy(team, record)
+    session.add(record)
+    return record
+
+
+def _copy(team: TeamChanged, record: TeamCalendarRecord) -> None:
+    record.version, record.timezone, record.changed_at = team.version, team.timezone, team.changed_at
+    record.working_hours = {day: [i.model_dump() for i in intervals] for day, intervals in team.working_hours.items()}
+    record.holidays = team.holidays.model_dump() if team.holidays is not None else None
+    record.manager_rep_id = team.manager_rep_id
 
 
 class Clocks:

@@ -4,9 +4,9 @@ docs/sla.md documents the format with a complete example (`EXAMPLE`, also deploy
 """
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from leadrelay.agreements import AgreementKind, DocumentError, all_of, unique_names
 from leadrelay.apikeys import Scope, Team
@@ -16,6 +16,8 @@ from leadrelay.stages import ActivityType, LeadStage
 MAX_WINDOW_SECONDS = 366 * 24 * 3600
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|bd)\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+GRADE = r"^[A-D][1-4]?$"
+"""A grade letter (`A`, every A1-A4) or an exact grade (`A1`), as scoring grades leads."""
 
 
 class Duration(BaseModel):
@@ -23,8 +25,8 @@ class Duration(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    amount: float
-    unit: str
+    amount: float = Field(ge=0, allow_inf_nan=False)
+    unit: Literal["s", "m", "h", "d", "bd"]
 
     def seconds(self, *, hours_per_business_day: float) -> float:
         """The window in seconds of its clock."""
@@ -33,7 +35,9 @@ class Duration(BaseModel):
         return self.amount * UNIT_SECONDS[self.unit]
 
     def __str__(self) -> str:
-        return f"{self.amount:g}{self.unit}"
+        # Never exponent notation (`1e+06s`): what is written must parse back.
+        amount = str(int(self.amount)) if self.amount.is_integer() else repr(self.amount)
+        return f"{amount}{self.unit}"
 
 
 def parse_duration(value: Any) -> Any:
@@ -51,7 +55,21 @@ def parse_duration(value: Any) -> Any:
     raise ValueError("a duration is a number of seconds or text like 15m, 4h, 3bd (units s, m, h, d, bd)")
 
 
-Window = Annotated[Duration, BeforeValidator(parse_duration)]
+Window = Annotated[
+    Duration,
+    BeforeValidator(parse_duration),
+    # Stored and shown as written (`15m`), never as the parsed object.
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "pattern": DURATION.pattern}, {"type": "number", "exclusiveMinimum": 0}],
+            "description": "`15m`, `4h`, `3bd` (business days), or a number of seconds.",
+            "examples": ["15m", "4h", "3bd"],
+        }
+    ),
+]
+Grade = Annotated[str, Field(pattern=GRADE, examples=["A", "B2"])]
+Name = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class LeadMatch(BaseModel):
@@ -59,13 +77,32 @@ class LeadMatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    grades: list[str] | None = Field(
+    grades: list[Grade] | None = Field(
         default=None,
+        min_length=1,
         max_length=100,
         description="Grades (`A1`) or grade letters (`A` matches A1-A4); a lead without a grade never matches.",
     )
-    sources: list[str] | None = Field(default=None, max_length=100)
-    teams: list[str] | None = Field(default=None, max_length=100, description="The owning team's id.")
+    sources: list[Name] | None = Field(default=None, min_length=1, max_length=100, description="The lead's source.")
+    teams: list[Name] | None = Field(
+        default=None, min_length=1, max_length=100, description="The owning team's id (router's teams)."
+    )
+
+    def covers(self, other: "LeadMatch") -> bool:
+        """Whether every lead `other` matches is matched here too (so a later `other` could never apply)."""
+        return (
+            _covers(self.grades, other.grades, grades=True)
+            and _covers(self.sources, other.sources)
+            and _covers(self.teams, other.teams)
+        )
+
+
+def _covers(mine: list[str] | None, theirs: list[str] | None, *, grades: bool = False) -> bool:
+    if mine is None:
+        return True
+    if theirs is None:
+        return False
+    return all(value in mine or (grades and value[:1] in mine) for value in theirs)
 
 
 class Target(BaseModel):
@@ -114,10 +151,33 @@ class SlaDocument(BaseModel):
 
 
 def check(document: SlaDocument) -> list[DocumentError]:
-    """Names unique; windows within a year; `bd` only on a business clock."""
+    """Names unique; rep actions; steps once; every target reachable; windows within a year; `bd` on business clocks."""
     errors = list(unique_names([obligation.name for obligation in document.obligations], at="/obligations"))
     for index, obligation in enumerate(document.obligations):
+        base = f"/obligations/{index}"
+        for activity_index, activity in enumerate(obligation.met_by):
+            if activity.is_engagement:
+                errors.append(
+                    (f"{base}/met_by/{activity_index}", f"{activity} is the lead's engagement, not a rep's action")
+                )
+            elif activity in obligation.met_by[:activity_index]:
+                errors.append((f"{base}/met_by/{activity_index}", f"{activity} is listed twice"))
+        for step_index, step in enumerate(obligation.escalation):
+            if step in obligation.escalation[:step_index]:
+                errors.append(
+                    (f"{base}/escalation/{step_index}", f"{step} is listed twice: a ladder has each step once")
+                )
         for target_index, target in enumerate(obligation.targets):
+            earlier = next(
+                (i for i, t in enumerate(obligation.targets[:target_index]) if t.when.covers(target.when)), None
+            )
+            if earlier is not None:
+                errors.append(
+                    (
+                        f"{base}/targets/{target_index}/when",
+                        f"never matches: target {earlier} matches every lead this one does (the first match wins)",
+                    )
+                )
             at = f"/obligations/{index}/targets/{target_index}/within"
             clock = target.clock or obligation.clock
             if target.within.unit == "bd" and clock is not SlaClock.BUSINESS:
