@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 from sqlmodel import col
@@ -53,7 +54,7 @@ def sla_of(event: SlaEventData) -> dict[str, Any]:
     """The payload's `sla`: the obligation the delivery is about, its deadline, and where it stands."""
     sla: dict[str, Any] = {
         "obligation": event.obligation,
-        "due_at": event.due_at.isoformat(),
+        "due_at": event.due_at.astimezone(UTC).isoformat(),  # Slack shows it as UTC
         "clock": event.clock.value,
         "policy_version": event.policy_version,
         "elapsed_seconds": event.elapsed_seconds,
@@ -61,9 +62,9 @@ def sla_of(event: SlaEventData) -> dict[str, Any]:
     }
     if isinstance(event, SlaWarning):
         sla["remaining_seconds"] = event.remaining_seconds
-        sla["warned_at"] = None if event.warned_at is None else event.warned_at.isoformat()
+        sla["warned_at"] = None if event.warned_at is None else event.warned_at.astimezone(UTC).isoformat()
     if isinstance(event, SlaBreached):
-        sla["breached_at"] = event.breached_at.isoformat()
+        sla["breached_at"] = event.breached_at.astimezone(UTC).isoformat()
         sla["escalation"] = [step.value for step in event.escalation]
     return sla
 
