@@ -231,6 +231,21 @@ async def test_the_same_state_told_again_adds_nothing(intake_db: Storage, api: h
     assert [entry["type"] for entry in timeline] == ["sla.started"]
 
 
+async def test_a_moved_deadline_told_again_is_kept(intake_db: Storage) -> None:
+    lead_id, sla = await new_lead(intake_db)
+    await fold(intake_db, sla.started("accept"))
+    told = sla.started("accept").data
+    # The team's calendar changed: the deadline is tomorrow morning.
+    moved = new_event(
+        told.model_copy(update={"due_at": told.due_at + timedelta(hours=16)}), source="leadrelay/sla-monitor"
+    )
+
+    await fold(intake_db, moved)
+
+    lead = await lead_of(intake_db, lead_id)
+    assert (lead.sla_state, lead.sla_due_at) == ("running", AT + WINDOWS["accept"] + timedelta(hours=16))
+
+
 async def test_the_api_shows_each_obligation_and_the_timeline_each_sla_event(
     intake_db: Storage, api: httpx.AsyncClient
 ) -> None:

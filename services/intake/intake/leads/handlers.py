@@ -260,12 +260,15 @@ def _supersedes_obligation(known: Details | None, told: Details) -> bool:
     """Whether `told` is newer than the obligation's `known` state, so a late older event changes nothing.
 
     Of one assignment: further along (running, warning, then breached, met or cancelled), then
-    later. Of another (the obligation restarted on a reassignment): started later, then later.
+    later; in the same state, a moved deadline (a team's calendar changed) told no earlier. Of
+    another assignment (the obligation restarted on a reassignment): started later, then later.
     """
     if known is None:
         return True
     at_known, at_told = _instant(known["changed_at"]), _instant(told["changed_at"])
     if known["assignment_id"] == told["assignment_id"]:
+        if known["state"] == told["state"] and known["due_at"] != told["due_at"] and at_told >= at_known:
+            return True
         return (SLA_STEP[SlaState(told["state"])], at_told) > (SLA_STEP[SlaState(known["state"])], at_known)
     started_known, started_told = _when(known["started_at"]), _when(told["started_at"])
     if started_known is not None and started_told is not None and started_known != started_told:
@@ -317,7 +320,8 @@ def _apply_sla(lead: Lead, event: CloudEvent[S]) -> Details | None:
             return None  # told again (a re-drive): nothing new for the timeline either
         return _sla_details(event.data, told, current=False)
     # A new dict, so the JSON column is written.
-    lead.sla_obligations = {**lead.sla_obligations, obligation: {**told, "seen": [*seen, told["state"]]}}
+    seen = seen if told["state"] in seen else [*seen, told["state"]]
+    lead.sla_obligations = {**lead.sla_obligations, obligation: {**told, "seen": seen}}
     state, due_at = sla_summary(lead.sla_obligations)
     lead.sla_state, lead.sla_due_at = (None if state is None else state.value), due_at
     return _sla_details(event.data, told, current=True)
