@@ -278,6 +278,10 @@ async def read_model_changed(session: AsyncSession, event_type: str, event_id: s
         "sla.warning": lambda lead: lead.sla_state == SlaState.WARNING,
         "sla.breached": lambda lead: lead.sla_state == SlaState.BREACHED,
         "sla.met": lambda lead: lead.sla_state == SlaState.MET,
+        "sla.cancelled": lambda lead: (
+            (lead.sla_state, lead.sla_obligations["first_response"]["state"])
+            == (SlaState.CANCELLED, SlaState.CANCELLED)
+        ),
     }
     assert changed[event_type](lead), lead
     timeline = (await session.exec(select(TimelineEntry))).all()

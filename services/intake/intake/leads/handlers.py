@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlmodel import col, select
@@ -21,6 +22,8 @@ from leadrelay.events import (
     LeadScored,
     ScoreCriterion,
     SlaBreached,
+    SlaCancelled,
+    SlaEventData,
     SlaMet,
     SlaStarted,
     SlaWarning,
@@ -32,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 E = TypeVar("E", bound=EventData)
+S = TypeVar("S", bound=SlaEventData)
 Details = dict[str, Any]
 
 
@@ -205,11 +209,122 @@ def _apply_nurture(lead: Lead, event: CloudEvent[LeadNurtured]) -> Details | Non
     }
 
 
-def _apply_deadline(lead: Lead, event: CloudEvent[SlaStarted]) -> Details | None:
-    if lead.sla_due_at == event.data.due_at:
-        return None
-    lead.sla_due_at, lead.sla_state = event.data.due_at, SlaState.RUNNING
-    return {"obligation": event.data.obligation, "due_at": event.data.due_at.isoformat(), "rep_id": event.data.rep_id}
+# SLA: several obligations per lead (accept, first_touch, disposition...), each with its own events.
+
+SLA_STEP = {SlaState.RUNNING: 0, SlaState.WARNING: 1, SlaState.BREACHED: 2, SlaState.MET: 2, SlaState.CANCELLED: 2}
+"""How far along its life an obligation is: a late event of the same assignment never takes it back."""
+SLA_URGENCY = {SlaState.BREACHED: 0, SlaState.WARNING: 1, SlaState.RUNNING: 2}
+"""Open states, most urgent first: the lead's `sla_state` is its most urgent open obligation's."""
+
+
+def _sla_moment(data: SlaEventData, *, sent_at: datetime) -> tuple[SlaState, datetime]:
+    """The state an sla.* event puts its obligation in, and when (`sent_at`, the event's time, if it does not say)."""
+    if isinstance(data, SlaStarted):
+        return SlaState.RUNNING, data.started_at
+    if isinstance(data, SlaWarning):
+        return SlaState.WARNING, data.warned_at or sent_at
+    if isinstance(data, SlaBreached):
+        return SlaState.BREACHED, data.breached_at
+    if isinstance(data, SlaMet):
+        return SlaState.MET, data.met_at
+    if isinstance(data, SlaCancelled):
+        return SlaState.CANCELLED, data.cancelled_at
+    raise TypeError(f"not an sla.* event: {type(data).__name__}")
+
+
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _when(value: str | None) -> datetime | None:
+    return None if value is None else _instant(value)
+
+
+def _obligation(data: SlaEventData, *, sent_at: datetime) -> Details:
+    """The obligation's state as this event tells it (stored as JSON in `Lead.sla_obligations`)."""
+    state, at = _sla_moment(data, sent_at=sent_at)
+    started: datetime | None = data.started_at if isinstance(data, SlaStarted) else None
+    if started is None and data.elapsed_seconds is not None:
+        started = at - timedelta(seconds=data.elapsed_seconds)
+    return {
+        "state": state.value,
+        "due_at": data.due_at.astimezone(UTC).isoformat(),
+        "assignment_id": data.assignment_id,
+        "rep_id": data.rep_id,
+        "started_at": None if started is None else started.astimezone(UTC).isoformat(),
+        "changed_at": at.astimezone(UTC).isoformat(),
+    }
+
+
+def _supersedes_obligation(known: Details | None, told: Details) -> bool:
+    """Whether `told` is newer than the obligation's `known` state, so a late older event changes nothing.
+
+    Of one assignment: further along (running, warning, then breached, met or cancelled), then
+    later; in the same state, a moved deadline (a team's calendar changed) told no earlier. Of
+    another assignment (the obligation restarted on a reassignment): started later, then later.
+    """
+    if known is None:
+        return True
+    at_known, at_told = _instant(known["changed_at"]), _instant(told["changed_at"])
+    if known["assignment_id"] == told["assignment_id"]:
+        if known["state"] == told["state"] and known["due_at"] != told["due_at"] and at_told >= at_known:
+            return True
+        return (SLA_STEP[SlaState(told["state"])], at_told) > (SLA_STEP[SlaState(known["state"])], at_known)
+    started_known, started_told = _when(known["started_at"]), _when(told["started_at"])
+    if started_known is not None and started_told is not None and started_known != started_told:
+        return started_told > started_known
+    return at_told > at_known
+
+
+def sla_summary(obligations: dict[str, Details]) -> tuple[SlaState | None, datetime | None]:
+    """The lead's `sla_state` and `sla_due_at`: its most urgent open obligation, else its latest closed one."""
+    open_ones = [entry for entry in obligations.values() if SlaState(entry["state"]) in SLA_URGENCY]
+    if open_ones:
+        chosen = min(open_ones, key=lambda entry: (SLA_URGENCY[SlaState(entry["state"])], _instant(entry["due_at"])))
+    elif obligations:
+        chosen = max(obligations.values(), key=lambda entry: (_instant(entry["changed_at"]), entry["state"]))
+    else:
+        return None, None
+    return SlaState(chosen["state"]), _instant(chosen["due_at"])
+
+
+def _sla_details(data: SlaEventData, told: Details, *, current: bool) -> Details:
+    details: Details = {
+        "obligation": data.obligation,
+        "state": told["state"],
+        "due_at": told["due_at"],
+        "assignment_id": data.assignment_id,
+        "rep_id": data.rep_id,
+        "current": current,
+    }
+    if isinstance(data, SlaWarning):
+        details["remaining_seconds"] = data.remaining_seconds
+    elif isinstance(data, SlaBreached):
+        details["escalation"] = [step.value for step in data.escalation]
+    elif isinstance(data, SlaMet):
+        details["activity"] = data.activity
+    elif isinstance(data, SlaCancelled):
+        details["reason"] = data.reason
+    return details
+
+
+def _apply_sla(lead: Lead, event: CloudEvent[S]) -> Details | None:
+    """Keep the obligation's newest state and the lead's summary; a late older event only joins the timeline."""
+    obligation = event.data.obligation
+    told = _obligation(event.data, sent_at=event.time)
+    known = lead.sla_obligations.get(obligation)
+    same_assignment = known is not None and known["assignment_id"] == told["assignment_id"]
+    seen: list[str] = known.get("seen", []) if known is not None and same_assignment else []
+    if not _supersedes_obligation(known, told):
+        if told["state"] in seen:
+            return None  # told again (a re-drive): nothing new for the timeline either
+        return _sla_details(event.data, told, current=False)
+    # A new dict, so the JSON column is written.
+    seen = seen if told["state"] in seen else [*seen, told["state"]]
+    lead.sla_obligations = {**lead.sla_obligations, obligation: {**told, "seen": seen}}
+    state, due_at = sla_summary(lead.sla_obligations)
+    lead.sla_state, lead.sla_due_at = (None if state is None else state.value), due_at
+    return _sla_details(event.data, told, current=True)
 
 
 async def on_lead_scored(events: Sequence[CloudEvent[LeadScored]], session: AsyncSession) -> None:
@@ -233,40 +348,28 @@ async def on_lead_nurtured(events: Sequence[CloudEvent[LeadNurtured]], session: 
 
 
 async def on_sla_started(events: Sequence[CloudEvent[SlaStarted]], session: AsyncSession) -> None:
-    """Record the response deadline."""
-    await _fold(session, events, _apply_deadline)
+    """Record an obligation's deadline, running."""
+    await _fold(session, events, _apply_sla)
 
 
-async def _on_sla_outcome(
-    event: CloudEvent[SlaWarning] | CloudEvent[SlaBreached] | CloudEvent[SlaMet], session: AsyncSession, state: SlaState
-) -> None:
-    lead = await session.get(Lead, event.data.lead_id)
-    if lead is None:
-        logger.warning("event for a lead intake does not know, ignored")
-        return
-    lead.sla_state, lead.updated_at = state, utcnow()
-    session.add(lead)
-    service.add_timeline(
-        session,
-        lead_id=lead.id,
-        event=event,
-        details={"obligation": event.data.obligation, "rep_id": event.data.rep_id},
-    )
+async def on_sla_warning(events: Sequence[CloudEvent[SlaWarning]], session: AsyncSession) -> None:
+    """Mark an obligation as close to its deadline."""
+    await _fold(session, events, _apply_sla)
 
 
-async def on_sla_warning(event: CloudEvent[SlaWarning], session: AsyncSession) -> None:
-    """Mark the SLA as close to breach."""
-    await _on_sla_outcome(event, session, SlaState.WARNING)
+async def on_sla_breached(events: Sequence[CloudEvent[SlaBreached]], session: AsyncSession) -> None:
+    """Mark an obligation as breached."""
+    await _fold(session, events, _apply_sla)
 
 
-async def on_sla_breached(event: CloudEvent[SlaBreached], session: AsyncSession) -> None:
-    """Mark the SLA as breached."""
-    await _on_sla_outcome(event, session, SlaState.BREACHED)
+async def on_sla_met(events: Sequence[CloudEvent[SlaMet]], session: AsyncSession) -> None:
+    """Mark an obligation as met."""
+    await _fold(session, events, _apply_sla)
 
 
-async def on_sla_met(event: CloudEvent[SlaMet], session: AsyncSession) -> None:
-    """Mark the SLA as met."""
-    await _on_sla_outcome(event, session, SlaState.MET)
+async def on_sla_cancelled(events: Sequence[CloudEvent[SlaCancelled]], session: AsyncSession) -> None:
+    """Mark an obligation as closed unmet and unbreached (the lead left its stages, or was reassigned)."""
+    await _fold(session, events, _apply_sla)
 
 
 def handlers(settings: IntakeSettings) -> Handlers:
@@ -279,7 +382,8 @@ def handlers(settings: IntakeSettings) -> Handlers:
         .on_batch(LeadQueued, on_lead_queued)
         .on_batch(LeadNurtured, on_lead_nurtured)
         .on_batch(SlaStarted, on_sla_started)
-        .on(SlaWarning, on_sla_warning)
-        .on(SlaBreached, on_sla_breached)
-        .on(SlaMet, on_sla_met)
+        .on_batch(SlaWarning, on_sla_warning)
+        .on_batch(SlaBreached, on_sla_breached)
+        .on_batch(SlaMet, on_sla_met)
+        .on_batch(SlaCancelled, on_sla_cancelled)
     )

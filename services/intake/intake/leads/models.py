@@ -90,8 +90,14 @@ class Lead(LeadBase, table=True):
     assignment_sequence: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     routing_outcome: str | None = Field(default=None, max_length=20, description="A RoutingOutcome value.")
     queue_team_id: str | None = Field(default=None, max_length=100, index=True)
+    # The most urgent open obligation (breached, then warning, then running; the soonest deadline
+    # first), else the latest closed one: what a list of leads shows and filters on.
     sla_due_at: datetime | None = None
-    sla_state: str | None = Field(default=None, max_length=20)
+    sla_state: str | None = Field(default=None, max_length=20, index=True)
+    sla_obligations: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, server_default=text("'{}'"))
+    )
+    """Obligation name -> its latest state (folded in leads/handlers.py): the view behind the two above."""
     received_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow, index=True)
     reengaged_at: datetime | None = None

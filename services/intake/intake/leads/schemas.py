@@ -204,9 +204,27 @@ READ_LEAD_EXAMPLE: dict[str, Any] = {
     "queue_team_id": None,
     "assignment_sequence": 1,
     "sla_due_at": "2026-11-23T12:05:00.310000Z",
-    "sla_state": "running",
+    "sla_state": "warning",
+    "sla_obligations": {
+        "accept": {
+            "state": "warning",
+            "due_at": "2026-11-23T12:05:00.310000Z",
+            "assignment_id": "0b7c3e9a-1d0f-4a55-8f57-6c0c1c8a9b10",
+            "rep_id": "rep-ada",
+            "started_at": "2026-11-23T12:00:00.310000Z",
+            "changed_at": "2026-11-23T12:04:00.310000Z",
+        },
+        "first_touch": {
+            "state": "met",
+            "due_at": "2026-11-23T12:30:00.310000Z",
+            "assignment_id": "0b7c3e9a-1d0f-4a55-8f57-6c0c1c8a9b10",
+            "rep_id": "rep-ada",
+            "started_at": "2026-11-23T12:00:00.310000Z",
+            "changed_at": "2026-11-23T12:03:12.052000Z",
+        },
+    },
     "received_at": "2026-11-23T12:00:00.120000Z",
-    "updated_at": "2026-11-23T12:00:00.402000Z",
+    "updated_at": "2026-11-23T12:04:00.331000Z",
     "reengaged_at": None,
     "reengagement_count": 0,
     "merged_into_id": None,
@@ -273,6 +291,17 @@ ASSIGNED_DETAILS_EXAMPLE: dict[str, Any] = {
 """Timeline details of a lead.assigned: the outcome, the rule and version, the trigger, and the router's explanation."""
 
 
+class SlaObligationState(BaseModel):
+    """Where one SLA obligation of the lead stands, as its latest sla.* event says."""
+
+    state: SlaState
+    due_at: datetime
+    assignment_id: str = Field(description="The assignment the obligation runs for (it restarts on reassignment).")
+    rep_id: str
+    started_at: datetime | None = Field(default=None, description="When its timer started, where known.")
+    changed_at: datetime = Field(description="When it reached `state` (as the sla-monitor says).")
+
+
 class LeadRead(LeadBase):
     """A lead with its current stage, score, owner and SLA state."""
 
@@ -304,8 +333,16 @@ class LeadRead(LeadBase):
     assignment_sequence: int = Field(
         default=0, description="0 until routed, 1 for the first routing decision, one more per reassignment."
     )
-    sla_due_at: datetime | None
-    sla_state: SlaState | None
+    sla_due_at: datetime | None = Field(
+        description="The deadline of the obligation `sla_state` is about; null until the first SLA timer starts."
+    )
+    sla_state: SlaState | None = Field(
+        description="The lead's most urgent open obligation: `breached`, else `warning`, else `running` (the soonest "
+        "deadline first); `met` or `cancelled` (the latest) only when none is open; null until a timer starts."
+    )
+    sla_obligations: dict[str, SlaObligationState] = Field(
+        default_factory=dict, description="Each SLA obligation of the lead (accept, first_touch...) by name."
+    )
     received_at: datetime
     updated_at: datetime
     reengaged_at: datetime | None
@@ -347,9 +384,40 @@ class LeadPublic(LeadRead):
                             "type": "sla.started",
                             "occurred_at": "2026-11-23T12:00:00.368000Z",
                             "details": {
-                                "obligation": "first_response",
+                                "obligation": "accept",
+                                "state": "running",
                                 "due_at": "2026-11-23T12:05:00.310000+00:00",
+                                "assignment_id": "0b7c3e9a-1d0f-4a55-8f57-6c0c1c8a9b10",
                                 "rep_id": "rep-ada",
+                                "current": True,
+                            },
+                        },
+                        {
+                            "event_id": "d2a7c9e1-4b3f-4e6a-8c1d-5f0e9b2a7c34",
+                            "type": "sla.met",
+                            "occurred_at": "2026-11-23T12:03:12.060000Z",
+                            "details": {
+                                "obligation": "first_touch",
+                                "state": "met",
+                                "due_at": "2026-11-23T12:30:00.310000+00:00",
+                                "assignment_id": "0b7c3e9a-1d0f-4a55-8f57-6c0c1c8a9b10",
+                                "rep_id": "rep-ada",
+                                "current": True,
+                                "activity": "contacted",
+                            },
+                        },
+                        {
+                            "event_id": "8f3e1a2b-6c7d-4e9f-a0b1-c2d3e4f5a6b7",
+                            "type": "sla.warning",
+                            "occurred_at": "2026-11-23T12:04:00.320000Z",
+                            "details": {
+                                "obligation": "accept",
+                                "state": "warning",
+                                "due_at": "2026-11-23T12:05:00.310000+00:00",
+                                "assignment_id": "0b7c3e9a-1d0f-4a55-8f57-6c0c1c8a9b10",
+                                "rep_id": "rep-ada",
+                                "current": True,
+                                "remaining_seconds": 60.0,
                             },
                         },
                     ],

@@ -34,7 +34,7 @@ from leadrelay.idempotency_keys import Answer, IdempotentRequest
 from leadrelay.kafka import LogPosition
 from leadrelay.outbox import OutboxMessage
 from leadrelay.problems import Problem
-from leadrelay.stages import TRANSITIONS, ActivityType, LeadStage
+from leadrelay.stages import TRANSITIONS, ActivityType, LeadStage, SlaState
 
 SOURCE = "leadrelay/intake"
 _DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE for a transaction it rolled back to break a deadlock
@@ -373,6 +373,7 @@ async def list_leads(
     source: str | None = None,
     grade: str | None = None,
     mql: bool | None = None,
+    sla_state: SlaState | None = None,
     updated_since: datetime | None = None,
     after: tuple[datetime, str] | None = None,
     limit: int,
@@ -397,6 +398,8 @@ async def list_leads(
         statement = statement.where(col(Lead.grade) == grade)
     if mql is not None:
         statement = statement.where(col(Lead.mql) == mql)
+    if sla_state is not None:  # the lead's summary: its most urgent open obligation
+        statement = statement.where(col(Lead.sla_state) == sla_state)
     if updated_since is not None:
         statement = statement.where(col(Lead.updated_at) >= updated_since)
     if after is not None:

@@ -21,8 +21,9 @@ from leadrelay.service import Job
 from router.config import RouterSettings
 from router.context import RouterContext
 from router.notifications import service
+from router.notifications.escalations import SLA_PAYLOAD_TYPES
 from router.notifications.metrics import NotificationMetrics
-from router.notifications.models import ChannelKind, DeliveryStatus
+from router.notifications.models import ChannelKind, DeliveryKind, DeliveryStatus
 from router.notifications.service import Claimed
 from router.reps.crypto import channel_box
 from router.reps.models import Rep
@@ -75,6 +76,8 @@ def verdict(
 
 def slack_message(body: dict[str, Any]) -> dict[str, Any]:
     """A Slack-compatible message (text and blocks) with the notification's context; no links."""
+    if body.get("type") in SLA_PAYLOAD_TYPES:
+        return sla_slack_message(body)
     lead = body.get("lead") or {}
     name = " ".join(part for part in (lead.get("first_name"), lead.get("last_name")) if part) or lead.get("email")
     company = lead.get("company") or "unknown company"
@@ -95,6 +98,11 @@ def slack_message(body: dict[str, Any]) -> dict[str, Any]:
         ("Respond by", deadline),
         ("Lead id", f"`{body.get('lead_id')}`"),
     ]
+    return slack_blocks(text, fields)
+
+
+def slack_blocks(text: str, fields: list[tuple[str, str]]) -> dict[str, Any]:
+    """A Slack message: `text` as its header and fallback, `fields` as labelled sections."""
     return {
         "text": text,
         "blocks": [
@@ -106,6 +114,38 @@ def slack_message(body: dict[str, Any]) -> dict[str, Any]:
         ],
         "unfurl_links": False,
     }
+
+
+def _when(value: Any) -> str:
+    return str(value).replace("T", " ")[:16] + " UTC" if value else "unknown"
+
+
+def sla_slack_message(body: dict[str, Any]) -> dict[str, Any]:
+    """A Slack message for a warning, reminder or escalation: the obligation, its deadline and the lead; no links."""
+    lead = body.get("lead") or {}
+    sla = body.get("sla") or {}
+    company = lead.get("company") or "unknown company"
+    obligation = sla.get("obligation", "an obligation")
+    grade = body.get("grade") or "ungraded"
+    if body.get("type") == "sla.warning":
+        minutes = max(int((sla.get("remaining_seconds") or 0) // 60), 0)
+        text = f"Heads-up: {obligation} for {company} is due {_when(sla.get('due_at'))} ({minutes} min left)"
+    elif body.get("type") == "sla.reminder":
+        text = f"Reminder: {obligation} for {company} was due {_when(sla.get('due_at'))} and is overdue"
+    else:
+        text = f"Escalation: rep {body.get('rep_id')} missed {obligation} for {company}"
+    name = " ".join(part for part in (lead.get("first_name"), lead.get("last_name")) if part) or lead.get("email")
+    fields = [
+        ("Obligation", f"{obligation} due {_when(sla.get('due_at'))}"),
+        ("Rep", f"`{body.get('rep_id')}`" + (f" (team `{body['team_id']}`)" if body.get("team_id") else "")),
+        ("Lead", f"{name or 'unknown'}, {lead.get('job_title') or 'no title'}, {company}"),
+        ("Grade", f"{grade} (score {body.get('score')})"),
+        ("Escalation", ", ".join(sla.get("escalation") or []) or "none"),
+        ("Lead id", f"`{body.get('lead_id')}`"),
+    ]
+    if body.get("type") == "sla.warning":
+        fields.pop(4)  # a warning escalates nothing
+    return slack_blocks(text, fields)
 
 
 @dataclass(frozen=True)
@@ -147,7 +187,9 @@ class Sender:
         channel = channels[claimed.channel_index] if claimed.channel_index < len(channels) else None
         if channel is None or channel.get("disabled") or channel["kind"] != claimed.channel_kind:
             return Attempt(claimed, Verdict(DeliveryStatus.DISABLED, "disabled"), None, "channel disabled or removed")
-        body = {**claimed.payload, "sla": sla}
+        # An assignment's notification tells the earliest deadline known when it is sent; the SLA
+        # kinds carry the obligation they are about in their payload already.
+        body = {**claimed.payload, "sla": sla} if claimed.kind == DeliveryKind.ASSIGNMENT else claimed.payload
         request = self._request(claimed, channel, body)
         if request is None:
             return Attempt(claimed, Verdict(DeliveryStatus.DEAD, "dead"), None, "channel secret unreadable")
@@ -211,7 +253,7 @@ class Sender:
                     next_attempt_at=judged.next_attempt_at,
                 )
                 first = False
-                if kept and judged.status is DeliveryStatus.DELIVERED:
+                if kept and judged.status is DeliveryStatus.DELIVERED and claimed.kind == DeliveryKind.ASSIGNMENT:
                     first = await service.first_delivered(session=session, assignment_id=claimed.assignment_id)
                 if kept and judged.status is DeliveryStatus.DISABLED and attempt.status_code == 410:
                     await service.disable_channel(

@@ -5,7 +5,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from leadrelay.events import utcnow
@@ -22,6 +22,21 @@ class DeliveryStatus(StrEnum):
     """Given up after the retry horizon, or refused for good (4xx other than 408, 409, 425, 429)."""
     DISABLED = "disabled"
     """The channel answered 410 Gone (the channel is disabled too), or was removed from the rep."""
+    SKIPPED = "skipped"
+    """Nothing to send: an SLA escalation found no recipient or no enabled channel (`last_error` says which)."""
+
+
+class DeliveryKind(StrEnum):
+    """What a delivery tells its recipient."""
+
+    ASSIGNMENT = "assignment"
+    """A lead was assigned to the rep (payload type `lead.assigned`)."""
+    WARNING = "warning"
+    """One of the rep's obligations is close to its deadline (sla.warning; payload type `sla.warning`)."""
+    REMINDER = "reminder"
+    """The rep breached an obligation whose escalation says remind (payload type `sla.reminder`)."""
+    ESCALATION = "escalation"
+    """To the team's manager: a rep breached an obligation whose escalation says notify_manager."""
 
 
 class ChannelKind(StrEnum):
@@ -32,21 +47,25 @@ class ChannelKind(StrEnum):
 
 
 class Delivery(SQLModel, table=True):
-    """One notification of one assignment to one channel of its rep.
+    """One notification about an assignment to one channel of its recipient (its rep; for an escalation the manager).
 
-    `webhook_id` is stable per assignment and channel, so a receiver can drop a repeat.
+    `webhook_id` is stable per assignment, kind, obligation and channel, so a receiver can drop a
+    repeat, and an event redelivered makes no second row.
     """
 
     __tablename__ = "delivery"
-    __table_args__ = (UniqueConstraint("assignment_id", "channel_index", name="uq_delivery_assignment_channel"),)
 
     id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=36)
     webhook_id: str = Field(max_length=100, unique=True)
     assignment_id: str = Field(max_length=36, index=True)
     lead_id: str = Field(max_length=36, index=True)
     rep_id: str = Field(max_length=100)
+    """The recipient: the assignment's rep, or the team's manager for an escalation ("" when there is none)."""
+    kind: str = Field(default=DeliveryKind.ASSIGNMENT, max_length=20, sa_column_kwargs={"server_default": "assignment"})
+    obligation: str | None = Field(default=None, max_length=100)
+    """The SLA obligation a warning, reminder or escalation is about; None for an assignment's notification."""
     channel_index: int
-    """The channel's position in the rep's `channels` when the delivery was made."""
+    """The channel's position in the rep's `channels` when the delivery was made (-1: skipped, no channel)."""
     channel_kind: str = Field(max_length=20)
     status: str = Field(default=DeliveryStatus.PENDING, max_length=20, index=True)
     attempts: int = 0

@@ -1,8 +1,9 @@
 """Deliveries: created with the assignment, in its transaction; sent by the delivery job (see jobs.py).
 
 `enqueue` is called by every code path that creates an assignment to a rep (first routing,
-reassignment), in the same transaction. The job claims due rows, sends them and records each
-outcome here; a row marked delivered is never claimed again.
+reassignment), in the same transaction; SLA warnings and escalations add deliveries of their own
+kinds (escalations.py). The job claims due rows, sends them and records each outcome here; a row
+marked delivered is never claimed again.
 """
 
 import random
@@ -23,7 +24,7 @@ from leadrelay.events import LeadScored, SlaStarted, utcnow
 from router.assignments import service as assignments
 from router.assignments.models import Assignment, Outcome
 from router.config import RouterSettings
-from router.notifications.models import Delivery, DeliveryStatus, SlaDeadline
+from router.notifications.models import Delivery, DeliveryKind, DeliveryStatus, SlaDeadline
 from router.reps.models import Rep
 
 if TYPE_CHECKING:
@@ -143,6 +144,7 @@ async def record_deadlines(*, session: AsyncSession, started: Sequence[SlaStarte
     waiting = (
         update(Delivery)
         .where(col(Delivery.assignment_id).in_(assignment_ids))
+        .where(col(Delivery.kind) == DeliveryKind.ASSIGNMENT)
         .where(col(Delivery.status) == DeliveryStatus.PENDING)
         .where(col(Delivery.attempts) == 0)
         .where(col(Delivery.next_attempt_at) > now)
@@ -222,6 +224,7 @@ class Claimed:
     rep_id: str
     channel_index: int
     channel_kind: str
+    kind: str
     attempts: int
     """Attempts including this one: the outcome is recorded only if the row is still at this attempt."""
     payload: dict[str, Any]
@@ -261,6 +264,7 @@ async def claim_due(*, session: AsyncSession, limit: int, lease_seconds: float) 
                     rep_id=row.rep_id,
                     channel_index=row.channel_index,
                     channel_kind=row.channel_kind,
+                    kind=row.kind,
                     attempts=attempts,
                     payload=row.payload,
                     received_at=row.received_at,
@@ -296,11 +300,12 @@ async def finish(
 
 
 async def first_delivered(*, session: AsyncSession, assignment_id: str) -> bool:
-    """Whether exactly one of the assignment's deliveries is delivered (the one just marked)."""
+    """Whether exactly one of the assignment's own notifications is delivered (the one just marked)."""
     query = (
         select(func.count())
         .select_from(Delivery)
         .where(Delivery.assignment_id == assignment_id, Delivery.status == DeliveryStatus.DELIVERED)
+        .where(Delivery.kind == DeliveryKind.ASSIGNMENT)
     )
     return (await session.exec(query)).one() == 1
 
