@@ -283,7 +283,7 @@ async def test_the_api_shows_each_obligation_and_the_timeline_each_sla_event(
     assert breached["escalation"] == ["remind", "reassign"]
 
 
-async def test_leads_filter_by_their_most_urgent_obligation_s_state(intake_db: Storage) -> None:
+async def test_leads_filter_by_their_most_urgent_obligation_s_state(intake_db: Storage, api: httpx.AsyncClient) -> None:
     warned, warned_sla = await new_lead(intake_db)
     met, met_sla = await new_lead(intake_db, "grace@navy.example")
     await fold(intake_db, warned_sla.started("accept"), warned_sla.started("first_touch"))
@@ -297,6 +297,11 @@ async def test_leads_filter_by_their_most_urgent_obligation_s_state(intake_db: S
             found[state.value] = [lead.id for lead in leads]
 
     assert found == {"warning": [warned], "met": [met], "running": []}
+    page = await api.get("/v1/leads", params={"sla_state": "warning"})
+    assert [lead["id"] for lead in page.json()["leads"]] == [warned], page.text
+    refused = await api.get("/v1/leads", params={"sla_state": "late"})
+    assert refused.status_code == 422
+    assert "sla_state" in refused.text
 
 
 def test_the_summary_orders_open_obligations_by_urgency_then_deadline() -> None:

@@ -37,7 +37,7 @@ from leadrelay.problems import (
     item_field_errors,
     problem_response,
 )
-from leadrelay.stages import LeadStage
+from leadrelay.stages import LeadStage, SlaState
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"])
 
@@ -144,6 +144,10 @@ async def list_leads(
     mql: Annotated[
         bool | None, Query(description="Only MQLs (true), or only leads that are not (false).", examples=[True])
     ] = None,
+    sla_state: Annotated[
+        SlaState | None,
+        Query(description="Only leads whose most urgent SLA obligation is in this state.", examples=["breached"]),
+    ] = None,
     updated_since: Annotated[
         datetime | None, Query(description="Only leads updated at or after this time (with a timezone).")
     ] = None,
@@ -163,6 +167,7 @@ async def list_leads(
         owner_rep_id=owner_rep_id,
         queue_team_id=queue_team_id,
         routing_outcome=routing_outcome,
+        sla_state=sla_state,
         source=source,
         grade=grade,
         mql=mql,
