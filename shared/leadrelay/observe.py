@@ -117,7 +117,7 @@ class OncallSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802  (the name http.server dispatches to)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 try:
                     notification = json.loads(body)
@@ -132,7 +132,7 @@ class OncallSink:
                 self.send_response(HTTPStatus.OK)
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (http.server's signature)
+            def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: the notifications are reported instead."""
 
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)

@@ -90,10 +90,12 @@ def test_every_alert_has_a_summary_a_description_and_a_runbook_section() -> None
     assert len(rules) == 7
     for rule in rules:
         annotations, labels = rule["annotations"], rule["labels"]
-        assert annotations["summary"] and annotations["description"], rule["alert"]
+        assert annotations["summary"], rule["alert"]
+        assert annotations["description"], rule["alert"]
         assert annotations["runbook_url"] == f"docs/runbooks.md#{rule['alert'].lower()}"
         assert rule["alert"].lower() in headings, f"docs/runbooks.md has no section for {rule['alert']}"
-        assert labels["severity"] in {"page", "warning"} and labels["category"] in {"sla", "pipeline"}
+        assert labels["severity"] in {"page", "warning"}
+        assert labels["category"] in {"sla", "pipeline"}
     assert {rule["alert"] for rule in rules if rule["labels"]["category"] == "sla"} == {
         "LeadRelaySlaBreaches",
         "LeadRelaySlaAtRisk",
@@ -172,10 +174,9 @@ def test_alertmanager_config_rendered_pages_oncall_for_sla_alerts_only(amtool: s
     path = write_config(tmp_path / "alertmanager.yml", alertmanager_config(oncall_url=url))
 
     checked = run(amtool, "check-config", str(path))
-    sla = run(amtool, "config", "routes", "test", f"--config.file={path}", "alertname=LeadRelaySlaBreaches", "category=sla")
-    other = run(
-        amtool, "config", "routes", "test", f"--config.file={path}", "alertname=LeadRelayServiceDown", "category=pipeline"
-    )
+    route = (amtool, "config", "routes", "test", f"--config.file={path}")
+    sla = run(*route, "alertname=LeadRelaySlaBreaches", "category=sla")
+    other = run(*route, "alertname=LeadRelayServiceDown", "category=pipeline")
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert (sla.stdout.strip(), other.stdout.strip()) == ("oncall", "default"), (sla, other)
