@@ -13,6 +13,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ class Observed:
         """An instant query's result vector."""
         async with httpx.AsyncClient(timeout=5.0) as client:
             answer = await client.get(f"{self.prometheus}/api/v1/query", params={"query": expr})
+        answer.raise_for_status()  # 503 (plain text) until Prometheus is ready: wait_until tries again
         body = answer.json()
         assert body["status"] == "success", (expr, body)
         result: list[dict[str, Any]] = body["data"]["result"]
@@ -95,6 +97,7 @@ class Observed:
         """What Grafana's label_values(metric, label) lists."""
         async with httpx.AsyncClient(timeout=5.0) as client:
             answer = await client.get(f"{self.prometheus}/api/v1/label/{label}/values", params={"match[]": metric})
+        answer.raise_for_status()
         values: list[str] = answer.json()["data"]
         return values
 
@@ -166,12 +169,19 @@ async def observed(
             ),
         ):
             watched = Observed(stack, f"http://{prometheus}", f"http://{alertmanager}", oncall, logs)
+            for url in (watched.alertmanager, watched.prometheus):
+                await wait_until(partial(_ready, url), timeout=60, interval=0.2, what=f"{url} to be ready")
             await wait_until(
                 lambda: _all_up(watched), timeout=60, interval=0.5, what="Prometheus scraping the four services"
             )
             yield watched
     finally:
         oncall.stop()
+
+
+async def _ready(url: str) -> bool:
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        return (await client.get(f"{url}/-/ready")).status_code == 200
 
 
 async def _all_up(watched: Observed) -> bool:
