@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -252,20 +253,22 @@ def _supervise(commands: Mapping[str, list[str]], *, work: Path, sink: OncallSin
     """Run the processes until one exits or Ctrl-C; stop the rest. 130 after Ctrl-C, as a shell reports it."""
     logs: dict[str, IO[bytes]] = {}
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    stopped = threading.Event()
+    interrupted = threading.Event()
+    # Ctrl-C reaches the whole process group: the servers may exit before this process notices.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: interrupted.set())
     try:
         if sink is not None:
             sink.start()
         for name, command in commands.items():
             logs[name] = open(work / f"{name}.log", "ab")  # noqa: SIM115  (open while the process runs)
             processes[name] = subprocess.Popen(command, stdout=logs[name], stderr=subprocess.STDOUT)
-        while not stopped.wait(0.5):
+        while not interrupted.wait(0.5):
             exited = [name for name, process in processes.items() if process.poll() is not None]
-            if exited:
+            if exited and not interrupted.is_set():
                 tail = (work / f"{exited[0]}.log").read_text(errors="replace").splitlines()[-15:]
                 _say([f"{exited[0]} exited ({processes[exited[0]].returncode}); last lines of its log:", *tail])
                 return 1
-    except KeyboardInterrupt:
         return 130
     finally:
         for process in processes.values():
@@ -280,7 +283,6 @@ def _supervise(commands: Mapping[str, list[str]], *, work: Path, sink: OncallSin
             log.close()
         if sink is not None:
             sink.stop()
-    return 0
 
 
 if __name__ == "__main__":
