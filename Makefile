@@ -7,7 +7,7 @@ SERVICES := intake scoring router sla-monitor
 INSTALL_STAMP := $(VENV)/.installed
 SOURCES := shared/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements-dev.txt constraints.txt
 
-.PHONY: help install run test lint format bench clean
+.PHONY: help install run observe test lint format bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,6 +23,13 @@ install: $(INSTALL_STAMP) ## create .venv and install the services and dev tools
 
 run: install ## start the broker and the four services on embedded defaults (Ctrl-C stops all)
 	@$(PY) -m leadrelay.devstack || [ $$? -eq 130 ]  # 130: stopped with Ctrl-C
+
+observe: install ## Prometheus and Alertmanager for a running `make run` stack, alerts on, URLs printed (Ctrl-C stops both; installs Debian's packages when run as root)
+	@command -v prometheus >/dev/null && { command -v prometheus-alertmanager || command -v alertmanager; } >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	  else echo "make observe needs Prometheus and Alertmanager: sudo apt-get install -y --no-install-recommends prometheus prometheus-alertmanager (Debian/Ubuntu)"; exit 1; fi; }
+	@$(PY) -m leadrelay.observe || [ $$? -eq 130 ]  # 130: stopped with Ctrl-C
 
 test: install ## run the whole test suite (cross-service tests start a real broker)
 	$(PY) -m pytest
