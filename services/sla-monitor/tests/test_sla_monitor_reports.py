@@ -16,10 +16,12 @@ from leadrelay.apikeys import Scope
 from leadrelay.events import utcnow
 from leadrelay.stages import SlaState
 from leadrelay.testing import Storage, migrated, stored_key, wait_until
+from sla_monitor.clocks.models import TeamCalendarRecord
 from sla_monitor.config import SlaMonitorSettings
 from sla_monitor.context import SlaContext
 from sla_monitor.main import MIGRATIONS_DIR, create_app
 from sla_monitor.metrics import SlaMetrics
+from sla_monitor.policy.service import Policies, builtin_policy
 from sla_monitor.reports import service
 from sla_monitor.reports.jobs import SlaGauges, gauge_job
 from sla_monitor.timers.models import REPLACED, SlaTimer
@@ -456,8 +458,13 @@ async def test_gauges_count_open_and_warned_timers_and_fall_back_to_zero(storage
         timer("lead-5", team_id=None),
         timer("lead-6", team_id="team-b", status=SlaState.MET.value, closed_at=now),
     )
+    async with storage.sessions() as session:
+        # A team router announced, with nothing open yet.
+        session.add(TeamCalendarRecord(team_id="team-c", version=1, timezone="UTC", changed_at=now))
+        await session.commit()
     metrics = SlaMetrics(CollectorRegistry())
-    gauges = SlaGauges(metrics)
+    builtin = builtin_policy(first_response_seconds=300, escalation=[])
+    gauges = SlaGauges(metrics, Policies(builtin=builtin))
 
     async with storage.sessions() as session:
         await gauges.refresh(session)
@@ -469,6 +476,8 @@ async def test_gauges_count_open_and_warned_timers_and_fall_back_to_zero(storage
     assert gauge(metrics, open_name, team="team-b", obligation="first_response") is None
     assert gauge(metrics, at_risk_name, team="team-a") == 1
     assert gauge(metrics, at_risk_name, team="none") is None
+    assert gauge(metrics, open_name, team="team-c", obligation="first_response") == 0
+    assert gauge(metrics, at_risk_name, team="team-c") == 0
 
     async with storage.sessions() as session:
         rows = await session.exec(select(SlaTimer).where(col(SlaTimer.id).in_([warned.id, follow_up.id])))

@@ -13,6 +13,7 @@ from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.stages import SlaState
+from sla_monitor.clocks.models import TeamCalendarRecord
 from sla_monitor.reports.schemas import GroupBy
 from sla_monitor.timers.models import OPEN_STATES, REPLACED, SlaTimer
 
@@ -164,6 +165,11 @@ async def open_counts(*, session: AsyncSession) -> dict[tuple[str | None, str], 
         .group_by(col(SlaTimer.team_id), col(SlaTimer.obligation))
     )
     return {(team, obligation): count for team, obligation, count in (await session.exec(query)).all()}
+
+
+async def known_teams(*, session: AsyncSession) -> list[str]:
+    """The teams whose calendars router announced."""
+    return list((await session.exec(select(TeamCalendarRecord.team_id))).all())
 
 
 async def warned_counts(*, session: AsyncSession) -> dict[str | None, int]:
