@@ -29,7 +29,7 @@ from sla_monitor.context import SlaContext
 from sla_monitor.policy.document import SlaDocument
 from sla_monitor.policy.service import CompiledPolicy, Policies
 from sla_monitor.timers import service
-from sla_monitor.timers.handlers import on_lead_assigned, on_lead_queued
+from sla_monitor.timers.handlers import calendars, on_lead_assigned, on_lead_queued
 from sla_monitor.timers.models import REPLACED, SlaTimer
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -102,14 +102,15 @@ async def deliver(storage: Storage, context: SlaContext, *events: CloudEvent[Lea
 
 async def fire(storage: Storage, minutes: float) -> int:
     async with storage.sessions() as session:
-        fired = await service.fire_due(session=session, now=AT + timedelta(minutes=minutes), limit=100,
-                                       calendar_of=_no_calendar, changes=service.Changes())  # fmt: skip
+        fired = await service.fire_due(
+            session=session,
+            now=AT + timedelta(minutes=minutes),
+            limit=100,
+            calendar_of=calendars(context_with(None), session),
+            changes=service.Changes(),
+        )
         await session.commit()
     return fired
-
-
-async def _no_calendar(_team_id: str | None) -> None:
-    return None
 
 
 async def timers(storage: Storage) -> dict[str, SlaTimer]:

@@ -33,7 +33,7 @@ from sla_monitor.context import SlaContext
 from sla_monitor.policy.document import SLA, SlaDocument
 from sla_monitor.policy.service import CompiledPolicy, Policies
 from sla_monitor.timers import service
-from sla_monitor.timers.handlers import on_lead_activity, on_lead_assigned
+from sla_monitor.timers.handlers import calendars, on_lead_activity, on_lead_assigned
 from sla_monitor.timers.models import SlaTimer
 
 # A Friday, one hour before the EMEA team (09:00-17:00 UTC, Monday to Friday) closes for the weekend.
@@ -256,7 +256,7 @@ async def test_a_late_response_is_recorded_without_meeting(storage: Storage) -> 
     await deliver(storage, context, assigned("open-late"), assigned("breached"))
     async with storage.sessions() as session:
         fired = await service.fire_due(session=session, now=AT + timedelta(minutes=10), limit=100,
-                                       calendar_of=_no_calendar, changes=service.Changes())  # fmt: skip
+                                       calendar_of=calendars(context, session), changes=service.Changes())  # fmt: skip
         await session.commit()
     assert fired == 2  # both accepts breached; the first touches warn at 16:48
 
@@ -270,10 +270,6 @@ async def test_a_late_response_is_recorded_without_meeting(storage: Storage) -> 
             SlaState.BREACHED, AT + timedelta(minutes=minutes), minutes * 60.0)  # fmt: skip
     assert await published(storage, "sla.met") == []
     assert sample(context, "leadrelay_sla_response_seconds_count", team="emea", obligation="accept") == 2
-
-
-async def _no_calendar(_team_id: str | None) -> None:
-    return None
 
 
 async def test_an_open_timer_answered_after_its_deadline_stays_for_the_job_to_breach(storage: Storage) -> None:

@@ -1,31 +1,52 @@
 """Events the timers consume: assignments start obligations, reassignments replace them, activities meet them."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.calendar import TeamCalendar
 from leadrelay.consumer import Handlers
 from leadrelay.db import after_commit
 from leadrelay.events import CloudEvent, LeadActivity, LeadAssigned, LeadQueued, utcnow
+from sla_monitor.clocks.models import TeamCalendarRecord
 from sla_monitor.context import SlaContext
 from sla_monitor.metrics import NONE
 from sla_monitor.policy.service import ObligationTerms
 from sla_monitor.timers import service
 from sla_monitor.timers.models import SlaTimer
-from sla_monitor.timers.service import CalendarOf, Changes
+from sla_monitor.timers.service import Changes
 
 
-def calendars(context: SlaContext, session: AsyncSession) -> CalendarOf:
+class TeamCalendars:
+    """The team calendars of one transaction, each read once."""
+
+    def __init__(self, context: SlaContext, session: AsyncSession) -> None:
+        self._context, self._session = context, session
+        self._known: dict[str | None, TeamCalendar | None] = {}
+
+    async def __call__(self, team_id: str | None, /) -> TeamCalendar | None:
+        """A team's business calendar (None: unknown here, its clock runs 24/7)."""
+        if team_id not in self._known:
+            self._known[team_id] = await self._context.clocks.calendar(self._session, team_id)
+        return self._known[team_id]
+
+    async def load(self, team_ids: Iterable[str | None], /) -> None:
+        """Read the teams' stored calendars in one query (the session then has them)."""
+        wanted = {team_id for team_id in team_ids if team_id is not None and team_id not in self._known}
+        if not wanted:
+            return
+        statement = select(TeamCalendarRecord.team_id).where(col(TeamCalendarRecord.team_id).in_(wanted))
+        stored = set((await self._session.exec(statement)).all())
+        for team_id in wanted - stored:
+            self._known[team_id] = None
+        for team_id in stored:
+            await self(team_id)
+
+
+def calendars(context: SlaContext, session: AsyncSession) -> TeamCalendars:
     """The team calendars of this transaction, each read once."""
-    known: dict[str | None, TeamCalendar | None] = {}
-
-    async def calendar_of(team_id: str | None) -> TeamCalendar | None:
-        if team_id not in known:
-            known[team_id] = await context.clocks.calendar(session, team_id)
-        return known[team_id]
-
-    return calendar_of
+    return TeamCalendars(context, session)
 
 
 def _labels(timer: SlaTimer) -> dict[str, str]:

@@ -24,12 +24,12 @@ async def fire_once(*, sessions: SessionFactory, context: SlaContext, now: datet
             calendar_of=calendars(context, session),
             changes=changes,
         )
-        # The job's own instants need no wake: it reads the next one below.
+        # The job's own instants need no wake: it reads the next one here, its changes flushed.
         changes.soonest = None
+        upcoming = await service.next_instant(session=session)
         count_after_commit(context, session, changes)
         await session.commit()
-    async with sessions() as session:
-        return fired, await service.next_instant(session=session)
+    return fired, upcoming
 
 
 async def run_timers(*, sessions: SessionFactory, context: SlaContext) -> None:

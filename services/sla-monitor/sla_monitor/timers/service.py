@@ -1,10 +1,10 @@
 """SLA timers: started per obligation of an assignment, carried over or replaced on reassignment, met, cancelled,
 warned and breached; every change stages its sla.* event with an id that is the same however often it happens."""
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID, uuid5
 
 from sqlalchemy import func
@@ -41,8 +41,15 @@ EVENT_NAMESPACE = UUID("7f0c2d4e-5b1a-4c8e-9a35-51a7e0d2c6b1")
 REASSIGNED = "reassigned"
 STAGE_LEFT = "stage_left"
 
-CalendarOf = Callable[[str | None], Awaitable[TeamCalendar | None]]
-"""A team's business calendar by team id (None: the clock runs 24/7)."""
+
+class CalendarOf(Protocol):
+    """Teams' business calendars for one transaction."""
+
+    async def __call__(self, team_id: str | None, /) -> TeamCalendar | None:
+        """A team's business calendar by team id (None: the clock runs 24/7)."""
+
+    async def load(self, team_ids: Iterable[str | None], /) -> None:
+        """Read these teams' calendars at once (the calls that follow read none)."""
 
 
 def event_id(timer_id: str, kind: str) -> str:
@@ -284,6 +291,7 @@ async def fire_due(
     A timer already past its deadline is breached without a warning.
     """
     timers = await claim_due(session=session, now=now, limit=limit)
+    await calendar_of.load({timer.team_id for timer in timers})
     for timer in timers:
         calendar = await calendar_of(timer.team_id)
         fields = _event_fields(timer, calendar=calendar, at=now)
