@@ -181,14 +181,14 @@ async def replace_older(
     )
     replaced: dict[str, SlaTimer] = {}
     for timer in (await session.exec(statement)).all():
-        await _cancel(session, timer, reason=REASSIGNED, at=at, calendar=await calendar_of(timer.team_id))
+        _cancel(session, timer, reason=REASSIGNED, at=at, calendar=await calendar_of(timer.team_id))
         timer.status = REPLACED
         changes.cancelled.append((timer, REASSIGNED))
         replaced[timer.obligation] = timer
     return replaced
 
 
-async def _cancel(
+def _cancel(
     session: AsyncSession, timer: SlaTimer, *, reason: str, at: datetime, calendar: TeamCalendar | None
 ) -> None:
     timer.status, timer.closed_at, timer.close_reason, timer.next_at = SlaState.CANCELLED, at, reason, None
@@ -236,8 +236,11 @@ async def start(
 async def record_activity(
     *, session: AsyncSession, activity: LeadActivity, calendar_of: CalendarOf, changes: Changes
 ) -> None:
-    """Meet the lead's open obligations this activity meets in time, record late responses, then cancel the open
-    ones whose stages the lead left. A redelivered or duplicate activity changes nothing."""
+    """Meet, record a late response to, or cancel (stage left) the lead's obligations for one activity.
+
+    A matching activity by the deadline meets an open obligation; after it, or on a breached one, it only
+    records the response. Then the open ones whose stages the lead left are cancelled. Duplicates change nothing.
+    """
     if activity.activity.is_engagement:
         return  # marketing engagement meets nothing and moves no stage
     statement = (
@@ -267,7 +270,7 @@ async def record_activity(
                 is_open = False
             session.add(timer)
         if is_open and activity.stage is not None and activity.stage not in timer.stages:
-            await _cancel(session, timer, reason=STAGE_LEFT, at=at, calendar=calendar)
+            _cancel(session, timer, reason=STAGE_LEFT, at=at, calendar=calendar)
             changes.cancelled.append((timer, STAGE_LEFT))
 
 
