@@ -355,3 +355,21 @@ async def test_replicas_starting_the_same_assignment_agree_on_one_timer_each(sto
     assert sorted(event.id for event in await published(storage)) == sorted(
         service.event_id(timer.id, "started") for timer in started.values()
     )
+
+
+async def test_an_activity_redelivered_after_a_reassignment_changes_nothing_of_the_new_timers(storage: Storage) -> None:
+    context = context_with(COMPILED)
+    await deliver(storage, context, assigned("lead-1"))
+    accepted = activity("lead-1", ActivityType.ACCEPTED, minutes=2)
+    await deliver(storage, context, accepted)
+    await deliver(storage, context, assigned("lead-1", minutes=5, sequence=2))  # accept restarts for the new rep
+    outbox = [event.id for event in await published(storage)]
+    await deliver(storage, context, accepted)
+
+    after = await timers(storage)
+    assert {(key, timer.sequence): timer.status for key, timer in after.items()} == {
+        ("lead-1/accept", 2): SlaState.RUNNING,
+        ("lead-1/first_touch", 2): SlaState.RUNNING,
+    }
+    assert after["lead-1/accept"].responded_at is None
+    assert [event.id for event in await published(storage)] == outbox

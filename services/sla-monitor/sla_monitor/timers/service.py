@@ -239,7 +239,8 @@ async def record_activity(
     """Meet, record a late response to, or cancel (stage left) the lead's obligations for one activity.
 
     A matching activity by the deadline meets an open obligation; after it, or on a breached one, it only
-    records the response. Then the open ones whose stages the lead left are cancelled. Duplicates change nothing.
+    records the response. Then the open ones whose stages the lead left are cancelled. Duplicates change nothing,
+    and nothing started after the activity occurred.
     """
     if activity.activity.is_engagement:
         return  # marketing engagement meets nothing and moves no stage
@@ -254,6 +255,8 @@ async def record_activity(
     )
     at = activity.occurred_at
     for timer in (await session.exec(statement)).all():
+        if at < timer.started_at:
+            continue  # it belongs to an earlier assignment (a redelivery after a reassignment restarted this one)
         calendar = await calendar_of(timer.team_id)
         is_open = timer.status in OPEN_STATES
         if activity.activity in timer.met_by and timer.responded_at is None:
