@@ -52,6 +52,7 @@ bench: install ## scoring, account matching, ICP preview, routing rules and deci
 	$(PY) bench/icp_preview.py
 	$(PY) bench/routing_rules.py
 	$(PY) bench/routing_decision.py
+	$(PY) bench/sla_timers.py
 	$(PY) bench/pipeline.py $(BENCH_ARGS)
 
 clean: ## remove the venv and local databases

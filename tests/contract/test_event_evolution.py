@@ -364,8 +364,12 @@ SERVICES = [
         sla_monitor_handlers(SlaContext.of(explicit(SlaMonitorSettings))),
         SLA_MONITOR_MIGRATIONS,
         seed_nothing,
-        # A queued lead starts no timer: a reassignment into a queue only closes the replaced one.
-        by_type({"lead.queued": published_nothing}, otherwise=published("sla.started")),
+        # A queued lead starts no timer: a reassignment into a queue only closes the replaced one; an activity
+        # for a lead without timers meets nothing; a team's calendar moves no timer when it has none.
+        by_type(
+            {"lead.queued": published_nothing, "lead.activity": published_nothing, "team.changed": published_nothing},
+            otherwise=published("sla.started"),
+        ),
     ),
 ]
 HANDLED = [

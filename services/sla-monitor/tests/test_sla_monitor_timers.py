@@ -1,88 +1,324 @@
-"""SLA timers: one per obligation however often it is announced, and breached once when due."""
+"""SLA timers on SQLite and PostgreSQL: started per obligation of the policy in force on the team's clock, once however
+often announced; met in time, late responses recorded, cancelled when the lead leaves the stages; event ids fixed."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import select
+from sqlmodel import col, select
 
-from leadrelay.db import SessionFactory, create_engine, create_session_factory, run_migrations
-from leadrelay.events import LeadAssigned
-from leadrelay.stages import SlaState
-from leadrelay.testing import count_rows, wait_until
-from sla_monitor.main import MIGRATIONS_DIR
+from leadrelay.agreements import service as agreements
+from leadrelay.apikeys import ApiKey, Team
+from leadrelay.events import (
+    CloudEvent,
+    EventData,
+    LeadActivity,
+    LeadAssigned,
+    SlaClock,
+    SlaMet,
+    SlaStarted,
+    new_event,
+    parse_event,
+)
+from leadrelay.outbox import OutboxMessage
+from leadrelay.stages import ActivityType, LeadStage, SlaState
+from leadrelay.testing import Storage, migrated, migrations_of, wait_until
+from sla_monitor.clocks.models import TeamCalendarRecord
+from sla_monitor.config import SlaMonitorSettings
+from sla_monitor.context import SlaContext
+from sla_monitor.policy.document import SLA, SlaDocument
+from sla_monitor.policy.service import CompiledPolicy, Policies
 from sla_monitor.timers import service
+from sla_monitor.timers.handlers import calendars, on_lead_activity, on_lead_assigned
 from sla_monitor.timers.models import SlaTimer
 
-DatabaseFactory = Callable[[str, str], Awaitable[str]]
+# A Friday, one hour before the EMEA team (09:00-17:00 UTC, Monday to Friday) closes for the weekend.
+AT = datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
+WEEKDAY = [{"start": "09:00", "end": "17:00"}]
+POLICY: dict[str, Any] = {
+    "hours_per_business_day": 8,
+    "obligations": [
+        {
+            "name": "accept",
+            "met_by": ["accepted", "rejected"],
+            "clock": "wall",
+            "targets": [{"when": {"sources": ["webinar"]}, "within": "30m"}, {"within": "10m"}],
+            "warn_at": 0.5,
+            "escalation": ["remind", "reassign"],
+            "on_reassignment": "restart",
+            "stages": ["lead", "mql"],
+        },
+        {
+            "name": "first_touch",
+            "met_by": ["contacted"],
+            "clock": "business",
+            "targets": [{"when": {"grades": ["A"]}, "within": "1h"}, {"when": {"teams": ["emea"]}, "within": "2h"}],
+            "warn_at": 0.8,
+            "escalation": ["notify_manager"],
+            "on_reassignment": "keep",
+            "stages": ["lead", "mql", "sal"],
+        },
+    ],
+}
 
-ASSIGNED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-RESPONSE_TIME = timedelta(minutes=5)
+
+def context_with(policy: CompiledPolicy | None = None) -> SlaContext:
+    """A context on default settings; `policy` in force instead of the built-in one if given."""
+    context = SlaContext.of(SlaMonitorSettings(_env_file=None))  # type: ignore[call-arg]
+    if policy is not None:
+        context.policies = Policies(builtin=policy)
+    return context
 
 
-def _assignment(lead_id: str, *, rep_id: str = "rep-a", assigned_at: datetime = ASSIGNED_AT) -> LeadAssigned:
-    return LeadAssigned(
+COMPILED = CompiledPolicy(version="7", document=SlaDocument.model_validate(POLICY))
+
+
+def assigned(lead_id: str, *, grade: str | None = "A2", source: str | None = "api", team_id: str | None = "emea",
+             minutes: float = 0, sequence: int = 1) -> CloudEvent[LeadAssigned]:  # fmt: skip
+    data = LeadAssigned(
         lead_id=lead_id,
-        assignment_id=f"assignment-{lead_id}",
-        rep_id=rep_id,
-        rule_path=["default"],
-        candidates=[rep_id],
-        routing_version="test",
-        assigned_at=assigned_at,
+        assignment_id=f"{lead_id}-assignment-{sequence}",
+        rep_id=f"rep-{sequence}",
+        team_id=team_id,
+        rule_path=["r"],
+        candidates=["rep"],
+        routing_version="1",
+        assigned_at=AT + timedelta(minutes=minutes),
+        sequence=sequence,
+        grade=grade,
+        source=source,
     )
+    return new_event(data, source="leadrelay/router")
+
+
+def activity(
+    lead_id: str, kind: ActivityType, *, minutes: float, stage: LeadStage | None = None
+) -> CloudEvent[LeadActivity]:
+    at = AT + timedelta(minutes=minutes)
+    data = LeadActivity(lead_id=lead_id, rep_id="rep-1", activity=kind, occurred_at=at, stage=stage)
+    return new_event(data, source="leadrelay/intake")
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """The sla-monitor's schema, by its own migrations, on the test's backend."""
-    engine = create_engine(database_url)
-    await run_migrations(engine, MIGRATIONS_DIR)
-    yield engine
-    await engine.dispose()
+async def storage(database_url: str) -> AsyncIterator[Storage]:
+    async with migrated(database_url, migrations_of("sla_monitor")) as storage:
+        async with storage.sessions() as session:
+            session.add(
+                TeamCalendarRecord(
+                    team_id="emea",
+                    version=1,
+                    timezone="UTC",
+                    changed_at=AT,
+                    working_hours=dict.fromkeys(("mon", "tue", "wed", "thu", "fri"), WEEKDAY),
+                )
+            )
+            await session.commit()
+        yield storage
 
 
-async def _start(sessions: SessionFactory, assignment: LeadAssigned) -> SlaTimer:
-    async with sessions() as session:
-        timer = await service.start(session=session, assignment=assignment, response_time=RESPONSE_TIME)
+async def deliver(storage: Storage, context: SlaContext, *events: CloudEvent[Any]) -> None:
+    """Hand a run of events to the handler of their type, as the consumer does, and commit."""
+    async with storage.sessions() as session:
+        if isinstance(events[0].data, LeadAssigned):
+            await on_lead_assigned(list(events), session, context=context)
+        else:
+            await on_lead_activity(list(events), session, context=context)
         await session.commit()
-        return timer
 
 
-async def test_starting_a_timer_again_returns_the_first_one(engine: AsyncEngine, database_url: str) -> None:
-    sessions = create_session_factory(engine)
-    first = await _start(sessions, _assignment("lead-1"))
-    again = await _start(sessions, _assignment("lead-1", rep_id="rep-b", assigned_at=ASSIGNED_AT + timedelta(hours=1)))
-
-    assert again.id == first.id
-    assert (again.rep_id, again.status) == ("rep-a", SlaState.RUNNING)
-    assert again.due_at.replace(tzinfo=UTC) == ASSIGNED_AT + RESPONSE_TIME
-    assert await count_rows(database_url, "sla_timer") == 1
+async def timers(storage: Storage) -> dict[str, SlaTimer]:
+    async with storage.sessions() as session:
+        rows = (await session.exec(select(SlaTimer).order_by(col(SlaTimer.sequence)))).all()
+    return {f"{row.lead_id}/{row.obligation}": row for row in rows}
 
 
-async def test_due_timers_are_breached_once(engine: AsyncEngine, database_url: str) -> None:
-    sessions = create_session_factory(engine)
-    for lead_id, minutes_ago in (("overdue", 10), ("just-due", 5), ("not-yet", 1)):
-        await _start(sessions, _assignment(lead_id, assigned_at=ASSIGNED_AT - timedelta(minutes=minutes_ago)))
+async def published(storage: Storage, event_type: str | None = None) -> list[CloudEvent[EventData]]:
+    async with storage.sessions() as session:
+        rows = (await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id)))).all()
+    events = [parse_event(row.payload) for row in rows]
+    return [event for event in events if event_type is None or event.type == event_type]
 
-    async with sessions() as session:
-        assert await service.breach_due(session=session, now=ASSIGNED_AT) == 2
-        await session.commit()
-    async with sessions() as session:
-        assert await service.breach_due(session=session, now=ASSIGNED_AT) == 0
-        await session.commit()
-        timers = {timer.lead_id: timer for timer in (await session.exec(select(SlaTimer))).all()}
 
-    assert {lead_id: timer.status for lead_id, timer in timers.items()} == {
-        "overdue": SlaState.BREACHED,
-        "just-due": SlaState.BREACHED,
-        "not-yet": SlaState.RUNNING,
+def sample(context: SlaContext, name: str, **labels: str) -> float:
+    return context.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_obligations_start_by_grade_source_and_team_on_the_teams_clock(storage: Storage) -> None:
+    context = context_with(COMPILED)
+    await deliver(
+        storage,
+        context,
+        assigned("a-lead", grade="A2"),
+        assigned("webinar-lead", grade="B1", source="webinar"),
+        assigned("outsider", grade="C", team_id="apac"),
+    )
+
+    started = await timers(storage)
+    assert set(started) == {"a-lead/accept", "a-lead/first_touch", "webinar-lead/accept",
+                            "webinar-lead/first_touch", "outsider/accept"}  # fmt: skip
+    # Wall clock: 10 minutes, 30 for webinar leads; warned halfway.
+    assert (started["a-lead/accept"].due_at, started["a-lead/accept"].warn_at) == (
+        AT + timedelta(minutes=10),
+        AT + timedelta(minutes=5),
+    )
+    assert started["webinar-lead/accept"].due_at == AT + timedelta(minutes=30)
+    # Business clock: 1 business hour from Friday 16:00 ends at closing time, 17:00.
+    a_touch = started["a-lead/first_touch"]
+    assert (a_touch.clock, a_touch.due_at, a_touch.warn_at) == (SlaClock.BUSINESS, AT + timedelta(hours=1),
+                                                                AT + timedelta(minutes=48))  # fmt: skip
+    b_touch = started["webinar-lead/first_touch"]  # grade B in team emea: 2 business hours cross the weekend
+    assert b_touch.due_at == datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    assert b_touch.warn_at == datetime(2026, 11, 30, 9, 36, tzinfo=UTC)
+    assert b_touch.next_at == b_touch.warn_at
+    assert (b_touch.met_by, b_touch.stages, b_touch.escalation) == (["contacted"], ["lead", "mql", "sal"],
+                                                                    ["notify_manager"])  # fmt: skip
+    assert {(t.grade, t.source, t.team_id, t.policy_version, t.status) for t in started.values()} >= {
+        ("B1", "webinar", "emea", "7", SlaState.RUNNING)
     }
-    assert timers["overdue"].closed_at is not None
-    assert timers["not-yet"].closed_at is None
-    assert await count_rows(database_url, "outbox") == 2  # one sla.breached each
+
+    events = await published(storage, "sla.started")
+    assert len(events) == 5
+    first = next(e.data for e in events if isinstance(e.data, SlaStarted) and e.data.lead_id == "webinar-lead"
+                 and e.data.obligation == "first_touch")  # fmt: skip
+    assert (first.within_seconds, first.warn_at, first.due_at, first.clock) == (
+        7200.0,
+        b_touch.warn_at,
+        b_touch.due_at,
+        SlaClock.BUSINESS,
+    )
+    assert sample(context, "leadrelay_sla_started_total", team="none", obligation="accept", grade="none") == 0
+    assert sample(context, "leadrelay_sla_started_total", team="apac", obligation="accept", grade="C") == 1
+
+
+async def test_the_signed_policy_in_force_when_handled_decides_the_obligations(storage: Storage) -> None:
+    context = context_with()  # the built-in policy until marketing and sales sign one
+    await deliver(storage, context, assigned("before"))
+    async with storage.sessions() as session:
+        author = ApiKey(id="author", name="author", team=Team.OPS, scopes=[], key_hash="author")
+        drafted = await agreements.draft(session, kind=SLA, document=SlaDocument.model_validate(POLICY), note="t",
+                                         actor=author)  # fmt: skip
+    for team in (Team.MARKETING, Team.SALES):
+        async with storage.sessions() as session:
+            approver = ApiKey(id=f"{team}-key", name="approver", team=team, scopes=[], key_hash=f"{team}-key")
+            await agreements.approve(session, kind=SLA, version=drafted.version.version, actor=approver)
+    await deliver(storage, context, assigned("after"))
+
+    started = await timers(storage)
+    assert {key: timer.policy_version for key, timer in started.items()} == {
+        "before/first_response": "builtin",
+        "after/accept": str(drafted.version.version),
+        "after/first_touch": str(drafted.version.version),
+    }
+    assert started["before/first_response"].due_at == AT + timedelta(seconds=300)
+
+
+async def test_a_redelivered_assignment_starts_nothing_and_event_ids_are_fixed(storage: Storage) -> None:
+    context = context_with(COMPILED)
+    await deliver(storage, context, assigned("lead-1"), assigned("lead-1"))
+    await deliver(storage, context, assigned("lead-1"))
+
+    started = await timers(storage)
+    assert len(started) == 2
+    assert sorted(event.id for event in await published(storage)) == sorted(
+        service.event_id(timer.id, "started") for timer in started.values()
+    )
+    assert service.event_id("t", "started") == service.event_id("t", "started") != service.event_id("t", "met")
+    assert sample(context, "leadrelay_sla_started_total", team="emea", obligation="accept", grade="A2") == 1
+
+
+async def test_an_activity_in_time_meets_the_obligations_it_names(storage: Storage) -> None:
+    context = context_with(COMPILED)
+    await deliver(storage, context, assigned("lead-1"))
+    await deliver(storage, context, activity("lead-1", ActivityType.ACCEPTED, minutes=4, stage=LeadStage.SAL))
+
+    after = await timers(storage)
+    accept, touch = after["lead-1/accept"], after["lead-1/first_touch"]
+    assert (accept.status, accept.closed_at, accept.responded_at, accept.next_at) == (
+        SlaState.MET, AT + timedelta(minutes=4), AT + timedelta(minutes=4), None)  # fmt: skip
+    assert (accept.response_seconds, accept.response_business_seconds) == (240.0, 240.0)
+    assert touch.status == SlaState.RUNNING  # sal is one of its stages; accepted does not meet it
+    met = [event for event in await published(storage, "sla.met")]
+    assert len(met) == 1
+    assert met[0].id == service.event_id(accept.id, "met")
+    assert isinstance(met[0].data, SlaMet)
+    assert met[0].data.activity == ActivityType.ACCEPTED
+    assert met[0].data.elapsed_seconds == 240.0
+    assert sample(context, "leadrelay_sla_met_total", team="emea", obligation="accept", grade="A2") == 1
+    assert sample(context, "leadrelay_sla_response_seconds_count", team="emea", obligation="accept") == 1
+
+
+async def test_a_late_response_is_recorded_without_meeting(storage: Storage) -> None:
+    context = context_with(COMPILED)
+    await deliver(storage, context, assigned("open-late"), assigned("breached"))
+    async with storage.sessions() as session:
+        fired = await service.fire_due(session=session, now=AT + timedelta(minutes=10), limit=100,
+                                       calendar_of=calendars(context, session), changes=service.Changes())  # fmt: skip
+        await session.commit()
+    assert fired == 2  # both accepts breached; the first touches warn at 16:48
+
+    await deliver(storage, context, activity("open-late", ActivityType.REJECTED, minutes=12),
+                  activity("breached", ActivityType.ACCEPTED, minutes=15))  # fmt: skip
+
+    after = await timers(storage)
+    for lead_id, minutes in (("open-late", 12), ("breached", 15)):
+        accept = after[f"{lead_id}/accept"]
+        assert (accept.status, accept.responded_at, accept.response_seconds) == (
+            SlaState.BREACHED, AT + timedelta(minutes=minutes), minutes * 60.0)  # fmt: skip
+    assert await published(storage, "sla.met") == []
+    assert sample(context, "leadrelay_sla_response_seconds_count", team="emea", obligation="accept") == 2
+
+
+async def test_an_open_timer_answered_after_its_deadline_stays_for_the_job_to_breach(storage: Storage) -> None:
+    context = context_with(COMPILED)
+    await deliver(storage, context, assigned("lead-1"))
+    await deliver(storage, context, activity("lead-1", ActivityType.ACCEPTED, minutes=11))
+
+    accept = (await timers(storage))["lead-1/accept"]
+    assert (accept.status, accept.responded_at, accept.next_at) == (
+        SlaState.RUNNING, AT + timedelta(minutes=11), AT + timedelta(minutes=5))  # fmt: skip
+    assert await published(storage, "sla.met") == []
+
+
+async def test_leaving_the_stages_cancels_what_is_still_open(storage: Storage) -> None:
+    context = context_with(COMPILED)
+    await deliver(storage, context, assigned("lead-1"))
+    # Rejected meets accept in time and moves the lead out of first_touch's stages.
+    await deliver(storage, context, activity("lead-1", ActivityType.REJECTED, minutes=2, stage=LeadStage.REJECTED))
+
+    after = await timers(storage)
+    assert after["lead-1/accept"].status == SlaState.MET
+    touch = after["lead-1/first_touch"]
+    assert (touch.status, touch.close_reason, touch.closed_at, touch.next_at, touch.responded_at) == (
+        SlaState.CANCELLED, "stage_left", AT + timedelta(minutes=2), None, None)  # fmt: skip
+    cancelled = await published(storage, "sla.cancelled")
+    assert [(e.id, getattr(e.data, "reason", None)) for e in cancelled] == [
+        (service.event_id(touch.id, "cancelled"), "stage_left")
+    ]
+    assert sample(context, "leadrelay_sla_cancelled_total", obligation="first_touch", reason="stage_left") == 1
+
+
+async def test_duplicate_activities_and_engagement_change_nothing(storage: Storage) -> None:
+    context = context_with(COMPILED)
+    await deliver(storage, context, assigned("lead-1"))
+    await deliver(storage, context, activity("lead-1", ActivityType.WEBINAR_ATTENDED, minutes=1, stage=LeadStage.SQL))
+    assert {timer.status for timer in (await timers(storage)).values()} == {SlaState.RUNNING}
+
+    contacted = activity("lead-1", ActivityType.CONTACTED, minutes=3)
+    await deliver(storage, context, contacted, contacted)
+    before = {key: timer.model_dump() for key, timer in (await timers(storage)).items()}
+    outbox = [event.id for event in await published(storage)]
+    await deliver(storage, context, contacted)
+    await deliver(storage, context, activity("lead-1", ActivityType.CONTACTED, minutes=4))
+
+    assert {key: timer.model_dump() for key, timer in (await timers(storage)).items()} == before
+    assert before["lead-1/first_touch"]["status"] == SlaState.MET
+    assert before["lead-1/accept"]["status"] == SlaState.RUNNING
+    assert [event.id for event in await published(storage)] == outbox
+    assert sample(context, "leadrelay_sla_met_total", team="emea", obligation="first_touch", grade="A2") == 1
 
 
 BLOCKED_SESSIONS = text(
@@ -96,31 +332,44 @@ async def _someone_waits_on_a_lock(engine: AsyncEngine) -> bool:
 
 
 @pytest.mark.postgres
-async def test_replicas_starting_the_same_timer_agree_on_one(make_database: DatabaseFactory) -> None:
-    engine = create_engine(await make_database("postgres", "sla_monitor"))
-    try:
-        await run_migrations(engine, MIGRATIONS_DIR)
-        sessions = create_session_factory(engine)
-        first_inserted = asyncio.Event()
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_replicas_starting_the_same_assignment_agree_on_one_timer_each(storage: Storage) -> None:
+    contexts = context_with(COMPILED), context_with(COMPILED)
+    first_inserted = asyncio.Event()
 
-        async def replica(delay_commit: bool) -> str:
-            async with sessions() as session:
-                if not delay_commit:
-                    await first_inserted.wait()  # look before the other replica commits its insert
-                timer = await service.start(
-                    session=session, assignment=_assignment("lead-1"), response_time=RESPONSE_TIME
-                )
-                if delay_commit:
-                    first_inserted.set()
-                    # Commit only once the other replica's insert waits on our uncommitted row.
-                    await wait_until(lambda: _someone_waits_on_a_lock(engine), timeout=10, what="a blocked insert")
-                await session.commit()
-                return timer.id
+    async def replica(context: SlaContext, delay_commit: bool) -> None:
+        async with storage.sessions() as session:
+            if not delay_commit:
+                await first_inserted.wait()  # look before the other replica commits its insert
+            await on_lead_assigned([assigned("lead-1")], session, context=context)
+            if delay_commit:
+                first_inserted.set()
+                # Commit only once the other replica's insert waits on our uncommitted rows.
+                await wait_until(lambda: _someone_waits_on_a_lock(storage.engine), timeout=10, what="a blocked insert")
+            await session.commit()
 
-        ids = await asyncio.gather(replica(delay_commit=True), replica(delay_commit=False))
+    await asyncio.gather(replica(contexts[0], True), replica(contexts[1], False))
 
-        assert ids[0] == ids[1]
-        async with sessions() as session:
-            assert [timer.id for timer in (await session.exec(select(SlaTimer))).all()] == [ids[0]]
-    finally:
-        await engine.dispose()
+    started = await timers(storage)
+    assert len(started) == 2
+    assert sorted(event.id for event in await published(storage)) == sorted(
+        service.event_id(timer.id, "started") for timer in started.values()
+    )
+
+
+async def test_an_activity_redelivered_after_a_reassignment_changes_nothing_of_the_new_timers(storage: Storage) -> None:
+    context = context_with(COMPILED)
+    await deliver(storage, context, assigned("lead-1"))
+    accepted = activity("lead-1", ActivityType.ACCEPTED, minutes=2)
+    await deliver(storage, context, accepted)
+    await deliver(storage, context, assigned("lead-1", minutes=5, sequence=2))  # accept restarts for the new rep
+    outbox = [event.id for event in await published(storage)]
+    await deliver(storage, context, accepted)
+
+    after = await timers(storage)
+    assert {(key, timer.sequence): timer.status for key, timer in after.items()} == {
+        ("lead-1/accept", 2): SlaState.RUNNING,
+        ("lead-1/first_touch", 2): SlaState.RUNNING,
+    }
+    assert after["lead-1/accept"].responded_at is None
+    assert [event.id for event in await published(storage)] == outbox

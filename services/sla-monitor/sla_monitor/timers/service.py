@@ -1,138 +1,389 @@
-"""Placeholder SLA: a first response within a fixed time; the SLA issue adds policies and calendars."""
+"""SLA timers: started per obligation of an assignment, carried over or replaced on reassignment, met, cancelled,
+warned and breached; every change stages its sla.* event with an id that is the same however often it happens."""
 
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID, uuid5
 
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
+from leadrelay.agreements import service as agreements
 from leadrelay.calendar import TeamCalendar
-from leadrelay.db import insert_unless_taken
-from leadrelay.events import EscalationStep, LeadAssigned, SlaBreached, new_event
+from leadrelay.db import after_commit, insert_unless_taken
+from leadrelay.events import (
+    EscalationStep,
+    LeadActivity,
+    LeadAssigned,
+    SlaBreached,
+    SlaCancelled,
+    SlaClock,
+    SlaEventData,
+    SlaMet,
+    SlaStarted,
+    SlaWarning,
+    new_event,
+)
 from leadrelay.stages import SlaState
-from sla_monitor.timers.models import REPLACED, SlaTimer
+from sla_monitor.clocks.service import deadline, elapsed
+from sla_monitor.policy.document import SLA, SlaDocument
+from sla_monitor.policy.service import KEEP, ObligationTerms
+from sla_monitor.timers.models import OPEN_STATES, REPLACED, SlaTimer
+from sla_monitor.timers.wake import TimerWake
 
 SOURCE = "leadrelay/sla-monitor"
-PLACEHOLDER_POLICY_VERSION = "placeholder-1"
-FIRST_RESPONSE = "first_response"
+EVENT_NAMESPACE = UUID("7f0c2d4e-5b1a-4c8e-9a35-51a7e0d2c6b1")
+"""Namespace of the sla.* event ids: `uuid5(EVENT_NAMESPACE, "<timer id>:<kind>")`, so each fires once as an id."""
+REASSIGNED = "reassigned"
+STAGE_LEFT = "stage_left"
 
 
-async def get_by_assignment(*, session: AsyncSession, assignment_id: str, obligation: str) -> SlaTimer | None:
-    """The timer of an assignment's obligation, if any."""
-    statement = select(SlaTimer).where(SlaTimer.assignment_id == assignment_id, SlaTimer.obligation == obligation)
-    return (await session.exec(statement)).first()
+class CalendarOf(Protocol):
+    """Teams' business calendars for one transaction."""
+
+    async def __call__(self, team_id: str | None, /) -> TeamCalendar | None:
+        """A team's business calendar by team id (None: the clock runs 24/7)."""
+
+    async def load(self, team_ids: Iterable[str | None], /) -> None:
+        """Read these teams' calendars at once (the calls that follow read none)."""
 
 
-def _new_timer(assignment: LeadAssigned, response_time: timedelta) -> SlaTimer:
-    return SlaTimer(
+def event_id(timer_id: str, kind: str) -> str:
+    """The id of a timer's `kind` event (started, warning, breached, met, cancelled): one per timer and kind."""
+    return str(uuid5(EVENT_NAMESPACE, f"{timer_id}:{kind}"))
+
+
+@dataclass
+class Changes:
+    """What a transaction did to timers, counted in metrics once it commits; `soonest` is the next instant it set."""
+
+    started: list[SlaTimer] = field(default_factory=list)
+    warned: list[tuple[SlaTimer, datetime]] = field(default_factory=list)
+    """Each warned timer with the instant it was due to warn at."""
+    breached: list[tuple[SlaTimer, datetime]] = field(default_factory=list)
+    met: list[SlaTimer] = field(default_factory=list)
+    cancelled: list[tuple[SlaTimer, str]] = field(default_factory=list)
+    responded: list[SlaTimer] = field(default_factory=list)
+    """Timers whose response was recorded (met in time or late)."""
+    soonest: datetime | None = None
+
+    def schedule(self, at: datetime | None) -> None:
+        """Remember `at` if it is the soonest instant set so far."""
+        if at is not None and (self.soonest is None or at < self.soonest):
+            self.soonest = at
+
+    def __bool__(self) -> bool:
+        return bool(self.started or self.warned or self.breached or self.met or self.cancelled or self.responded)
+
+
+def _event_fields(timer: SlaTimer, *, calendar: TeamCalendar | None, at: datetime) -> dict[str, Any]:
+    wall, business = elapsed(calendar=calendar, start=timer.started_at, end=at)
+    return {
+        "lead_id": timer.lead_id,
+        "obligation": timer.obligation,
+        "assignment_id": timer.assignment_id,
+        "rep_id": timer.rep_id,
+        "team_id": timer.team_id,
+        "grade": timer.grade,
+        "source": timer.source,
+        "policy_version": timer.policy_version,
+        "clock": SlaClock(timer.clock),
+        "due_at": timer.due_at,
+        "elapsed_seconds": wall,
+        "elapsed_business_seconds": business,
+    }
+
+
+def _publish(session: AsyncSession, timer: SlaTimer, kind: str, data: SlaEventData) -> None:
+    outbox.add(session, new_event(data, source=SOURCE, event_id=event_id(timer.id, kind)))
+
+
+def _next_at(timer: SlaTimer) -> datetime:
+    if timer.status == SlaState.RUNNING and timer.warn_at is not None and timer.warn_at < timer.due_at:
+        return timer.warn_at
+    return timer.due_at
+
+
+def _new_timer(
+    assignment: LeadAssigned, terms: ObligationTerms, calendar: TeamCalendar | None, kept: SlaTimer | None
+) -> SlaTimer:
+    timer = SlaTimer(
         lead_id=assignment.lead_id,
         assignment_id=assignment.assignment_id,
-        obligation=FIRST_RESPONSE,
+        sequence=assignment.sequence,
+        obligation=terms.obligation,
         rep_id=assignment.rep_id,
-        policy_version=PLACEHOLDER_POLICY_VERSION,
+        team_id=assignment.team_id,
+        grade=assignment.grade,
+        source=assignment.source,
+        policy_version=terms.policy_version,
+        clock=terms.clock,
+        within_seconds=terms.within_seconds,
+        met_by=sorted(terms.met_by),
+        stages=sorted(terms.stages),
+        escalation=list(terms.escalation),
         started_at=assignment.assigned_at,
-        due_at=assignment.assigned_at + response_time,
-        next_at=assignment.assigned_at + response_time,
-        within_seconds=response_time.total_seconds(),
+        due_at=assignment.assigned_at,
     )
-
-
-async def start_many(
-    *, session: AsyncSession, assignments: Sequence[LeadAssigned], response_time: timedelta
-) -> list[SlaTimer]:
-    """The first-response timers of assignments, existing ones read in one query and new ones inserted together.
-
-    If another replica started one of them meanwhile, the insert fails and each is started on its own.
-    """
-    ids = list({assignment.assignment_id for assignment in assignments})
-    statement = select(SlaTimer).where(col(SlaTimer.assignment_id).in_(ids), SlaTimer.obligation == FIRST_RESPONSE)
-    timers = {timer.assignment_id: timer for timer in (await session.exec(statement)).all()}
-    new: dict[str, SlaTimer] = {}
-    for assignment in assignments:
-        if assignment.assignment_id not in timers and assignment.assignment_id not in new:
-            new[assignment.assignment_id] = _new_timer(assignment, response_time)
-    if new and not await insert_unless_taken(session, new.values()):
-        return [
-            await start(session=session, assignment=assignment, response_time=response_time)
-            for assignment in assignments
-        ]
-    chosen = timers | new
-    return [chosen[assignment.assignment_id] for assignment in assignments]
-
-
-async def start(*, session: AsyncSession, assignment: LeadAssigned, response_time: timedelta) -> SlaTimer:
-    """The first-response timer of an assignment: the existing one, or a new one."""
-    existing = await get_by_assignment(
-        session=session, assignment_id=assignment.assignment_id, obligation=FIRST_RESPONSE
-    )
-    if existing is not None:
-        return existing
-    timer = _new_timer(assignment, response_time)
-    if not await insert_unless_taken(session, [timer]):
-        winner = await get_by_assignment(
-            session=session, assignment_id=assignment.assignment_id, obligation=FIRST_RESPONSE
-        )
-        assert winner is not None
-        return winner
+    if kept is not None:
+        # `keep`: the deadline carries over from the replaced timer, warning sent or not.
+        timer.clock, timer.within_seconds = kept.clock, kept.within_seconds
+        timer.started_at, timer.warn_at, timer.due_at = kept.started_at, kept.warn_at, kept.due_at
+        timer.warned_at = kept.warned_at
+        timer.status = SlaState.RUNNING if kept.warned_at is None else SlaState.WARNING
+    else:
+        _schedule(timer, calendar, terms.warn_at)
+    timer.next_at = _next_at(timer)
     return timer
 
 
-async def close_replaced(*, session: AsyncSession, lead_id: str, assignment_id: str, assigned_at: datetime) -> int:
-    """Close the lead's open timers of assignments made before this one (a reassignment replaced them); how many.
+def _schedule(timer: SlaTimer, calendar: TeamCalendar | None, warn_share: float | None) -> None:
+    clock = SlaClock(timer.clock)
+    timer.due_at = deadline(clock=clock, calendar=calendar, start=timer.started_at, seconds=timer.within_seconds)
+    timer.warn_at = (
+        None
+        if warn_share is None
+        else deadline(clock=clock, calendar=calendar, start=timer.started_at, seconds=timer.within_seconds * warn_share)
+    )
 
-    Timers started later are left alone, so a redelivered older reassignment closes nothing newer.
+
+async def existing_obligations(*, session: AsyncSession, assignment_ids: Sequence[str]) -> set[tuple[str, str]]:
+    """(assignment id, obligation) of the timers already started for these assignments."""
+    if not assignment_ids:
+        return set()
+    statement = select(SlaTimer.assignment_id, SlaTimer.obligation).where(
+        col(SlaTimer.assignment_id).in_(list(set(assignment_ids)))
+    )
+    return {(assignment_id, obligation) for assignment_id, obligation in (await session.exec(statement)).all()}
+
+
+async def replace_older(
+    *, session: AsyncSession, lead_id: str, sequence: int, at: datetime, calendar_of: CalendarOf, changes: Changes
+) -> dict[str, SlaTimer]:
+    """Close the lead's open timers of assignments older than `sequence` as replaced (sla.cancelled `reassigned`).
+
+    Returns the closed timers by obligation (the ones a `keep` obligation carries over). Timers of a newer
+    assignment are left alone, so a redelivered older reassignment closes nothing newer.
     """
     statement = (
         select(SlaTimer)
         .where(
             SlaTimer.lead_id == lead_id,
-            SlaTimer.assignment_id != assignment_id,
-            col(SlaTimer.status).in_([SlaState.RUNNING, SlaState.WARNING]),
-            col(SlaTimer.started_at) < assigned_at,
+            col(SlaTimer.status).in_(OPEN_STATES),
+            col(SlaTimer.sequence) < sequence,
         )
-        .with_for_update()  # a replica breaching one of them at once goes first or finds it closed
+        .order_by(col(SlaTimer.sequence))
+        .with_for_update()  # a replica firing one of them at once goes first, or finds it closed
     )
-    timers = list((await session.exec(statement)).all())
+    replaced: dict[str, SlaTimer] = {}
+    for timer in (await session.exec(statement)).all():
+        _cancel(session, timer, reason=REASSIGNED, at=at, calendar=await calendar_of(timer.team_id))
+        timer.status = REPLACED
+        changes.cancelled.append((timer, REASSIGNED))
+        replaced[timer.obligation] = timer
+    return replaced
+
+
+def _cancel(
+    session: AsyncSession, timer: SlaTimer, *, reason: str, at: datetime, calendar: TeamCalendar | None
+) -> None:
+    timer.status, timer.closed_at, timer.close_reason, timer.next_at = SlaState.CANCELLED, at, reason, None
+    session.add(timer)
+    cancelled = SlaCancelled(**_event_fields(timer, calendar=calendar, at=at), cancelled_at=at, reason=reason)
+    _publish(session, timer, "cancelled", cancelled)
+
+
+async def start(
+    *,
+    session: AsyncSession,
+    assignments: Sequence[tuple[LeadAssigned, Sequence[ObligationTerms], TeamCalendar | None, dict[str, SlaTimer]]],
+    changes: Changes,
+) -> list[SlaTimer]:
+    """Start each assignment's obligations (terms, team calendar, replaced timers by obligation) and stage sla.started.
+
+    Obligations already started (a redelivery, or another replica) are skipped; the new timers are inserted
+    together, or one by one if another replica inserted one of them meanwhile. Returns the timers started here.
+    """
+    taken = await existing_obligations(session=session, assignment_ids=[a.assignment_id for a, *_ in assignments])
+    new: dict[tuple[str, str], SlaTimer] = {}
+    for assignment, terms_list, calendar, replaced in assignments:
+        for terms in terms_list:
+            key = (assignment.assignment_id, terms.obligation)
+            if key in taken or key in new:
+                continue
+            kept = replaced.get(terms.obligation) if terms.on_reassignment == KEEP else None
+            new[key] = _new_timer(assignment, terms, calendar, kept)
+    timers = list(new.values())
+    if timers and not await insert_unless_taken(session, timers):
+        timers = [timer for timer in timers if await insert_unless_taken(session, [timer])]
     for timer in timers:
-        timer.status, timer.closed_at = REPLACED, assigned_at
-        session.add(timer)
-    return len(timers)
+        started = SlaStarted(
+            **_event_fields(timer, calendar=None, at=timer.started_at),
+            started_at=timer.started_at,
+            warn_at=timer.warn_at,
+            within_seconds=timer.within_seconds,
+        )
+        _publish(session, timer, "started", started)
+        changes.started.append(timer)
+        changes.schedule(timer.next_at)
+    return timers
 
 
-async def claim_due(*, session: AsyncSession, now: datetime, limit: int = 500) -> list[SlaTimer]:
-    """Running timers past their deadline, locked so two replicas never breach the same one."""
+async def record_activity(
+    *, session: AsyncSession, activity: LeadActivity, calendar_of: CalendarOf, changes: Changes
+) -> None:
+    """Meet, record a late response to, or cancel (stage left) the lead's obligations for one activity.
+
+    A matching activity by the deadline meets an open obligation; after it, or on a breached one, it only
+    records the response. Then the open ones whose stages the lead left are cancelled. Duplicates change nothing,
+    and nothing started after the activity occurred.
+    """
+    if activity.activity.is_engagement:
+        return  # marketing engagement meets nothing and moves no stage
     statement = (
         select(SlaTimer)
-        .where(SlaTimer.status == SlaState.RUNNING, col(SlaTimer.due_at) <= now)
-        .order_by(col(SlaTimer.due_at))
+        .where(
+            SlaTimer.lead_id == activity.lead_id,
+            col(SlaTimer.status).in_([*OPEN_STATES, SlaState.BREACHED]),
+        )
+        .order_by(col(SlaTimer.sequence), col(SlaTimer.obligation))
+        .with_for_update()  # the job breaching one of them at once goes first, or finds it met
+    )
+    at = activity.occurred_at
+    for timer in (await session.exec(statement)).all():
+        if at < timer.started_at:
+            continue  # it belongs to an earlier assignment (a redelivery after a reassignment restarted this one)
+        calendar = await calendar_of(timer.team_id)
+        is_open = timer.status in OPEN_STATES
+        if activity.activity in timer.met_by and timer.responded_at is None:
+            timer.responded_at = at
+            timer.response_seconds, timer.response_business_seconds = elapsed(
+                calendar=calendar, start=timer.started_at, end=at
+            )
+            changes.responded.append(timer)
+            if is_open and at <= timer.due_at:
+                timer.status, timer.closed_at, timer.close_reason, timer.next_at = SlaState.MET, at, None, None
+                met = SlaMet(**_event_fields(timer, calendar=calendar, at=at), met_at=at, activity=activity.activity)
+                _publish(session, timer, "met", met)
+                changes.met.append(timer)
+                is_open = False
+            session.add(timer)
+        if is_open and activity.stage is not None and activity.stage not in timer.stages:
+            _cancel(session, timer, reason=STAGE_LEFT, at=at, calendar=calendar)
+            changes.cancelled.append((timer, STAGE_LEFT))
+
+
+async def claim_due(*, session: AsyncSession, now: datetime, limit: int) -> list[SlaTimer]:
+    """Open timers whose next instant has come, soonest first, locked so two replicas never fire the same one."""
+    statement = (
+        select(SlaTimer)
+        .where(col(SlaTimer.next_at) <= now)
+        .order_by(col(SlaTimer.next_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     return list((await session.exec(statement)).all())
 
 
-async def breach_due(
-    *, session: AsyncSession, now: datetime, limit: int = 500, escalation: Sequence[EscalationStep] = ()
+async def fire_due(
+    *, session: AsyncSession, now: datetime, limit: int, calendar_of: CalendarOf, changes: Changes
 ) -> int:
-    """Close up to `limit` due timers as breached and stage sla.breached (with `escalation`) for each; how many."""
+    """Breach the claimed timers whose deadline has come, warn the others; stage their events; how many fired.
+
+    A timer already past its deadline is breached without a warning.
+    """
     timers = await claim_due(session=session, now=now, limit=limit)
+    await calendar_of.load({timer.team_id for timer in timers})
     for timer in timers:
-        timer.status, timer.closed_at = SlaState.BREACHED, now
+        calendar = await calendar_of(timer.team_id)
+        fields = _event_fields(timer, calendar=calendar, at=now)
+        if timer.due_at <= now:
+            timer.status, timer.closed_at, timer.next_at = SlaState.BREACHED, now, None
+            breached = SlaBreached(
+                **fields,
+                breached_at=now,
+                escalation=[EscalationStep(step) for step in timer.escalation],
+            )
+            _publish(session, timer, "breached", breached)
+            changes.breached.append((timer, timer.due_at))
+        else:
+            instant = timer.next_at or now
+            timer.status, timer.warned_at, timer.next_at = SlaState.WARNING, now, timer.due_at
+            wall, business = elapsed(calendar=calendar, start=now, end=timer.due_at)
+            remaining = business if SlaClock(timer.clock) is SlaClock.BUSINESS else wall
+            warning = SlaWarning(**fields, remaining_seconds=remaining, warned_at=now)
+            _publish(session, timer, "warning", warning)
+            changes.warned.append((timer, instant))
+            changes.schedule(timer.due_at)
         session.add(timer)
-        breached = SlaBreached(
-            lead_id=timer.lead_id,
-            obligation=timer.obligation,
-            assignment_id=timer.assignment_id,
-            rep_id=timer.rep_id,
-            due_at=timer.due_at,
-            breached_at=now,
-            escalation=list(escalation),
-        )
-        outbox.add(session, new_event(breached, source=SOURCE))
     return len(timers)
 
 
-async def reschedule_team(*, session: AsyncSession, team_id: str, calendar: TeamCalendar, now: datetime) -> int:
-    """Move the deadlines of the team's open business-clock timers onto its new calendar; how many moved."""
-    return 0  # issue 10: timers helper
+async def next_instant(*, session: AsyncSession) -> datetime | None:
+    """The soonest instant an open timer must be acted on, if any."""
+    result: datetime | None = (await session.exec(select(func.min(SlaTimer.next_at)))).one()
+    return result
+
+
+async def reschedule_team(
+    *, session: AsyncSession, team_id: str, calendar: TeamCalendar, now: datetime, wake: TimerWake | None = None
+) -> int:
+    """Move the deadlines of the team's open business-clock timers onto its new calendar; how many moved.
+
+    Windows are recomputed from each timer's start; a warning already sent is not sent again. Pass the
+    context's `wake` so the timer job wakes after the commit if an instant came sooner.
+    """
+    statement = (
+        select(SlaTimer)
+        .where(
+            SlaTimer.team_id == team_id,
+            SlaTimer.clock == SlaClock.BUSINESS,
+            col(SlaTimer.status).in_(OPEN_STATES),
+        )
+        .with_for_update()
+    )
+    timers = list((await session.exec(statement)).all())
+    shares = await _warn_shares(session, {timer.policy_version for timer in timers})
+    soonest: datetime | None = None
+    moved = 0
+    for timer in timers:
+        before = (timer.warn_at, timer.due_at)
+        share = None
+        if timer.warn_at is not None:
+            # The policy's share; for a version not stored here, the share the old deadlines show.
+            window = (timer.due_at - timer.started_at).total_seconds()
+            share = shares.get((timer.policy_version, timer.obligation)) or (
+                (timer.warn_at - timer.started_at).total_seconds() / window if window > 0 else None
+            )
+        _schedule(timer, calendar, share)
+        if timer.status == SlaState.WARNING:
+            timer.warn_at = before[0]  # sent already: only the deadline moves
+        timer.next_at = _next_at(timer)
+        if (timer.warn_at, timer.due_at) != before:
+            moved += 1
+            session.add(timer)
+            instant = max(timer.next_at, now)
+            soonest = instant if soonest is None else min(soonest, instant)
+    if wake is not None and soonest is not None:
+        at = soonest
+        after_commit(session, lambda: wake.sooner(at))
+    return moved
+
+
+async def _warn_shares(session: AsyncSession, versions: set[str]) -> dict[tuple[str, str], float]:
+    # Business-clock timers come from signed policies (the built-in one runs on the wall clock).
+    shares: dict[tuple[str, str], float] = {}
+    for version in versions:
+        if not version.isdigit():
+            continue
+        record = await agreements.get(session, kind=SLA.name, version=int(version))
+        if record is None:
+            continue
+        for obligation in SlaDocument.model_validate(record.version.document).obligations:
+            if obligation.warn_at is not None:
+                shares[(version, obligation.name)] = obligation.warn_at
+    return shares

@@ -1,6 +1,7 @@
 """Waking the timer job when a sooner instant is committed in this process."""
 
 import asyncio
+import contextlib
 from datetime import datetime
 
 
@@ -18,5 +19,16 @@ class TimerWake:
             self._event.set()
 
     async def wait(self, seconds: float) -> None:
-        """Sleep up to `seconds`, or until woken."""
-        raise NotImplementedError  # issue 10: timers helper
+        """Sleep up to `seconds`, or until woken.
+
+        A `sooner` made since the last wait (while the job looked for due timers) returns at once; either
+        way the wake is spent and nothing is planned afterwards, so the job looks again before sleeping.
+        """
+        try:
+            if seconds > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(seconds):
+                        await self._event.wait()
+        finally:
+            self._event.clear()
+            self.planned = None
