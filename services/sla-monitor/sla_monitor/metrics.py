@@ -80,3 +80,6 @@ class SlaMetrics:
             buckets=LATENESS_BUCKETS,
             registry=registry,
         )
+        # Both series exist from the start, so a rate over them sees the first warning and breach.
+        for event in ("warning", "breached"):
+            self.fire_lateness_seconds.labels(event=event)

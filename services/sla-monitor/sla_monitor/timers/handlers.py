@@ -61,7 +61,11 @@ def count_after_commit(context: SlaContext, session: AsyncSession, changes: Chan
     def committed() -> None:
         metrics, now = context.metrics, utcnow()
         for timer in changes.started:
-            metrics.started_total.labels(**_labels(timer)).inc()
+            labels = _labels(timer)
+            metrics.started_total.labels(**labels).inc()
+            # The outcomes' series exist from the start at 0, so a rate over them sees the first one.
+            for outcome in (metrics.warnings_total, metrics.breaches_total, metrics.met_total):
+                outcome.labels(**labels)
         for timer, instant in changes.warned:
             metrics.warnings_total.labels(**_labels(timer)).inc()
             metrics.fire_lateness_seconds.labels(event="warning").observe(max((now - instant).total_seconds(), 0.0))
