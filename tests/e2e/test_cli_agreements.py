@@ -13,8 +13,8 @@ SLA_V1 = {
     "note": "accept within 15 minutes, first touch within 30",
     "document": {
         "obligations": [
-            {"name": "accept", "within_seconds": 900, "warn_at": 0.8},
-            {"name": "first_touch", "within_seconds": 1800, "warn_at": 0.8},
+            {"name": "accept", "met_by": ["accepted"], "clock": "wall", "targets": [{"within": "15m"}]},
+            {"name": "first_touch", "met_by": ["contacted"], "clock": "wall", "targets": [{"within": "30m"}]},
         ]
     },
 }
@@ -53,7 +53,7 @@ async def test_teams_co_sign_an_sla_and_reject_a_change_through_the_cli(
     exported = tmp_path / "sla.yaml"
     assert (await leadrelay("agreements", "export", "sla", "1", "-o", str(exported), *url)).code == 0
     assert yaml.safe_load(exported.read_text()) == {"kind": "sla", **SLA_V1}
-    changed = exported.read_text().replace("within_seconds: 900", "within_seconds: 600")
+    changed = exported.read_text().replace("within: 15m", "within: 10m")
     exported.write_text(changed)
     imported = await leadrelay("agreements", "import", "sla", str(exported), *url, "--json")
     assert imported.code == 0, imported.output
@@ -62,7 +62,7 @@ async def test_teams_co_sign_an_sla_and_reject_a_change_through_the_cli(
     diff = await leadrelay("agreements", "diff", "sla", "1", "2", *url, "--json")
     assert diff.code == 0, diff.output
     assert diff.json()["changes"] == [
-        {"op": "replace", "path": "/obligations/0/within_seconds", "from": 900, "to": 600}
+        {"op": "replace", "path": "/obligations/0/targets/0/within", "from": "15m", "to": "10m"}
     ]
 
     rejected = await leadrelay(

@@ -210,9 +210,26 @@ async def test_make_run_stack_routes_stops_cleanly_and_keeps_leads(tmp_path: Pat
             assert set(reps) == {"rep-default", "rep-grace", "rep-alan", "rep-ada"}
             receiver = f"http://127.0.0.1:{stack.receiver_port}"
             assert reps["rep-default"]["channels"] == [
-                {"kind": "webhook", "url": f"{receiver}/reps/rep-default", "secret_last4": DEMO_RECEIVER_SECRET[-4:]}
+                {
+                    "kind": "webhook",
+                    "url": f"{receiver}/reps/rep-default",
+                    "secret_last4": DEMO_RECEIVER_SECRET[-4:],
+                    "disabled": False,
+                }
             ]
             assert (await client.post(f"{receiver}/reps/rep-default", content=b"{}")).status_code == 401  # unsigned
+
+            sla_versions = f"http://127.0.0.1:{stack.ports['sla-monitor']}/v1/sla/versions"
+
+            async def seeded_sla() -> list[dict[str, Any]] | None:
+                answer = await client.get(sla_versions)
+                if answer.status_code != 200:
+                    return None
+                versions: list[dict[str, Any]] = answer.json()["versions"]
+                return versions if any(version["status"] == "active" for version in versions) else None
+
+            [sla] = await wait_until(seeded_sla, timeout=60, what="the demo SLA to be seeded and active")
+            assert (sla["approved_teams"], sla["author"]["team"]) == (["marketing", "sales"], "ops")
 
             await _demo_opening(client, intake_url, router_url)
 

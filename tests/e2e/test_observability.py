@@ -31,7 +31,7 @@ from leadrelay.observe import (
 )
 from leadrelay.testing import Stack, free_port, wait_until
 from tests.e2e.conftest import StackFactory
-from tests.observability.conftest import DEPLOY, require
+from tests.observability.conftest import DEPLOY, require, server
 
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "sla-oncall.json"
 # The sla-monitor on fast timings: every obligation breaches a second after it starts.
@@ -107,22 +107,6 @@ class Observed:
             f"--- {name}\n" + "\n".join(path.read_text().splitlines()[-20:]) for name, path in self.logs.items()
         )
         return own + "\n" + self.stack.logs()
-
-
-@asynccontextmanager
-async def server(command: list[str], log: Path) -> AsyncIterator[None]:
-    """A server process for the test's duration, its output in `log`."""
-    with log.open("ab") as output:
-        process = await asyncio.create_subprocess_exec(*command, stdout=output, stderr=asyncio.subprocess.STDOUT)
-        try:
-            yield
-        finally:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout=10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
 
 
 @asynccontextmanager

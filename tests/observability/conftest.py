@@ -1,7 +1,10 @@
 """Prometheus's and Alertmanager's own tools and binaries: skipped when missing, unless REQUIRE_PROMTOOL=1."""
 
+import asyncio
 import os
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,19 @@ def alertmanager_binary() -> str:
 def run(*command: str) -> subprocess.CompletedProcess[str]:
     """Run a tool to completion (they take milliseconds), output captured."""
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+@asynccontextmanager
+async def server(command: list[str], log: Path) -> AsyncIterator[None]:
+    """A server process (Prometheus, Alertmanager) for the test's duration, its output in `log`."""
+    with log.open("ab") as output:
+        process = await asyncio.create_subprocess_exec(*command, stdout=output, stderr=asyncio.subprocess.STDOUT)
+        try:
+            yield
+        finally:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()

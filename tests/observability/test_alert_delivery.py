@@ -3,10 +3,7 @@ metrics, Alertmanager routes with deploy/alertmanager/alertmanager.yml, and SLA 
 the on-call webhook. The metrics come from a stand-in exporter, so this runs without the stack; the
 same chain over the live stack is tests/e2e/test_observability.py."""
 
-import asyncio
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ import httpx
 
 from leadrelay.observe import OncallSink, alertmanager_config, prometheus_config, write_config
 from leadrelay.testing import free_port, wait_until
+from tests.observability.conftest import server
 
 
 class BreachingExporter:
@@ -51,18 +49,6 @@ class BreachingExporter:
         self.server.server_close()
 
 
-@asynccontextmanager
-async def process(command: list[str], log: Path) -> AsyncIterator[None]:
-    """A server process for the test's duration."""
-    with log.open("ab") as output:
-        started = await asyncio.create_subprocess_exec(*command, stdout=output, stderr=asyncio.subprocess.STDOUT)
-        try:
-            yield
-        finally:
-            started.terminate()
-            await asyncio.wait_for(started.wait(), timeout=10)
-
-
 async def test_a_breach_rate_alert_pages_oncall_and_a_pipeline_alert_does_not(
     prometheus_binary: str, alertmanager_binary: str, tmp_path: Path
 ) -> None:
@@ -81,7 +67,7 @@ async def test_a_breach_rate_alert_pages_oncall_and_a_pipeline_alert_does_not(
     )
     try:
         async with (
-            process(
+            server(
                 [
                     alertmanager_binary,
                     f"--config.file={alertmanager_file}",
@@ -91,7 +77,7 @@ async def test_a_breach_rate_alert_pages_oncall_and_a_pipeline_alert_does_not(
                 ],
                 tmp_path / "alertmanager.log",
             ),
-            process(
+            server(
                 [
                     prometheus_binary,
                     f"--config.file={prometheus_file}",

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -54,6 +54,7 @@ from router.reps.schemas import RepPut
 from router.rules.document import RoutingDocument
 from router.rules.engine import compile_rules
 from router.teams.models import Team as SalesTeam
+from services.router.tests.scripted_endpoint import FlakyServer, Received
 
 SECRET_KEY = "test-secret-key-0123456789"
 WEBHOOK_SECRET = "whsec_c2VjcmV0LXNpZ25pbmcta2V5LWZvci1hZGE="
@@ -76,53 +77,12 @@ RULES = RoutingDocument.model_validate(
 REMIND, REASSIGN, NOTIFY_MANAGER = EscalationStep.REMIND, EscalationStep.REASSIGN, EscalationStep.NOTIFY_MANAGER
 
 
-@dataclass
-class Received:
-    """A request the receiving server got."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A local HTTP/1.1 endpoint answering 200 to everything, keeping each request."""
-
-    received: list[Received] = field(default_factory=list)
-    server: asyncio.Server | None = None
-
-    def url(self, path: str) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}{path}"
-
-    def to(self, path: str) -> list[Received]:
-        return [request for request in self.received if request.path == path]
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode()
-            lines = head.split("\r\n")
-            headers = {
-                name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines[1:] if line)
-            }
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.received.append(Received(lines[0].split(" ")[1], headers, body))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    receiving = Receiver()
-    receiving.server = await asyncio.start_server(receiving.handle, "127.0.0.1", 0)
-    yield receiving
-    receiving.server.close()
-    await receiving.server.wait_closed()
+async def receiver() -> AsyncIterator[FlakyServer]:
+    server = FlakyServer()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 @dataclass
@@ -131,7 +91,7 @@ class Router:
 
     storage: Storage
     context: RouterContext
-    receiver: Receiver
+    receiver: FlakyServer
     task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -210,7 +170,7 @@ class Router:
 
 
 @pytest.fixture
-async def router(database_url: str, receiver: Receiver) -> AsyncIterator[Router]:
+async def router(database_url: str, receiver: FlakyServer) -> AsyncIterator[Router]:
     async with migrated(database_url, migrations_of("router")) as storage:
         async with storage.sessions() as session:
             session.add(stored_key("key_reader", READER_KEY, team=Team.SALES, scopes=[Scope.ROUTING_READ]))
@@ -260,7 +220,7 @@ def verified(request: Received) -> dict[str, Any]:
 
 
 async def test_a_breach_reminds_the_rep_and_notifies_the_manager_on_each_of_their_channels(
-    router: Router, receiver: Receiver
+    router: Router, receiver: FlakyServer
 ) -> None:
     await router.staff("rep-grace", ("rep-ada", [router.webhook("/ada")]))
     await router.put_rep("rep-grace", [], [router.webhook("/grace"), router.slack("/grace-slack")])
@@ -310,7 +270,7 @@ async def test_a_breach_reminds_the_rep_and_notifies_the_manager_on_each_of_thei
     assert "http" not in shown
 
 
-async def test_a_redelivered_breach_sends_nothing_twice(router: Router, receiver: Receiver) -> None:
+async def test_a_redelivered_breach_sends_nothing_twice(router: Router, receiver: FlakyServer) -> None:
     await router.staff("rep-grace", ("rep-ada", [router.webhook("/ada")]))
     await router.put_rep("rep-grace", [], [router.webhook("/grace")])
     assignment = await router.route("lead-1")
@@ -327,7 +287,7 @@ async def test_a_redelivered_breach_sends_nothing_twice(router: Router, receiver
     assert [len(receiver.to(path)) for path in ("/ada", "/grace")] == [2, 1]
 
 
-async def test_a_breach_of_a_replaced_assignment_sends_nothing(router: Router, receiver: Receiver) -> None:
+async def test_a_breach_of_a_replaced_assignment_sends_nothing(router: Router, receiver: FlakyServer) -> None:
     await router.staff("rep-grace", ("rep-ada", [router.webhook("/ada")]), ("rep-bob", [router.webhook("/bob")]))
     await router.put_rep("rep-grace", [], [router.webhook("/grace")])
     first = await router.route("lead-1")
@@ -344,7 +304,7 @@ async def test_a_breach_of_a_replaced_assignment_sends_nothing(router: Router, r
 
 
 async def test_the_ladder_runs_in_order_the_reminder_goes_to_the_rep_who_breached_then_the_lead_moves(
-    router: Router, receiver: Receiver
+    router: Router, receiver: FlakyServer
 ) -> None:
     await router.staff("rep-grace", ("rep-ada", [router.webhook("/ada")]), ("rep-bob", [router.webhook("/bob")]))
     await router.put_rep("rep-grace", [], [router.webhook("/grace")])
@@ -384,7 +344,7 @@ async def test_the_ladder_runs_in_order_the_reminder_goes_to_the_rep_who_breache
     ids=["no manager", "a manager without channels", "a manager who is no stored rep"],
 )
 async def test_a_manager_who_cannot_be_told_shows_in_the_delivery_log_as_nothing_to_send(
-    router: Router, receiver: Receiver, manager: str | None, manager_channels: list[dict[str, Any]] | None, why: str
+    router: Router, receiver: FlakyServer, manager: str | None, manager_channels: list[dict[str, Any]] | None, why: str
 ) -> None:
     await router.staff(manager, ("rep-ada", [router.webhook("/ada")]))
     if manager_channels is not None and manager is not None:
@@ -421,7 +381,7 @@ async def test_a_manager_who_cannot_be_told_shows_in_the_delivery_log_as_nothing
     assert [len(receiver.to(path)) for path in ("/ada",)] == [2]
 
 
-async def test_a_warning_gives_the_rep_a_heads_up_once(router: Router, receiver: Receiver) -> None:
+async def test_a_warning_gives_the_rep_a_heads_up_once(router: Router, receiver: FlakyServer) -> None:
     await router.staff(None, ("rep-ada", [router.webhook("/ada"), router.slack("/ada-slack")]))
     assignment = await router.route("lead-1")
     warning = warning_of(assignment)
