@@ -25,6 +25,8 @@ from leadrelay.events import (
     LeadScored,
     ScoreCriterion,
     SlaBreached,
+    SlaCancelled,
+    SlaClock,
     SlaMet,
     SlaStarted,
     SlaWarning,
@@ -165,6 +167,22 @@ SAMPLES: dict[str, EventData] = {
     ),
     "sla.met": SlaMet(
         lead_id="lead-1", obligation="first_touch", assignment_id="asg-1", rep_id="rep-7", due_at=DUE, met_at=AT
+    ),
+    "sla.cancelled": SlaCancelled(
+        lead_id="lead-1",
+        obligation="first_touch",
+        assignment_id="asg-1",
+        rep_id="rep-7",
+        team_id="team-emea",
+        grade="A1",
+        source="webinar",
+        policy_version="3",
+        clock=SlaClock.BUSINESS,
+        due_at=DUE,
+        elapsed_seconds=120.0,
+        elapsed_business_seconds=60.0,
+        cancelled_at=AT,
+        reason="stage_left",
     ),
     "account.changed": AccountChanged(
         account_id="acct-42",
