@@ -229,6 +229,10 @@ async def test_at_risk_lists_warned_and_soon_due_soonest_first(
         "lead-5",
     ]
     assert leads_of(await api.get("/v1/sla/at-risk", params={"within_seconds": 0})) == ["lead-1", "lead-5"]
+    # Per team: team-b's overdue lead-1 is the soonest; team-a has lead-2, lead-3 and the warned lead-5.
+    assert [(t["team_id"], t["at_risk"], t["warned"]) for t in body["teams"]] == [("team-b", 1, 0), ("team-a", 3, 1)]
+    soonest = datetime.fromisoformat(body["teams"][0]["soonest_due_at"].replace("Z", "+00:00"))
+    assert soonest == at_risk_timers["overdue-b"].due_at
 
 
 async def test_at_risk_filters_by_team_and_obligation_and_caps(
@@ -245,6 +249,7 @@ async def test_at_risk_filters_by_team_and_obligation_and_caps(
     capped = await api.get("/v1/sla/at-risk", params={"limit": 2})
     assert leads_of(capped) == ["lead-1", "lead-2"]
     assert capped.json()["truncated"] is True
+    assert [(t["team_id"], t["at_risk"]) for t in capped.json()["teams"]] == [("team-b", 1), ("team-a", 3)]  # all
     exact = await api.get("/v1/sla/at-risk", params={"limit": 4})
     assert exact.json()["truncated"] is False
 

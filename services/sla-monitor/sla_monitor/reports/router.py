@@ -18,6 +18,7 @@ from sla_monitor.reports.schemas import (
     EXAMPLE_LEAD_ID,
     AtRisk,
     AtRiskObligation,
+    AtRiskTeam,
     GroupBy,
     LeadObligations,
     ObligationPublic,
@@ -106,6 +107,9 @@ async def read_at_risk(
     timers = await service.at_risk(
         session=session, now=now, within_seconds=within_seconds, team_id=team_id, obligation=obligation, limit=limit + 1
     )
+    teams = await service.at_risk_by_team(
+        session=session, now=now, within_seconds=within_seconds, team_id=team_id, obligation=obligation
+    )
     return AtRisk(
         within_seconds=within_seconds,
         as_of=now,
@@ -116,6 +120,10 @@ async def read_at_risk(
             for timer in timers[:limit]
         ],
         truncated=len(timers) > limit,
+        teams=[
+            AtRiskTeam(team_id=team, at_risk=count, warned=warned, soonest_due_at=soonest)
+            for team, count, warned, soonest in teams
+        ],
     )
 
 

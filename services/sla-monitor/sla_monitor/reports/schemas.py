@@ -112,6 +112,15 @@ class AtRiskObligation(BaseModel):
     remaining_seconds: float = Field(description="Wall seconds until `due_at`; 0 when it passed.")
 
 
+class AtRiskTeam(BaseModel):
+    """One team's obligations at risk: every match, not only those listed."""
+
+    team_id: str | None = Field(description="null: obligations of assignments that name no team.")
+    at_risk: int
+    warned: int = Field(description="Of those, already past their warning point.")
+    soonest_due_at: datetime
+
+
 class AtRisk(BaseModel):
     """Open obligations warned or due within `within_seconds`, the soonest due first."""
 
@@ -130,6 +139,9 @@ class AtRisk(BaseModel):
                         | {"lead_id": EXAMPLE_LEAD_ID}
                     ],
                     "truncated": False,
+                    "teams": [
+                        {"team_id": "team-emea", "at_risk": 1, "warned": 0, "soonest_due_at": "2026-11-27T09:45:00Z"}
+                    ],
                 }
             ]
         }
@@ -139,6 +151,9 @@ class AtRisk(BaseModel):
     as_of: datetime = Field(description="The instant `remaining_seconds` and `within_seconds` count from.")
     obligations: list[AtRiskObligation]
     truncated: bool = Field(description="True when more matched than `limit` (the list is a plain cap, no cursor).")
+    teams: list[AtRiskTeam] = Field(
+        description="Per team, every match counted (the cap does not apply), soonest first."
+    )
 
 
 class GroupBy(StrEnum):

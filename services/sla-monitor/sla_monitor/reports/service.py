@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, case, func
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -44,6 +44,21 @@ async def lead_obligations(*, session: AsyncSession, lead_id: str) -> Sequence[S
     return (await session.exec(query)).all()
 
 
+def _at_risk_conditions(
+    *, now: datetime, within_seconds: float, team_id: str | None, obligation: str | None
+) -> list[ColumnElement[bool]]:
+    horizon = now + timedelta(seconds=within_seconds)
+    conditions = [
+        col(SlaTimer.status).in_(OPEN),
+        or_(col(SlaTimer.status) == SlaState.WARNING.value, col(SlaTimer.due_at) <= horizon),
+    ]
+    if team_id is not None:
+        conditions.append(col(SlaTimer.team_id) == team_id)
+    if obligation is not None:
+        conditions.append(col(SlaTimer.obligation) == obligation)
+    return conditions
+
+
 async def at_risk(
     *,
     session: AsyncSession,
@@ -54,17 +69,32 @@ async def at_risk(
     limit: int,
 ) -> Sequence[SlaTimer]:
     """Open timers already warned or due by `now + within_seconds`, the soonest due first, at most `limit`."""
-    horizon = now + timedelta(seconds=within_seconds)
-    query = select(SlaTimer).where(
-        col(SlaTimer.status).in_(OPEN),
-        or_(col(SlaTimer.status) == SlaState.WARNING.value, col(SlaTimer.due_at) <= horizon),
-    )
-    if team_id is not None:
-        query = query.where(col(SlaTimer.team_id) == team_id)
-    if obligation is not None:
-        query = query.where(col(SlaTimer.obligation) == obligation)
-    query = query.order_by(col(SlaTimer.due_at), col(SlaTimer.id)).limit(limit)
+    conditions = _at_risk_conditions(now=now, within_seconds=within_seconds, team_id=team_id, obligation=obligation)
+    query = select(SlaTimer).where(*conditions).order_by(col(SlaTimer.due_at), col(SlaTimer.id)).limit(limit)
     return (await session.exec(query)).all()
+
+
+async def at_risk_by_team(
+    *,
+    session: AsyncSession,
+    now: datetime,
+    within_seconds: float,
+    team_id: str | None = None,
+    obligation: str | None = None,
+) -> list[tuple[str | None, int, int, datetime]]:
+    """Per team: how many obligations are at risk (all of them, not capped), how many warned, the soonest due."""
+    conditions = _at_risk_conditions(now=now, within_seconds=within_seconds, team_id=team_id, obligation=obligation)
+    warned = func.sum(case((col(SlaTimer.status) == SlaState.WARNING.value, 1), else_=0))
+    query = (
+        select(col(SlaTimer.team_id), func.count(), warned, func.min(col(SlaTimer.due_at)))
+        .where(*conditions)
+        .group_by(col(SlaTimer.team_id))
+    )
+    rows = [
+        (team, int(count), int(warned_count or 0), soonest)
+        for team, count, warned_count, soonest in (await session.exec(query)).all()
+    ]
+    return sorted(rows, key=lambda row: row[3])
 
 
 def percentiles(values: Sequence[float]) -> tuple[int, list[float | None]]:
