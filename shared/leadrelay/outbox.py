@@ -92,8 +92,11 @@ def wake_on_commit(sessions: SessionFactory, wake: Callable[[], None], *, others
     event.listen(session_class, "after_soft_rollback", lambda session, _previous: after_rollback(session))
 
 
-async def listen_for_commits(engine: AsyncEngine, wake: Callable[[], None], *, retry_interval: float = 1.0) -> None:
-    """On PostgreSQL, call `wake` whenever any process commits outbox rows (LISTEN); elsewhere return.
+async def listen_for_commits(
+    engine: AsyncEngine, wake: Callable[[], None], *, channel: str = NOTIFY_CHANNEL, retry_interval: float = 1.0
+) -> None:
+    """On PostgreSQL, call `wake` whenever any process NOTIFYs `channel` (outbox rows committed by default);
+    elsewhere return.
 
     SQLite has no such channel: rows committed by another process are found at the relay's next
     poll (`OUTBOX_POLL_INTERVAL_SECONDS`).
@@ -105,16 +108,18 @@ async def listen_for_commits(engine: AsyncEngine, wake: Callable[[], None], *, r
         try:
             connection = await asyncpg.connect(dsn, timeout=5)
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-            logger.warning("cannot listen for outbox commits, will retry", extra={"error": type(exc).__name__})
+            logger.warning(
+                "cannot listen for commits, will retry", extra={"channel": channel, "error": type(exc).__name__}
+            )
             await asyncio.sleep(retry_interval)
             continue
         closed = asyncio.Event()
         try:
             connection.add_termination_listener(partial(_set_on_close, closed))
-            await connection.add_listener(NOTIFY_CHANNEL, lambda *_notification: wake())
+            await connection.add_listener(channel, lambda *_notification: wake())
             wake()  # whatever was committed while nobody listened
             await closed.wait()
-            logger.warning("lost the outbox notification connection, reconnecting")
+            logger.warning("lost the notification connection, reconnecting", extra={"channel": channel})
         finally:
             with contextlib.suppress(Exception):
                 await connection.close(timeout=2)

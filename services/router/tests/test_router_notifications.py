@@ -14,6 +14,7 @@ import standardwebhooks
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
+from sqlalchemy import text
 from sqlmodel import col, select
 
 from leadrelay.apikeys import Scope, Team
@@ -32,6 +33,7 @@ from router.notifications.jobs import run_deliveries, slack_message, verdict
 from router.notifications.metrics import NotificationMetrics
 from router.notifications.models import Delivery, DeliveryStatus
 from router.notifications.router import router as notifications_router
+from router.notifications.wake import DELIVERIES_CHANNEL
 from router.reps import service as reps
 from router.reps.crypto import channel_box
 from router.reps.models import Rep
@@ -91,9 +93,10 @@ class Notifier:
     metrics: NotificationMetrics
     task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    def start(self, *, listen: bool = False) -> None:
+        engine = self.storage.engine if listen else None
         self.task = asyncio.create_task(
-            run_deliveries(sessions=self.storage.sessions, context=self.context, metrics=self.metrics)
+            run_deliveries(sessions=self.storage.sessions, context=self.context, metrics=self.metrics, engine=engine)
         )
 
     async def stop(self) -> None:
@@ -228,6 +231,32 @@ async def test_a_webhook_is_signed_per_standard_webhooks_and_tells_the_rep_every
     assert running.metric("leadrelay_notifications_total", channel="webhook", outcome="delivered") == 1
     assert running.metric("leadrelay_speed_to_lead_seconds_count") == 1
     assert running.metric("leadrelay_notification_attempt_seconds_count", channel="webhook") == 1
+
+
+async def test_deliveries_another_replica_commits_wake_the_leading_job_at_once_on_postgresql(
+    router_db: Storage, notifier: NotifierFactory, endpoint: FlakyServer, backend: str
+) -> None:
+    if backend != "postgres":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; on SQLite NOTIFY_MAX_SLEEP_SECONDS bounds the wait")
+    leader = await notifier(start=False, notify_max_sleep_seconds=60)
+    leader.start(listen=True)
+    replica = await notifier(start=False)  # its consumer commits deliveries; its delivery job does not run
+    await put_rep(router_db, "rep-ada", webhook(endpoint, "/ada"))
+
+    async def listening() -> bool:
+        async with router_db.sessions() as session:
+            statement = text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE :listen"
+            )
+            rows = await session.exec(statement.bindparams(listen=f"LISTEN %{DELIVERIES_CHANNEL}%"))  # type: ignore[call-overload]
+            return bool(rows.scalar_one())
+
+    await wait_until(listening, timeout=10, what="the leading job to listen")
+    await assign(replica, "lead-1", "rep-ada")
+
+    # The leader sleeps up to a minute between looks: only the replica's NOTIFY wakes it this soon.
+    await wait_until(settled(router_db, "lead-1", DeliveryStatus.DELIVERED), timeout=10, what="delivered")
+    assert len(endpoint.to("/ada")) == 1
 
 
 async def test_a_slack_channel_gets_a_message_with_the_same_context(

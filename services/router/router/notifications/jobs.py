@@ -10,11 +10,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
 from leadrelay import signing
 from leadrelay.db import SessionFactory
 from leadrelay.events import utcnow
+from leadrelay.outbox import listen_for_commits
 from leadrelay.runtime import ServiceRuntime
 from leadrelay.secrets import SecretBox
 from leadrelay.service import Job
@@ -25,6 +27,7 @@ from router.notifications.escalations import SLA_PAYLOAD_TYPES
 from router.notifications.metrics import NotificationMetrics
 from router.notifications.models import ChannelKind, DeliveryKind, DeliveryStatus
 from router.notifications.service import Claimed
+from router.notifications.wake import DELIVERIES_CHANNEL
 from router.reps.crypto import channel_box
 from router.reps.models import Rep
 
@@ -286,8 +289,28 @@ class Sender:
             )
 
 
-async def run_deliveries(*, sessions: SessionFactory, context: RouterContext, metrics: NotificationMetrics) -> None:
-    """Send due deliveries until cancelled; between batches, sleep until the next is due or the job is woken."""
+async def run_deliveries(
+    *, sessions: SessionFactory, context: RouterContext, metrics: NotificationMetrics, engine: AsyncEngine | None = None
+) -> None:
+    """Send due deliveries until cancelled; between batches, sleep until the next is due or the job is woken.
+
+    With `engine` on PostgreSQL, deliveries any replica commits wake the job too (LISTEN).
+    """
+    listener = None
+    if engine is not None:
+        listener = asyncio.create_task(listen_for_commits(engine, context.deliveries.wake, channel=DELIVERIES_CHANNEL))
+    try:
+        await _deliver_until_cancelled(sessions=sessions, context=context, metrics=metrics)
+    finally:
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+
+async def _deliver_until_cancelled(
+    *, sessions: SessionFactory, context: RouterContext, metrics: NotificationMetrics
+) -> None:
     settings = context.settings
     wake = context.deliveries.event
     lease = settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS
@@ -306,7 +329,7 @@ async def run_deliveries(*, sessions: SessionFactory, context: RouterContext, me
                 next_due = await service.next_due_at(session=session)
             if claimed:
                 continue
-            # Bounded: deliveries another replica's consumer made wake no one here.
+            # Bounded: on SQLite, deliveries another process committed wake no one here.
             delay = settings.notify_max_sleep_seconds
             if next_due is not None:
                 delay = min(delay, (next_due - utcnow()).total_seconds())
@@ -321,6 +344,6 @@ def delivery_job(context: RouterContext, metrics: NotificationMetrics) -> Job[Ro
 
     async def deliver_notifications(runtime: ServiceRuntime[RouterSettings]) -> None:
         """Send due deliveries until cancelled."""
-        await run_deliveries(sessions=runtime.sessions, context=context, metrics=metrics)
+        await run_deliveries(sessions=runtime.sessions, context=context, metrics=metrics, engine=runtime.engine)
 
     return deliver_notifications

@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from sqlalchemy import event, func, update
+from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -42,11 +42,6 @@ class PayloadSla(BaseModel):
     obligation: str
     due_at: datetime
     started_at: datetime
-
-
-def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
-    """Run `callback` once the session's transaction commits."""
-    event.listen(session.sync_session, "after_commit", lambda _session: callback(), once=True)
 
 
 def webhook_id(assignment_id: str, channel_index: int) -> str:
@@ -124,7 +119,7 @@ async def enqueue(
             )
             created = True
     if created and context is not None:
-        after_commit(session, context.deliveries.wake)
+        await context.deliveries.on_commit(session)
 
 
 async def record_deadlines(*, session: AsyncSession, started: Sequence[SlaStarted]) -> int:

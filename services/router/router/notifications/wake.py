@@ -1,7 +1,16 @@
-"""The per-app hand-off that wakes the delivery job at once when deliveries or deadlines are committed."""
+"""The hand-off that wakes the delivery job at once when deliveries or deadlines are committed, on any replica."""
 
 import asyncio
 from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from leadrelay.db import after_commit
+
+DELIVERIES_CHANNEL = "leadrelay_router_deliveries"
+"""On PostgreSQL, commits that made work for the delivery job NOTIFY this channel, so the job wakes on
+whichever replica leads it, not only on the replica whose consumer committed."""
 
 
 @dataclass
@@ -13,3 +22,10 @@ class DeliveryWake:
     def wake(self) -> None:
         """Tell the job there is work (safe to call from a commit hook)."""
         self.event.set()
+
+    async def on_commit(self, session: AsyncSession) -> None:
+        """Wake this process's job once `session` commits, and, on PostgreSQL, every replica's (NOTIFY)."""
+        if session.get_bind().dialect.name == "postgresql":
+            # Transactional: delivered to listeners only if and when this transaction commits.
+            await session.exec(text(f"NOTIFY {DELIVERIES_CHANNEL}"))  # type: ignore[call-overload]
+        after_commit(session, self.wake)

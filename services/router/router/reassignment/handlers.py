@@ -10,7 +10,6 @@ from leadrelay.events import CloudEvent, EscalationStep, SlaBreached
 from router.assignments import service as assignments
 from router.context import RouterContext
 from router.notifications import escalations
-from router.notifications import service as notifications
 from router.reassignment import service
 
 logger = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ async def on_sla_breached(event: CloudEvent[SlaBreached], session: AsyncSession,
         elif step is EscalationStep.NOTIFY_MANAGER:
             due += await escalations.notify_manager(session=session, breach=breach, assignment=current)
     if due:
-        notifications.after_commit(session, context.deliveries.wake)
+        await context.deliveries.on_commit(session)
 
 
 def handlers(context: RouterContext) -> Handlers:
