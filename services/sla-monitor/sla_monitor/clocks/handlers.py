@@ -6,7 +6,6 @@ from functools import partial
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.consumer import Handlers
-from leadrelay.db import after_commit
 from leadrelay.events import CloudEvent, TeamChanged, utcnow
 from sla_monitor.clocks import service
 from sla_monitor.context import SlaContext
@@ -28,7 +27,7 @@ async def on_team_changed(
         moved += await timers.reschedule_team(session=session, team_id=record.team_id, calendar=calendar, now=now)
     if moved:
         # A deadline may have come sooner than the timer job plans to wake: let it look again once committed.
-        after_commit(session, partial(context.wake.sooner, now))
+        context.wake.on_commit(session, now, max_sleep_seconds=context.settings.timer_max_sleep_seconds)
 
 
 def handlers(context: SlaContext) -> Handlers:

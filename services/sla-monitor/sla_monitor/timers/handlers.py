@@ -84,9 +84,10 @@ def count_after_commit(context: SlaContext, session: AsyncSession, changes: Chan
                 metrics.response_business_seconds.labels(team=team, obligation=timer.obligation).observe(
                     timer.response_business_seconds
                 )
-        context.wake.sooner(changes.soonest)
 
     after_commit(session, committed)
+    if changes.soonest is not None:
+        context.wake.on_commit(session, changes.soonest, max_sleep_seconds=context.settings.timer_max_sleep_seconds)
 
 
 async def on_lead_assigned(

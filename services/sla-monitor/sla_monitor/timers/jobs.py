@@ -1,9 +1,14 @@
 """Scheduled job: fire timers whose warning or deadline has come, sleeping until the next one."""
 
+import asyncio
+import contextlib
 from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadrelay.db import SessionFactory
 from leadrelay.events import utcnow
+from leadrelay.outbox import listen_for_commits
 from leadrelay.runtime import ServiceRuntime
 from leadrelay.service import Job
 from sla_monitor.config import SlaMonitorSettings
@@ -11,6 +16,7 @@ from sla_monitor.context import SlaContext
 from sla_monitor.timers import service
 from sla_monitor.timers.handlers import calendars, count_after_commit
 from sla_monitor.timers.service import Changes
+from sla_monitor.timers.wake import TIMERS_CHANNEL
 
 
 async def fire_once(*, sessions: SessionFactory, context: SlaContext, now: datetime) -> tuple[int, datetime | None]:
@@ -32,14 +38,31 @@ async def fire_once(*, sessions: SessionFactory, context: SlaContext, now: datet
     return fired, upcoming
 
 
-async def run_timers(*, sessions: SessionFactory, context: SlaContext) -> None:
-    """Fire due timers until cancelled: never before their instant; between batches, sleep until the next one."""
+async def run_timers(*, sessions: SessionFactory, context: SlaContext, engine: AsyncEngine | None = None) -> None:
+    """Fire due timers until cancelled: never before their instant; between batches, sleep until the next one.
+
+    With `engine` on PostgreSQL, a timer any replica commits that may need firing before this job's
+    longest sleep ends wakes it too (LISTEN).
+    """
+    listener = None
+    if engine is not None:
+        listener = asyncio.create_task(listen_for_commits(engine, context.wake.wake, channel=TIMERS_CHANNEL))
+    try:
+        await _fire_until_cancelled(sessions=sessions, context=context)
+    finally:
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+
+async def _fire_until_cancelled(*, sessions: SessionFactory, context: SlaContext) -> None:
     wake, max_sleep = context.wake, context.settings.timer_max_sleep_seconds
     while True:
         fired, upcoming = await fire_once(sessions=sessions, context=context, now=utcnow())
         if fired >= context.settings.timer_fire_batch:
             continue  # more may be due right now
-        # Bounded: timers another replica's consumer started wake no one here.
+        # Bounded: on SQLite, timers another process started wake no one here.
         delay = max_sleep
         if upcoming is not None:
             delay = min(delay, (upcoming - utcnow()).total_seconds())
@@ -52,6 +75,6 @@ def timer_job(context: SlaContext) -> Job[SlaMonitorSettings]:
 
     async def fire_due_timers(runtime: ServiceRuntime[SlaMonitorSettings]) -> None:
         """Warn and breach timers as their instants come, until cancelled."""
-        await run_timers(sessions=runtime.sessions, context=context)
+        await run_timers(sessions=runtime.sessions, context=context, engine=runtime.engine)
 
     return fire_due_timers

@@ -1,8 +1,19 @@
-"""Waking the timer job when a sooner instant is committed in this process."""
+"""Waking the timer job when a sooner instant is committed, in this process or, on PostgreSQL, on any replica."""
 
 import asyncio
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from leadrelay.db import after_commit
+from leadrelay.events import utcnow
+
+TIMERS_CHANNEL = "leadrelay_sla_timers"
+"""On PostgreSQL, a commit with an instant the leading timer job might otherwise see too late NOTIFYs this
+channel, which that job LISTENs to on whichever replica leads it."""
 
 
 class TimerWake:
@@ -12,6 +23,18 @@ class TimerWake:
         self._event = asyncio.Event()
         self.planned: datetime | None = None
         """The instant the job plans to wake at (None: not sleeping, or nothing planned)."""
+
+    def wake(self) -> None:
+        """Wake the job to look again (another replica committed a timer it may need sooner)."""
+        self._event.set()
+
+    def on_commit(self, session: AsyncSession, at: datetime, *, max_sleep_seconds: float) -> None:
+        """Once `session` commits an instant `at`: wake this process's job if it is sooner than planned, and, on
+        PostgreSQL, the leading job on any replica when `at` comes before its longest sleep could end (NOTIFY)."""
+        if session.get_bind().dialect.name == "postgresql" and at < utcnow() + timedelta(seconds=max_sleep_seconds):
+            # Transactional: listeners hear it only if and when this transaction commits.
+            event.listen(session.sync_session, "before_commit", _notify_timers, once=True)
+        after_commit(session, lambda: self.sooner(at))
 
     def sooner(self, at: datetime | None) -> None:
         """Wake the job if `at` comes before what it planned (call after the commit that stored `at`)."""
@@ -32,3 +55,7 @@ class TimerWake:
         finally:
             self._event.clear()
             self.planned = None
+
+
+def _notify_timers(session: Session) -> None:
+    session.execute(text(f"NOTIFY {TIMERS_CHANNEL}"))
