@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -127,6 +127,29 @@ async def listen_for_commits(
 
 def _set_on_close(closed: asyncio.Event, _connection: object) -> None:
     closed.set()
+
+
+def notify_on_commit(session: AsyncSession, channel: str) -> None:
+    """On PostgreSQL, NOTIFY `channel` in this transaction: listeners in every process hear it once it commits."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    event.listen(session.sync_session, "before_commit", lambda sync: sync.execute(text(f"NOTIFY {channel}")), once=True)
+
+
+@contextlib.asynccontextmanager
+async def listening(engine: AsyncEngine | None, wake: Callable[[], None], *, channel: str) -> AsyncIterator[None]:
+    """While the block runs, call `wake` whenever any process commits a `notify_on_commit(..., channel)`
+    (PostgreSQL only; with no engine, or on SQLite, nothing)."""
+    if engine is None:
+        yield
+        return
+    listener = asyncio.create_task(listen_for_commits(engine, wake, channel=channel))
+    try:
+        yield
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
 
 
 PublishedHook = Callable[[AsyncSession, Sequence[OutboxMessage], Sequence[RecordMetadata]], Awaitable[None]]

@@ -19,7 +19,7 @@ async def on_sla_started(
 ) -> None:
     """Keep the deadlines; deliveries waiting for one are sent at once, with it."""
     if await service.record_deadlines(session=session, started=[event.data for event in events]):
-        await context.deliveries.on_commit(session)
+        context.deliveries.on_commit(session)
 
 
 async def on_sla_warning(
@@ -35,7 +35,7 @@ async def on_sla_warning(
             continue
         due += await escalations.warn(session=session, warning=event.data, assignment=assignment)
     if due:
-        await context.deliveries.on_commit(session)
+        context.deliveries.on_commit(session)
 
 
 def handlers(context: RouterContext) -> Handlers:

@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from leadrelay import signing
 from leadrelay.db import SessionFactory
 from leadrelay.events import utcnow
-from leadrelay.outbox import listen_for_commits
+from leadrelay.outbox import listening
 from leadrelay.runtime import ServiceRuntime
 from leadrelay.secrets import SecretBox
 from leadrelay.service import Job
@@ -296,16 +296,8 @@ async def run_deliveries(
 
     With `engine` on PostgreSQL, deliveries any replica commits wake the job too (LISTEN).
     """
-    listener = None
-    if engine is not None:
-        listener = asyncio.create_task(listen_for_commits(engine, context.deliveries.wake, channel=DELIVERIES_CHANNEL))
-    try:
+    async with listening(engine, context.deliveries.wake, channel=DELIVERIES_CHANNEL):
         await _deliver_until_cancelled(sessions=sessions, context=context, metrics=metrics)
-    finally:
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
 
 
 async def _deliver_until_cancelled(

@@ -119,7 +119,7 @@ async def enqueue(
             )
             created = True
     if created and context is not None:
-        await context.deliveries.on_commit(session)
+        context.deliveries.on_commit(session)
 
 
 async def record_deadlines(*, session: AsyncSession, started: Sequence[SlaStarted]) -> int:

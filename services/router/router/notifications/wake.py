@@ -3,10 +3,10 @@
 import asyncio
 from dataclasses import dataclass, field
 
-from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.db import after_commit
+from leadrelay.outbox import notify_on_commit
 
 DELIVERIES_CHANNEL = "leadrelay_router_deliveries"
 """On PostgreSQL, commits that made work for the delivery job NOTIFY this channel, so the job wakes on
@@ -23,9 +23,7 @@ class DeliveryWake:
         """Tell the job there is work (safe to call from a commit hook)."""
         self.event.set()
 
-    async def on_commit(self, session: AsyncSession) -> None:
+    def on_commit(self, session: AsyncSession) -> None:
         """Wake this process's job once `session` commits, and, on PostgreSQL, every replica's (NOTIFY)."""
-        if session.get_bind().dialect.name == "postgresql":
-            # Transactional: delivered to listeners only if and when this transaction commits.
-            await session.exec(text(f"NOTIFY {DELIVERIES_CHANNEL}"))  # type: ignore[call-overload]
+        notify_on_commit(session, DELIVERIES_CHANNEL)
         after_commit(session, self.wake)

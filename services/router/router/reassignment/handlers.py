@@ -37,7 +37,7 @@ async def on_sla_breached(event: CloudEvent[SlaBreached], session: AsyncSession,
         elif step is EscalationStep.NOTIFY_MANAGER:
             due += await escalations.notify_manager(session=session, breach=breach, assignment=current)
     if due:
-        await context.deliveries.on_commit(session)
+        context.deliveries.on_commit(session)
 
 
 def handlers(context: RouterContext) -> Handlers:

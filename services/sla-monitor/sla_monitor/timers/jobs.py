@@ -1,14 +1,12 @@
 """Scheduled job: fire timers whose warning or deadline has come, sleeping until the next one."""
 
-import asyncio
-import contextlib
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadrelay.db import SessionFactory
 from leadrelay.events import utcnow
-from leadrelay.outbox import listen_for_commits
+from leadrelay.outbox import listening
 from leadrelay.runtime import ServiceRuntime
 from leadrelay.service import Job
 from sla_monitor.config import SlaMonitorSettings
@@ -44,16 +42,8 @@ async def run_timers(*, sessions: SessionFactory, context: SlaContext, engine: A
     With `engine` on PostgreSQL, a timer any replica commits that may need firing before this job's
     longest sleep ends wakes it too (LISTEN).
     """
-    listener = None
-    if engine is not None:
-        listener = asyncio.create_task(listen_for_commits(engine, context.wake.wake, channel=TIMERS_CHANNEL))
-    try:
+    async with listening(engine, context.wake.wake, channel=TIMERS_CHANNEL):
         await _fire_until_cancelled(sessions=sessions, context=context)
-    finally:
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
 
 
 async def _fire_until_cancelled(*, sessions: SessionFactory, context: SlaContext) -> None:

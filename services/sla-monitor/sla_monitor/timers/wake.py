@@ -4,12 +4,11 @@ import asyncio
 import contextlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import event, text
-from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.db import after_commit
 from leadrelay.events import utcnow
+from leadrelay.outbox import notify_on_commit
 
 TIMERS_CHANNEL = "leadrelay_sla_timers"
 """On PostgreSQL, a commit with an instant the leading timer job might otherwise see too late NOTIFYs this
@@ -31,9 +30,8 @@ class TimerWake:
     def on_commit(self, session: AsyncSession, at: datetime, *, max_sleep_seconds: float) -> None:
         """Once `session` commits an instant `at`: wake this process's job if it is sooner than planned, and, on
         PostgreSQL, the leading job on any replica when `at` comes before its longest sleep could end (NOTIFY)."""
-        if session.get_bind().dialect.name == "postgresql" and at < utcnow() + timedelta(seconds=max_sleep_seconds):
-            # Transactional: listeners hear it only if and when this transaction commits.
-            event.listen(session.sync_session, "before_commit", _notify_timers, once=True)
+        if at < utcnow() + timedelta(seconds=max_sleep_seconds):
+            notify_on_commit(session, TIMERS_CHANNEL)
         after_commit(session, lambda: self.sooner(at))
 
     def sooner(self, at: datetime | None) -> None:
@@ -55,7 +53,3 @@ class TimerWake:
         finally:
             self._event.clear()
             self.planned = None
-
-
-def _notify_timers(session: Session) -> None:
-    session.execute(text(f"NOTIFY {TIMERS_CHANNEL}"))
