@@ -589,8 +589,12 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
         result.kafka_round_trip = summary_ms(round_trips)
         out(f"[{backend}] kafka round trip {fmt_summary(result.kafka_round_trip)}")
 
+        pids = {name: process.pid for name, process in services.items() if process.pid is not None}
+        if broker.pid is not None:
+            pids["broker"] = broker.pid
         for rate in args.rates:
             backlog = await settle(f"speed-to-lead at {rate:g}/s")
+            cpu_before = {name: signed_load.process_tree_cpu(pid) for name, pid in pids.items()}
             run = await load(rate, args.duration, f"speed{rate}")
             missing = await drain(run, args.drain_timeout)
             unnotified = await observer.wait_all(
@@ -600,6 +604,11 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
                 **speed_figures(run, observer, missing),
                 "backlog_at_start": backlog,
                 "missing_notification": len(unnotified),
+                "cpu_ms_per_lead": {
+                    name: round(1000 * (signed_load.process_tree_cpu(pid) - cpu_before[name]) / len(run.accepted), 2)
+                    for name, pid in pids.items()
+                    if run.accepted
+                },
             }
             result.speed_to_lead.append(figures)
             if figures["error_samples"]:
@@ -609,6 +618,10 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
                 f" speed-to-lead {fmt_summary(figures['to_assigned_arrival'])}"
                 f", to notification delivered {fmt_summary(figures['to_notified_arrival'])}"
                 f", accepted {figures['accepted']}/{figures['sent']}, missing {len(missing)}"
+            )
+            out(
+                f"[{backend}] {rate:g}/s: CPU per lead "
+                + ", ".join(f"{name} {ms:.2f} ms" for name, ms in figures["cpu_ms_per_lead"].items())
             )
 
         previous: float | None = None

@@ -43,6 +43,11 @@ class EmbeddedBroker:
         """Address for KAFKA_BOOTSTRAP_SERVERS."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def start(self, timeout: float = 15.0) -> None:
         """Start the broker and wait until it accepts connections."""
         self._log_file = open(self.log, "ab") if self.log else None  # noqa: SIM115  (kept open while it runs)

@@ -261,6 +261,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+_WRITING = "leadrelay.writing"
+"""session.info key: the transaction that already holds SQLite's writer lock."""
+
+
 async def begin_writing(session: AsyncSession, table: type[SQLModel]) -> None:
     """On SQLite, make the transaction a writer now, so what it reads next is the latest and stays so until it ends.
 
@@ -271,6 +275,12 @@ async def begin_writing(session: AsyncSession, table: type[SQLModel]) -> None:
     row locks do this per row.
     """
     connection = await session.connection()
-    if connection.dialect.name == "sqlite":
-        [key] = table.__table__.primary_key.columns  # type: ignore[attr-defined]
-        await connection.execute(update(table).where(false()).values({key.name: key}))
+    if connection.dialect.name != "sqlite":
+        return
+    transaction = session.sync_session.get_transaction()
+    # Once per transaction is enough: the lock is held until it ends (a group commit stages many leads).
+    if transaction is not None and session.info.get(_WRITING) is transaction:
+        return
+    [key] = table.__table__.primary_key.columns  # type: ignore[attr-defined]
+    await connection.execute(update(table).where(false()).values({key.name: key}))
+    session.info[_WRITING] = transaction

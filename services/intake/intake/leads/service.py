@@ -129,28 +129,25 @@ async def _stage_new_lead(session: AsyncSession, *, lead_in: LeadCreate) -> Lead
 
 
 async def _stage_lead(session: AsyncSession, *, lead_in: LeadCreate) -> StagedLead:
+    # Insert first: most submissions are new people, and the unique keys (email among unmerged
+    # leads, crm_id) refuse the insert exactly when `_find_person` would find someone.
+    facts = normalise.email_facts(lead_in.email)
+    lead = Lead(
+        **lead_in.model_dump(),
+        email_domain=facts.domain,
+        email_free_mail=facts.free_mail,
+        email_disposable=facts.disposable,
+        email_lookalike=facts.lookalike,
+    )
+    event = _received_event(lead)
+    lead.received_event_id = event.id
+    if await _insert_unless_known(session, lead=lead):
+        add_timeline(session, lead_id=lead.id, event=event, details={"source": lead.source, "campaign": lead.campaign})
+        outbox.add(session, event)
+        return StagedLead(lead=lead, status=AcceptStatus.ACCEPTED)
     known = await _find_person(session, lead_in=lead_in)
     if known is None:
-        facts = normalise.email_facts(lead_in.email)
-        lead = Lead(
-            **lead_in.model_dump(),
-            email_domain=facts.domain,
-            email_free_mail=facts.free_mail,
-            email_disposable=facts.disposable,
-            email_lookalike=facts.lookalike,
-        )
-        event = _received_event(lead)
-        lead.received_event_id = event.id
-        if await _insert_unless_known(session, lead=lead):
-            add_timeline(
-                session, lead_id=lead.id, event=event, details={"source": lead.source, "campaign": lead.campaign}
-            )
-            outbox.add(session, event)
-            return StagedLead(lead=lead, status=AcceptStatus.ACCEPTED)
-        # Another submission for the same person committed first (another worker, the same instant).
-        known = await _find_person(session, lead_in=lead_in)
-        if known is None:
-            raise RuntimeError("a lead conflicted on a unique key but no lead holds the person's email or crm_id")
+        raise RuntimeError("a lead conflicted on a unique key but no lead holds the person's email or crm_id")
     await _reengage(session, lead=known, lead_in=lead_in)
     return StagedLead(lead=known, status=AcceptStatus.REENGAGED)
 
@@ -185,9 +182,15 @@ async def _find_person(session: AsyncSession, *, lead_in: LeadCreate) -> Lead | 
 async def _insert_unless_known(session: AsyncSession, *, lead: Lead) -> bool:
     """Insert the lead unless a lead with its email or crm_id exists; the database decides, not a prior read."""
     connection = await session.connection()
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(Lead).values(**lead.model_dump()).on_conflict_do_nothing().returning(col(Lead.id))
-    return (await connection.execute(statement)).first() is not None
+    statement = _INSERT_UNLESS_KNOWN[connection.dialect.name]
+    return (await connection.execute(statement, lead.model_dump())).first() is not None
+
+
+# Built once: a statement with its values inline would be compiled (and cache-keyed) anew per lead.
+_INSERT_UNLESS_KNOWN = {
+    dialect.dialect.name: dialect.insert(Lead).on_conflict_do_nothing().returning(col(Lead.id))
+    for dialect in (postgresql, sqlite)
+}
 
 
 _FILLABLE = tuple(name for name in LeadBase.model_fields if name not in {"email", "source"})
