@@ -66,7 +66,7 @@ from leadrelay.testing import DEV_API_KEY, ServiceProcess, free_port
 BENCH_DIR = Path(__file__).resolve().parent
 # The observer and the round-trip baseline fetch and produce as the services do (their defaults of
 # KAFKA_FETCH_MAX_WAIT_MS and KAFKA_LINGER_MS), so the baseline is the broker's own cost per hop.
-FETCH_MAX_WAIT_MS = int(os.environ.get("KAFKA_FETCH_MAX_WAIT_MS", "10"))
+FETCH_MAX_WAIT_MS = int(os.environ.get("KAFKA_FETCH_MAX_WAIT_MS", "50"))
 LINGER_MS = int(os.environ.get("KAFKA_LINGER_MS", "1"))
 SERVICES = {"intake": "intake", "scoring": "scoring", "router": "router", "sla-monitor": "sla_monitor"}
 EVENT_TOPICS = {

@@ -90,7 +90,8 @@ class KafkaBus:
 
         The embedded broker holds a fetch for the whole `fetch_max_wait_ms` even when records
         arrive meanwhile, so the wait is what an idle consumer adds to every hop; Apache Kafka
-        answers as soon as `fetch_min_bytes` are there. A short wait suits both.
+        answers as soon as `fetch_min_bytes` are there. A short wait suits both, but every idle
+        fetch costs the broker and the consumer CPU (docs/configuration.md).
         """
         return {
             "bootstrap_servers": self.bootstrap_servers,

@@ -245,6 +245,15 @@ class Sender:
         # the same round, exactly one is seen as its first.
         recorded: list[tuple[Attempt, bool]] = []
         async with self.sessions() as session, session.begin():
+            told = await service.already_delivered(
+                session=session,
+                assignment_ids=[
+                    attempt.claimed.assignment_id
+                    for attempt in attempts
+                    if attempt.verdict.status is DeliveryStatus.DELIVERED
+                    and attempt.claimed.kind == DeliveryKind.ASSIGNMENT
+                ],
+            )
             for attempt in attempts:
                 claimed, judged = attempt.claimed, attempt.verdict
                 kept = await service.finish(
@@ -257,7 +266,8 @@ class Sender:
                 )
                 first = False
                 if kept and judged.status is DeliveryStatus.DELIVERED and claimed.kind == DeliveryKind.ASSIGNMENT:
-                    first = await service.first_delivered(session=session, assignment_id=claimed.assignment_id)
+                    first = claimed.assignment_id not in told
+                    told.add(claimed.assignment_id)
                 if kept and judged.status is DeliveryStatus.DISABLED and attempt.status_code == 410:
                     await service.disable_channel(
                         session=session,
@@ -306,7 +316,14 @@ async def _deliver_until_cancelled(
     settings = context.settings
     wake = context.deliveries.event
     lease = settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS
-    async with httpx.AsyncClient(timeout=settings.notify_timeout_seconds, follow_redirects=False) as client:
+    # As many kept-alive connections as a round sends at once: beyond httpx's default 20, every
+    # round would open and close the rest again.
+    limits = httpx.Limits(
+        max_connections=settings.notify_concurrency, max_keepalive_connections=settings.notify_concurrency
+    )
+    async with httpx.AsyncClient(
+        timeout=settings.notify_timeout_seconds, follow_redirects=False, limits=limits
+    ) as client:
         sender = Sender(sessions, context, metrics, client, channel_box(settings.secret_key.get_secret_value()))
         while True:
             wake.clear()  # before looking, so a commit made while we look wakes the next wait
@@ -316,6 +333,8 @@ async def _deliver_until_cancelled(
                 )
             if claimed:
                 await sender.deliver_all(claimed)
+                if len(claimed) == settings.notify_concurrency:
+                    continue  # more may be due: the pending count waits for a round that empties the queue
             async with sessions() as session:
                 metrics.pending.set(await service.count_pending(session=session))
                 next_due = await service.next_due_at(session=session)

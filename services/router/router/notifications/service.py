@@ -125,16 +125,22 @@ async def enqueue(
 async def record_deadlines(*, session: AsyncSession, started: Sequence[SlaStarted]) -> int:
     """Keep each assignment's deadlines; deliveries still waiting for one become due now. Returns how many did."""
     now = utcnow()
-    for item in started:
-        values = {"lead_id": item.lead_id, "due_at": item.due_at, "started_at": item.started_at}
-        statement = upsert_insert(session, SlaDeadline).values(
-            assignment_id=item.assignment_id, obligation=item.obligation, created_at=now, **values
-        )
-        await session.exec(
-            statement.on_conflict_do_update(
-                index_elements=[col(SlaDeadline.assignment_id), col(SlaDeadline.obligation)], set_=values
-            )
-        )
+    rows = [
+        {
+            "assignment_id": item.assignment_id,
+            "obligation": item.obligation,
+            "lead_id": item.lead_id,
+            "due_at": item.due_at,
+            "started_at": item.started_at,
+            "created_at": now,
+        }
+        for item in started
+    ]
+    if rows:
+        upsert = upsert_insert(session, SlaDeadline)
+        refreshed = {name: upsert.excluded[name] for name in ("lead_id", "due_at", "started_at")}
+        keys = [col(SlaDeadline.assignment_id), col(SlaDeadline.obligation)]
+        await session.execute(upsert.on_conflict_do_update(index_elements=keys, set_=refreshed), rows)
     assignment_ids = list({item.assignment_id for item in started})
     waiting = (
         update(Delivery)
@@ -235,38 +241,42 @@ async def claim_due(*, session: AsyncSession, limit: int, lease_seconds: float) 
     """
     now = utcnow()
     due = (
-        select(Delivery)
+        select(Delivery.id)
         .where(Delivery.status == DeliveryStatus.PENDING, col(Delivery.next_attempt_at) <= now)
         .order_by(col(Delivery.next_attempt_at))
         .limit(limit)
     )
-    claimed: list[Claimed] = []
-    for row in (await session.exec(due)).all():
-        attempts = row.attempts + 1
-        taken = await session.exec(
-            update(Delivery)
-            .where(col(Delivery.id) == row.id, col(Delivery.status) == DeliveryStatus.PENDING)
-            .where(col(Delivery.attempts) == row.attempts)
-            .values(attempts=attempts, next_attempt_at=now + timedelta(seconds=lease_seconds), updated_at=now)
-            .execution_options(synchronize_session=False)
+    # One statement claims the round: the conditions are checked again on each row as it is updated.
+    claim = (
+        update(Delivery)
+        .where(col(Delivery.id).in_(due.scalar_subquery()))
+        .where(col(Delivery.status) == DeliveryStatus.PENDING, col(Delivery.next_attempt_at) <= now)
+        .values(
+            attempts=col(Delivery.attempts) + 1,
+            next_attempt_at=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
         )
-        if taken.rowcount == 1:
-            claimed.append(
-                Claimed(
-                    id=row.id,
-                    webhook_id=row.webhook_id,
-                    assignment_id=row.assignment_id,
-                    rep_id=row.rep_id,
-                    channel_index=row.channel_index,
-                    channel_kind=row.channel_kind,
-                    kind=row.kind,
-                    attempts=attempts,
-                    payload=row.payload,
-                    received_at=row.received_at,
-                    created_at=row.created_at,
-                )
-            )
-    return claimed
+        .returning(*_CLAIMED_COLUMNS)
+        .execution_options(synchronize_session=False)
+    )
+    rows = (await session.execute(claim)).all()
+    return sorted((Claimed(*row) for row in rows), key=lambda item: (item.created_at, item.id))
+
+
+_CLAIMED_COLUMNS = (
+    Delivery.id,
+    Delivery.webhook_id,
+    Delivery.assignment_id,
+    Delivery.rep_id,
+    Delivery.channel_index,
+    Delivery.channel_kind,
+    Delivery.kind,
+    Delivery.attempts,
+    Delivery.payload,
+    Delivery.received_at,
+    Delivery.created_at,
+)
+"""Delivery's columns in the order of `Claimed`'s fields."""
 
 
 async def finish(
@@ -294,15 +304,17 @@ async def finish(
     return result.rowcount == 1
 
 
-async def first_delivered(*, session: AsyncSession, assignment_id: str) -> bool:
-    """Whether exactly one of the assignment's own notifications is delivered (the one just marked)."""
+async def already_delivered(*, session: AsyncSession, assignment_ids: Sequence[str]) -> set[str]:
+    """Those of the assignments with one of their own notifications delivered already."""
+    if not assignment_ids:
+        return set()
     query = (
-        select(func.count())
-        .select_from(Delivery)
-        .where(Delivery.assignment_id == assignment_id, Delivery.status == DeliveryStatus.DELIVERED)
+        select(Delivery.assignment_id)
+        .where(col(Delivery.assignment_id).in_(list(assignment_ids)), Delivery.status == DeliveryStatus.DELIVERED)
         .where(Delivery.kind == DeliveryKind.ASSIGNMENT)
+        .distinct()
     )
-    return (await session.exec(query)).one() == 1
+    return set((await session.exec(query)).all())
 
 
 async def disable_channel(*, session: AsyncSession, rep_id: str, channel_index: int, delivery_id: str) -> None:
