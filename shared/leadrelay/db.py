@@ -12,6 +12,7 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 from fastapi import Depends, Request
+from pydantic_core import PydanticUndefined
 from sqlalchemy import event, false, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, ExceptionContext, make_url
@@ -178,6 +179,25 @@ def create_engine(url: str) -> AsyncEngine:
     return _report_outages(
         create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
     )
+
+
+def new_row(table: type[SQLModel], **values: Any) -> dict[str, Any]:
+    """A new row's values, defaults filled in as the model would, for a Core INSERT.
+
+    Hot write paths insert plain rows: building a wide SQLModel table object costs about 0.1 ms
+    (defaults resolved field by field, the ORM's instance state), more than the INSERT itself.
+    """
+    row: dict[str, Any] = {}
+    for name, field in table.model_fields.items():
+        if name in values:
+            row[name] = values[name]
+        elif field.default_factory is not None:
+            row[name] = field.default_factory()  # type: ignore[call-arg]
+        elif field.default is not PydanticUndefined:
+            row[name] = field.default
+        else:
+            raise TypeError(f"{table.__name__}.{name} has no default and no value was given")
+    return row
 
 
 def upsert_insert(session: AsyncSession, table: Any) -> Any:

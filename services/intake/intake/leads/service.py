@@ -2,7 +2,7 @@
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -47,9 +47,9 @@ logger = logging.getLogger(__name__)
 _RECEIVED_FIELDS = tuple(name for name in LeadReceived.model_fields if name not in {"lead_id", "redrive"})
 
 
-def _received_event(lead: Lead, *, redrive: bool = False) -> CloudEvent[LeadReceived]:
+def _received_event(lead: Mapping[str, Any], *, redrive: bool = False) -> CloudEvent[LeadReceived]:
     return new_event(
-        LeadReceived(lead_id=lead.id, redrive=redrive, **{name: getattr(lead, name) for name in _RECEIVED_FIELDS}),
+        LeadReceived(lead_id=lead["id"], redrive=redrive, **{name: lead[name] for name in _RECEIVED_FIELDS}),
         source=SOURCE,
     )
 
@@ -65,7 +65,7 @@ def add_timeline(session: AsyncSession, *, lead_id: str, event: CloudEvent[Any],
 class StagedLead:
     """A submission staged in a transaction: a new lead, or a known person re-engaged."""
 
-    lead: Lead
+    lead_id: str
     status: AcceptStatus
 
 
@@ -76,7 +76,7 @@ async def create(
 
     async def accept(session: AsyncSession) -> Answer:
         staged = await _stage_lead(session, lead_in=lead_in)
-        body = LeadAccepted(id=staged.lead.id, status=staged.status).model_dump(mode="json")
+        body = LeadAccepted(id=staged.lead_id, status=staged.status).model_dump(mode="json")
         return Answer(status_code=202, body=body)
 
     return await _submit(writer, partial(idempotency_keys.answer_once, request=idempotency, work=accept))
@@ -97,7 +97,7 @@ async def create_many(
         # People in one order in every batch: two batches locking the same leads then never deadlock.
         for index, item in sorted(valid, key=lambda pair: pair[1].email):
             staged = await _stage_lead(session, lead_in=item)
-            results[index] = BatchItemResult(index=index, id=staged.lead.id, status=BatchItemStatus(staged.status))
+            results[index] = BatchItemResult(index=index, id=staged.lead_id, status=BatchItemStatus(staged.status))
         ordered = [results[index] for index in range(len(items))]
         return Answer(status_code=202, body=LeadBatchResults(results=ordered).model_dump(mode="json"))
 
@@ -123,16 +123,13 @@ async def _submit(writer: GroupCommitter, work: Callable[[AsyncSession], Awaitab
     raise AssertionError("unreachable")
 
 
-async def _stage_new_lead(session: AsyncSession, *, lead_in: LeadCreate) -> Lead:
-    """Stage a submission: a new lead with its lead.received, or the re-engagement of a known person."""
-    return (await _stage_lead(session, lead_in=lead_in)).lead
-
-
 async def _stage_lead(session: AsyncSession, *, lead_in: LeadCreate) -> StagedLead:
+    """Stage a submission: a new lead with its lead.received, or the re-engagement of a known person."""
     # Insert first: most submissions are new people, and the unique keys (email among unmerged
     # leads, crm_id) refuse the insert exactly when `_find_person` would find someone.
     facts = normalise.email_facts(lead_in.email)
-    lead = Lead(
+    lead = db.new_row(
+        Lead,
         **lead_in.model_dump(),
         email_domain=facts.domain,
         email_free_mail=facts.free_mail,
@@ -140,16 +137,18 @@ async def _stage_lead(session: AsyncSession, *, lead_in: LeadCreate) -> StagedLe
         email_lookalike=facts.lookalike,
     )
     event = _received_event(lead)
-    lead.received_event_id = event.id
+    lead["received_event_id"] = event.id
     if await _insert_unless_known(session, lead=lead):
-        add_timeline(session, lead_id=lead.id, event=event, details={"source": lead.source, "campaign": lead.campaign})
+        add_timeline(
+            session, lead_id=lead["id"], event=event, details={"source": lead["source"], "campaign": lead["campaign"]}
+        )
         outbox.add(session, event)
-        return StagedLead(lead=lead, status=AcceptStatus.ACCEPTED)
+        return StagedLead(lead_id=lead["id"], status=AcceptStatus.ACCEPTED)
     known = await _find_person(session, lead_in=lead_in)
     if known is None:
         raise RuntimeError("a lead conflicted on a unique key but no lead holds the person's email or crm_id")
     await _reengage(session, lead=known, lead_in=lead_in)
-    return StagedLead(lead=known, status=AcceptStatus.REENGAGED)
+    return StagedLead(lead_id=known.id, status=AcceptStatus.REENGAGED)
 
 
 async def _find_person(session: AsyncSession, *, lead_in: LeadCreate) -> Lead | None:
@@ -179,11 +178,11 @@ async def _find_person(session: AsyncSession, *, lead_in: LeadCreate) -> Lead | 
     return (await session.exec(statement)).first()
 
 
-async def _insert_unless_known(session: AsyncSession, *, lead: Lead) -> bool:
+async def _insert_unless_known(session: AsyncSession, *, lead: dict[str, Any]) -> bool:
     """Insert the lead unless a lead with its email or crm_id exists; the database decides, not a prior read."""
     connection = await session.connection()
     statement = _INSERT_UNLESS_KNOWN[connection.dialect.name]
-    return (await connection.execute(statement, lead.model_dump())).first() is not None
+    return (await connection.execute(statement, lead)).first() is not None
 
 
 # Built once: a statement with its values inline would be compiled (and cache-keyed) anew per lead.
@@ -333,7 +332,7 @@ async def redrive(*, session: AsyncSession, lead_ids: Sequence[str], max_attempt
         lead.redriven_at, lead.redrive_count = now, lead.redrive_count + 1
         if lead.redrive_count == max_attempts:
             logger.warning("lead re-driven for the last time; check the dead-letter topics", extra={"lead_id": lead.id})
-        event = _received_event(lead, redrive=True)
+        event = _received_event(lead.model_dump(), redrive=True)
         lead.received_event_id, lead.published_partition, lead.published_offset, lead.published_at = (
             event.id,
             None,
@@ -414,6 +413,6 @@ async def list_leads(
     return list((await session.exec(statement)).all())
 
 
-async def accept_many(session: AsyncSession, *, leads_in: Sequence[LeadCreate]) -> list[Lead]:
-    """Stage leads and their lead.received events in the caller's transaction (the caller commits)."""
-    return [await _stage_new_lead(session, lead_in=lead_in) for lead_in in leads_in]
+async def accept_many(session: AsyncSession, *, leads_in: Sequence[LeadCreate]) -> list[str]:
+    """Stage leads (or re-engage their people) in the caller's transaction (the caller commits); their ids."""
+    return [(await _stage_lead(session, lead_in=lead_in)).lead_id for lead_in in leads_in]

@@ -43,8 +43,7 @@ async def accept(
     if seen is not None:  # older than the window: the sender may deliver it again
         await session.delete(seen)
         await session.flush()
-    stored = await leads.accept_many(session, leads_in=leads_in)
-    lead_ids = [lead.id for lead in stored]
+    lead_ids = await leads.accept_many(session, leads_in=leads_in)
     session.add(WebhookDelivery(source=source, delivery_key=key, lead_ids=lead_ids, accepted_at=now))
     try:
         await session.commit()

@@ -263,18 +263,21 @@ async def claim_due(*, session: AsyncSession, limit: int, lease_seconds: float) 
     return sorted((Claimed(*row) for row in rows), key=lambda item: (item.created_at, item.id))
 
 
-_CLAIMED_COLUMNS = (
-    Delivery.id,
-    Delivery.webhook_id,
-    Delivery.assignment_id,
-    Delivery.rep_id,
-    Delivery.channel_index,
-    Delivery.channel_kind,
-    Delivery.kind,
-    Delivery.attempts,
-    Delivery.payload,
-    Delivery.received_at,
-    Delivery.created_at,
+_CLAIMED_COLUMNS = tuple(
+    col(column)
+    for column in (
+        Delivery.id,
+        Delivery.webhook_id,
+        Delivery.assignment_id,
+        Delivery.rep_id,
+        Delivery.channel_index,
+        Delivery.channel_kind,
+        Delivery.kind,
+        Delivery.attempts,
+        Delivery.payload,
+        Delivery.received_at,
+        Delivery.created_at,
+    )
 )
 """Delivery's columns in the order of `Claimed`'s fields."""
 
