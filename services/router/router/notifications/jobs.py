@@ -5,7 +5,8 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 LEASE_MARGIN_SECONDS = 30.0
 """A claimed delivery is retried this long after its request's timeout if its process died mid-send."""
+ROUNDS_IN_FLIGHT = 4
+"""Rounds sent at once: the next round is claimed while earlier ones wait for answers."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,15 @@ class Attempt:
     error: str | None
 
 
+@dataclass(frozen=True)
+class Round:
+    """Deliveries claimed together, with their reps and the deadlines to tell."""
+
+    claimed: list[Claimed]
+    reps: dict[str, Rep]
+    deadlines: dict[str, dict[str, Any]]
+
+
 @dataclass
 class Sender:
     """Sends claimed deliveries with the process's one HTTP client; records a round's outcomes in one transaction."""
@@ -170,17 +182,29 @@ class Sender:
     metrics: NotificationMetrics
     client: httpx.AsyncClient
     box: SecretBox
+    recording: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Rounds in flight record one at a time, so each sees the deliveries the others recorded."""
 
-    async def deliver_all(self, claimed: list[Claimed]) -> None:
-        """Send the claimed deliveries at once, then record every outcome together."""
-        async with self.sessions() as session:
+    async def claim_round(self, *, limit: int, lease_seconds: float) -> "Round":
+        """Claim up to `limit` due deliveries and read what sending them needs, in one transaction."""
+        async with self.sessions() as session, session.begin():
+            claimed = await service.claim_due(session=session, limit=limit, lease_seconds=lease_seconds)
+            if not claimed:
+                return Round([], {}, {})
             rep_ids = list({item.rep_id for item in claimed})
             reps = {rep.id: rep for rep in (await session.exec(select(Rep).where(col(Rep.id).in_(rep_ids)))).all()}
             deadlines = await service.deadlines_of(
                 session=session, assignment_ids=[item.assignment_id for item in claimed]
             )
+        return Round(claimed, reps, deadlines)
+
+    async def deliver_all(self, round_: "Round") -> None:
+        """Send a round's deliveries at once, then record every outcome together."""
         attempts = await asyncio.gather(
-            *(self.attempt(item, reps.get(item.rep_id), deadlines.get(item.assignment_id)) for item in claimed)
+            *(
+                self.attempt(item, round_.reps.get(item.rep_id), round_.deadlines.get(item.assignment_id))
+                for item in round_.claimed
+            )
         )
         await self._record(list(attempts))
 
@@ -241,10 +265,10 @@ class Sender:
         return channel["url"], content, headers
 
     async def _record(self, attempts: list[Attempt]) -> None:
-        # One transaction for the round, outcomes in turn: of an assignment's channels delivered in
-        # the same round, exactly one is seen as its first.
+        # One transaction for the round, outcomes in turn, one round at a time: of an assignment's
+        # channels delivered, in this round or another, exactly one is seen as its first.
         recorded: list[tuple[Attempt, bool]] = []
-        async with self.sessions() as session, session.begin():
+        async with self.recording, self.sessions() as session, session.begin():
             told = await service.already_delivered(
                 session=session,
                 assignment_ids=[
@@ -316,38 +340,66 @@ async def _deliver_until_cancelled(
     settings = context.settings
     wake = context.deliveries.event
     lease = settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS
-    # As many kept-alive connections as a round sends at once: beyond httpx's default 20, every
-    # round would open and close the rest again.
-    limits = httpx.Limits(
-        max_connections=settings.notify_concurrency, max_keepalive_connections=settings.notify_concurrency
-    )
+    # As many kept-alive connections as the rounds in flight send at once: beyond httpx's default
+    # 20, every round would open and close the rest again.
+    connections = settings.notify_concurrency * ROUNDS_IN_FLIGHT
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(
         timeout=settings.notify_timeout_seconds, follow_redirects=False, limits=limits
     ) as client:
         sender = Sender(sessions, context, metrics, client, channel_box(settings.secret_key.get_secret_value()))
+        async with RoundsInFlight(ROUNDS_IN_FLIGHT) as rounds:
+            while True:
+                await rounds.room()
+                wake.clear()  # before looking, so a commit made while we look wakes the next wait
+                claimed = await sender.claim_round(limit=settings.notify_concurrency, lease_seconds=lease)
+                if claimed.claimed:
+                    rounds.start(sender.deliver_all(claimed))
+                    if len(claimed.claimed) == settings.notify_concurrency:
+                        continue  # more may be due: the pending count waits for a round that empties the queue
+                async with sessions() as session:
+                    metrics.pending.set(await service.count_pending(session=session))
+                    next_due = await service.next_due_at(session=session)
+                if claimed.claimed:
+                    continue
+                # Bounded: on SQLite, deliveries another process committed wake no one here.
+                delay = settings.notify_max_sleep_seconds
+                if next_due is not None:
+                    delay = min(delay, (next_due - utcnow()).total_seconds())
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await wake.wait()
+
+
+class RoundsInFlight:
+    """Up to `limit` rounds sending at once; a round that fails fails the job (its supervisor restarts it)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> "RoundsInFlight":
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()  # their claims lapse after the lease and are sent again
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def start(self, work: Coroutine[Any, Any, None]) -> None:
+        """Send a round in the background."""
+        self._tasks.add(asyncio.create_task(work))
+
+    async def room(self) -> None:
+        """Wait until fewer than `limit` rounds are in flight; raise what a finished round raised."""
         while True:
-            wake.clear()  # before looking, so a commit made while we look wakes the next wait
-            async with sessions() as session, session.begin():
-                claimed = await service.claim_due(
-                    session=session, limit=settings.notify_concurrency, lease_seconds=lease
-                )
-            if claimed:
-                await sender.deliver_all(claimed)
-                if len(claimed) == settings.notify_concurrency:
-                    continue  # more may be due: the pending count waits for a round that empties the queue
-            async with sessions() as session:
-                metrics.pending.set(await service.count_pending(session=session))
-                next_due = await service.next_due_at(session=session)
-            if claimed:
-                continue
-            # Bounded: on SQLite, deliveries another process committed wake no one here.
-            delay = settings.notify_max_sleep_seconds
-            if next_due is not None:
-                delay = min(delay, (next_due - utcnow()).total_seconds())
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await wake.wait()
+            for task in [task for task in self._tasks if task.done()]:
+                self._tasks.discard(task)
+                task.result()
+            if len(self._tasks) < self._limit:
+                return
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
 
 
 def delivery_job(context: RouterContext, metrics: NotificationMetrics) -> Job[RouterSettings]:
