@@ -346,6 +346,34 @@ async def test_event_of_a_type_not_handled_is_ignored(
     assert await kafka.size(DLQ) == 0
 
 
+async def test_the_ce_type_header_skips_unhandled_types_unread_and_the_envelope_has_the_last_word(
+    sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    activity = new_event(
+        LeadActivity(lead_id="lead-h", rep_id="rep-1", activity="contacted", occurred_at=utcnow()), source="intake"
+    )
+    mislabelled = scored("lead-h", event_id="mislabelled")
+    sentinel = scored("lead-h", event_id="sentinel")
+    await kafka.produce(
+        TOPIC,
+        # Declared a type this consumer does not handle: skipped without reading the body.
+        ("lead-h", b"{not json", {"ce_id": "x", "ce_type": "lead.activity"}),
+        # Declared lead.scored, but the envelope says lead.activity: the envelope decides.
+        ("lead-h", activity.to_bytes(), {"ce_id": activity.id, "ce_type": "lead.scored"}),
+        # Declared lead.activity, but the envelope is a lead.scored: the header decides; it is skipped.
+        ("lead-h", mislabelled.to_bytes(), {"ce_id": mislabelled.id, "ce_type": "lead.activity"}),
+        message(sentinel),
+    )
+    running = await consumers.start(sqlite_router_db, Handlers().on(LeadScored, record_effect))
+    await wait_effects(sqlite_router_db, sentinel.id)
+    await running.stop()
+
+    assert await effects(sqlite_router_db) == {sentinel.id: 1}
+    assert running.value(CONSUMED, topic=TOPIC, type="other", outcome="ignored") == 3
+    assert running.value(DEAD, topic=TOPIC) == 0
+    assert await kafka.size(DLQ) == 0
+
+
 async def test_stop_mid_stream_then_restart_handles_each_event_exactly_once(
     sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
 ) -> None:
