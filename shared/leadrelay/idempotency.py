@@ -5,11 +5,11 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert
-from sqlmodel import Field, SQLModel, col, select
+from sqlalchemy import delete
+from sqlmodel import Field, SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import SessionFactory
+from leadrelay.db import SessionFactory, upsert_insert
 from leadrelay.events import utcnow
 
 logger = logging.getLogger(__name__)
@@ -28,25 +28,19 @@ class ProcessedEvent(SQLModel, table=True):
 async def claim_many(session: AsyncSession, *, consumer: str, event_ids: Sequence[str]) -> set[str]:
     """Record events as processed in this transaction; returns the ids that were not already.
 
-    One SELECT and one multi-row INSERT for the whole batch. A concurrent claim of the same event
-    makes the caller's transaction fail on the primary key, which rolls back its work: the caller
-    then sees the event as already processed.
+    One INSERT ... ON CONFLICT DO NOTHING for the whole batch: the rows it returns are the fresh
+    claims. A concurrent claim of the same event waits for the other transaction: if that one
+    commits, the event is not returned here (already processed); if it rolls back, it is.
     """
     wanted = list(dict.fromkeys(event_ids))
     if not wanted:
         return set()
-    statement = select(ProcessedEvent.event_id).where(
-        ProcessedEvent.consumer == consumer, col(ProcessedEvent.event_id).in_(wanted)
+    now = utcnow()
+    statement = upsert_insert(session, ProcessedEvent).on_conflict_do_nothing().returning(ProcessedEvent.event_id)
+    rows = await (await session.connection()).execute(
+        statement, [{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in wanted]
     )
-    seen = set((await session.exec(statement)).all())
-    fresh = [event_id for event_id in wanted if event_id not in seen]
-    if fresh:
-        now = utcnow()
-        await (await session.connection()).execute(
-            insert(ProcessedEvent),
-            [{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in fresh],
-        )
-    return set(fresh)
+    return set(rows.scalars().all())
 
 
 async def claim(session: AsyncSession, *, consumer: str, event_id: str) -> bool:

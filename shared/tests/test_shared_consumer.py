@@ -142,7 +142,7 @@ class Calls:
 
 @contextmanager
 def claims_made(storage: Storage) -> Iterator[list[list[str]]]:
-    """Every INSERT into processed_event while inside, as the list of event ids each one claimed."""
+    """Every INSERT into processed_event while inside, as the list of event ids each one tried to claim."""
     claims: list[list[str]] = []
 
     def before_execute(
@@ -765,8 +765,8 @@ async def test_the_same_event_twice_in_one_fetch_has_one_effect(
     # and the batch claimed the event once.
     assert calls.transactions()[0] == [twice.id, after.id, *([poison.id] if with_poison else [])]
     assert claims[0] == [twice.id, after.id, *([poison.id] if with_poison else [])]
-    if with_poison:  # one record at a time after the batch failed: the second copy claims nothing
-        assert claims[1:] == [[twice.id], [after.id], [poison.id]]
+    if with_poison:  # one record at a time after the batch failed: the second copy's claim inserts nothing
+        assert claims[1:] == [[twice.id], [twice.id], [after.id], [poison.id]]
         assert calls.count() == {twice.id: 2, after.id: 2, poison.id: 2}
     else:
         assert claims[1:] == []
