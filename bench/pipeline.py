@@ -497,7 +497,8 @@ def service_env(bootstrap_servers: str, database_url: str) -> dict[str, str]:
     """A service's environment: this process's (so new settings pass through), the broker and its database."""
     return {
         "LOG_LEVEL": "WARNING",
-        "INTAKE_WORKERS": str(os.cpu_count() or 1),  # the product's default (the test helpers run one)
+        # The product's default (the test helpers run one): one per core, one on SQLite.
+        "INTAKE_WORKERS": "1" if database_url.startswith("sqlite") else str(os.cpu_count() or 1),
         "RATE_LIMIT_PER_KEY_PER_SECOND": "0",  # capacity is measured with one key: no per-key limit
         "WEBHOOK_RATE_PER_SOURCE_PER_SECOND": "0",  # nor one source per webhook path: no per-source limit
         **os.environ,  # also wins over ServiceProcess's fast test timings when exported

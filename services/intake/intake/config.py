@@ -6,7 +6,13 @@ from functools import lru_cache
 from pydantic import Field
 
 from leadrelay.apikeys import DEFAULT_DEMO_MARKETING_KEY, DEFAULT_DEMO_SALES_KEY, DEFAULT_DEV_API_KEY
+from leadrelay.db import is_sqlite
 from leadrelay.settings import SecretKeySettings
+
+
+def default_workers(database_url: str | None) -> int:
+    """One worker per core on PostgreSQL; one on SQLite, whose single writer lock a second process only waits on."""
+    return 1 if database_url is not None and is_sqlite(database_url) else os.cpu_count() or 1
 
 
 class IntakeSettings(SecretKeySettings):
@@ -28,7 +34,9 @@ class IntakeSettings(SecretKeySettings):
     redrive_after_seconds: float = Field(default=120.0, gt=0)
     redrive_check_interval_seconds: float = Field(default=30.0, gt=0)
     redrive_max_attempts: int = Field(default=10, ge=1)
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, validation_alias="INTAKE_WORKERS", ge=1)
+    workers: int = Field(
+        default_factory=lambda data: default_workers(data.get("database_url")), validation_alias="INTAKE_WORKERS", ge=1
+    )
     # The scheme and host senders address (HubSpot signs the full URI it posted to); unset: the request's own.
     webhook_public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+$")
     webhook_prune_interval_seconds: float = Field(default=3600.0, gt=0)
