@@ -86,6 +86,37 @@ async def test_rows_vanish_on_rollback(router_db: Storage) -> None:
     assert await router_db.outbox_count() == 0
 
 
+async def test_rows_staged_in_a_savepoint_that_rolls_back_are_dropped_with_it(router_db: Storage) -> None:
+    async with router_db.sessions() as session:
+        outbox.add(session, activity("lead-1", 1))
+        savepoint = await session.begin_nested()
+        outbox.add(session, activity("lead-1", 2))
+        await savepoint.rollback()  # as a racing replica's winner makes the loser do
+        async with session.begin_nested():
+            outbox.add(session, activity("lead-1", 3))
+            async with session.begin_nested():
+                outbox.add(session, activity("lead-1", 4))
+        outbox.add(session, activity("lead-1", 5))
+        await session.commit()
+    assert await router_db.outbox_event_ids() == ["lead-1-1", "lead-1-3", "lead-1-4", "lead-1-5"]
+
+
+async def test_rows_staged_before_a_rollback_are_not_committed_later_by_the_same_session(
+    router_db: Storage,
+) -> None:
+    async with router_db.sessions() as session:
+        async with session.begin_nested():
+            outbox.add(session, activity("lead-1", 1))  # released, then the whole transaction rolls back
+        await session.rollback()
+        outbox.add(session, activity("lead-1", 2))
+        await session.commit()
+        outbox.add(session, activity("lead-1", 3))
+    async with router_db.sessions() as session:  # the first session closed without committing lead-1-3
+        outbox.add(session, activity("lead-1", 4))
+        await session.commit()
+    assert await router_db.outbox_event_ids() == ["lead-1-2", "lead-1-4"]
+
+
 async def test_add_stores_what_the_relay_needs(router_db: Storage) -> None:
     event = account("acct-9")
     await write(router_db, event)
