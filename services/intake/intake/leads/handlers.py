@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from pydantic import TypeAdapter
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -123,13 +124,16 @@ MAX_REASON_CHARS = 200
 def _bounded_explanation(explanation: Sequence[ScoreCriterion]) -> tuple[list[Details], int]:
     """The criteria that weighed most, in the ICP's order, each reason cut to length; and how many were left out."""
     weightiest = sorted(range(len(explanation)), key=lambda index: -abs(explanation[index].points))
-    kept = set(weightiest[:MAX_TIMELINE_CRITERIA])
+    kept = [explanation[index] for index in sorted(weightiest[:MAX_TIMELINE_CRITERIA])]
     entries = [
-        {**criterion.model_dump(mode="json"), "reason": criterion.reason[:MAX_REASON_CHARS]}
-        for index, criterion in enumerate(explanation)
-        if index in kept
+        {**criterion, "reason": criterion["reason"][:MAX_REASON_CHARS]}
+        for criterion in _CRITERIA.dump_python(kept, mode="json")
     ]
     return entries, len(explanation) - len(entries)
+
+
+# One call dumps the whole list: a model_dump per criterion costs twice as much.
+_CRITERIA = TypeAdapter(list[ScoreCriterion])
 
 
 def _apply_score(lead: FoldedLead, event: CloudEvent[LeadScored]) -> Details | None:
