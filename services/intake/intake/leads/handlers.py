@@ -2,10 +2,13 @@
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlmodel import col, select
+import sqlalchemy as sa
+from pydantic import TypeAdapter
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from intake.config import IntakeSettings
@@ -29,7 +32,7 @@ from leadrelay.events import (
     SlaWarning,
     utcnow,
 )
-from leadrelay.stages import SlaState
+from leadrelay.stages import LeadStage, SlaState
 
 logger = logging.getLogger(__name__)
 
@@ -39,29 +42,78 @@ S = TypeVar("S", bound=SlaEventData)
 Details = dict[str, Any]
 
 
+@dataclass(slots=True)
+class FoldedLead:
+    """The columns of a lead the events fold into, as plain values: cheaper to load and change than an ORM Lead."""
+
+    id: str
+    stage: LeadStage
+    score: int | None
+    icp_version: str | None
+    grade: str | None
+    fit: int | None
+    engagement: int | None
+    mql: bool
+    account_id: str | None
+    owner_rep_id: str | None
+    assignment_id: str | None
+    assignment_sequence: int
+    routing_outcome: str | None
+    queue_team_id: str | None
+    sla_obligations: dict[str, Any]
+    sla_state: str | None
+    sla_due_at: datetime | None
+
+
+_FOLDED = tuple(field.name for field in fields(FoldedLead))
+# Built once, the ids bound at execution: a statement built per run would be compiled and
+# cache-keyed anew each time. Locked (on PostgreSQL) in id order: a rep's activity on the same
+# lead at the same moment must not be overwritten by a stage read before it committed.
+_LOCK_LEADS = (
+    sa.select(*(Lead.__table__.c[name] for name in _FOLDED))  # type: ignore[attr-defined]
+    .where(col(Lead.id).in_(sa.bindparam("ids", expanding=True)))
+    .order_by(col(Lead.id))
+    .with_for_update()
+)
+# The SET clause is the columns each row's parameters name: only those that changed, as the ORM would write.
+_UPDATE_LEAD = sa.update(Lead).where(col(Lead.id) == sa.bindparam("lead_id"))
+
+
 async def _fold(
-    session: AsyncSession, events: Sequence[CloudEvent[E]], apply: Callable[[Lead, CloudEvent[E]], Details | None]
+    session: AsyncSession,
+    events: Sequence[CloudEvent[E]],
+    apply: Callable[[FoldedLead, CloudEvent[E]], Details | None],
 ) -> None:
     """Apply a run of events to their leads, loaded in one query, and add a timeline entry per change.
 
     `apply` changes the lead and returns the timeline details, or None when the event changes
     nothing (the same decision announced again after a re-drive).
     """
+    connection = await session.connection()
     ids = sorted({event.subject for event in events})
-    # Locked (on PostgreSQL) in id order: a rep's activity on the same lead at the same moment
-    # must not be overwritten by a stage read before it committed.
-    query = select(Lead).where(col(Lead.id).in_(ids)).order_by(col(Lead.id)).with_for_update()
-    leads = {lead.id: lead for lead in (await session.exec(query.execution_options(populate_existing=True))).all()}
-    if len(leads) < len(ids):
-        logger.warning("events for leads intake does not know, ignored", extra={"count": len(ids) - len(leads)})
+    loaded = {row.id: row for row in (await connection.execute(_LOCK_LEADS, {"ids": ids})).mappings()}
+    if len(loaded) < len(ids):
+        logger.warning("events for leads intake does not know, ignored", extra={"count": len(ids) - len(loaded)})
+    leads = {lead_id: FoldedLead(**row) for lead_id, row in loaded.items()}
+    updated_at: dict[str, datetime] = {}
+    entries: list[Details] = []
     for event in events:
         lead = leads.get(event.subject)
         details = apply(lead, event) if lead is not None else None
         if lead is None or details is None:
             continue
-        lead.updated_at = utcnow()
-        session.add(lead)
-        service.add_timeline(session, lead_id=lead.id, event=event, details=details)
+        updated_at[lead.id] = utcnow()
+        entries.append(service.timeline_row(lead_id=lead.id, event=event, details=details))
+    # One executemany per set of changed columns (one set in a run of same-type events, as a rule), in id order.
+    updates: dict[tuple[str, ...], list[Details]] = {}
+    for lead_id in sorted(updated_at):
+        lead, row = leads[lead_id], loaded[lead_id]
+        changed = {name: getattr(lead, name) for name in _FOLDED if getattr(lead, name) != row[name]}
+        changed["updated_at"] = updated_at[lead_id]
+        updates.setdefault(tuple(changed), []).append({**changed, "lead_id": lead_id})
+    for rows in updates.values():
+        await connection.execute(_UPDATE_LEAD, rows)
+    await service.add_timeline_rows(session, entries)
 
 
 MAX_TIMELINE_CRITERIA = 50
@@ -72,16 +124,19 @@ MAX_REASON_CHARS = 200
 def _bounded_explanation(explanation: Sequence[ScoreCriterion]) -> tuple[list[Details], int]:
     """The criteria that weighed most, in the ICP's order, each reason cut to length; and how many were left out."""
     weightiest = sorted(range(len(explanation)), key=lambda index: -abs(explanation[index].points))
-    kept = set(weightiest[:MAX_TIMELINE_CRITERIA])
+    kept = [explanation[index] for index in sorted(weightiest[:MAX_TIMELINE_CRITERIA])]
     entries = [
-        {**criterion.model_dump(mode="json"), "reason": criterion.reason[:MAX_REASON_CHARS]}
-        for index, criterion in enumerate(explanation)
-        if index in kept
+        {**criterion, "reason": criterion["reason"][:MAX_REASON_CHARS]}
+        for criterion in _CRITERIA.dump_python(kept, mode="json")
     ]
     return entries, len(explanation) - len(entries)
 
 
-def _apply_score(lead: Lead, event: CloudEvent[LeadScored]) -> Details | None:
+# One call dumps the whole list: a model_dump per criterion costs twice as much.
+_CRITERIA = TypeAdapter(list[ScoreCriterion])
+
+
+def _apply_score(lead: FoldedLead, event: CloudEvent[LeadScored]) -> Details | None:
     scored = event.data
     account_id = scored.account.account_id if scored.account is not None else None
     decision = (scored.score, scored.icp_version, scored.grade, scored.fit, scored.engagement, scored.mql, account_id)
@@ -116,7 +171,7 @@ MAX_TIMELINE_CANDIDATES = 50
 """Reps a timeline entry lists as considered: a team of 5,000 stays readable."""
 
 
-def _supersedes(lead: Lead, *, assignment_id: str, sequence: int) -> bool:
+def _supersedes(lead: FoldedLead, *, assignment_id: str, sequence: int) -> bool:
     """Whether a routing decision is newer than the one the lead shows.
 
     The same decision announced again (a re-drive) is not, nor an older one arriving late: it
@@ -133,7 +188,7 @@ def _supersedes(lead: Lead, *, assignment_id: str, sequence: int) -> bool:
     return True
 
 
-def _routed(lead: Lead, *, outcome: RoutingOutcome, assignment_id: str, sequence: int) -> None:
+def _routed(lead: FoldedLead, *, outcome: RoutingOutcome, assignment_id: str, sequence: int) -> None:
     lead.routing_outcome, lead.assignment_id, lead.assignment_sequence = outcome, assignment_id, sequence
 
 
@@ -153,7 +208,7 @@ def _decision(data: LeadAssigned | LeadQueued | LeadNurtured, *, outcome: Routin
     }
 
 
-def _apply_assignment(lead: Lead, event: CloudEvent[LeadAssigned]) -> Details | None:
+def _apply_assignment(lead: FoldedLead, event: CloudEvent[LeadAssigned]) -> Details | None:
     assigned = event.data
     if not _supersedes(lead, assignment_id=assigned.assignment_id, sequence=assigned.sequence):
         return None
@@ -173,7 +228,7 @@ def _apply_assignment(lead: Lead, event: CloudEvent[LeadAssigned]) -> Details | 
     }
 
 
-def _apply_queue(lead: Lead, event: CloudEvent[LeadQueued]) -> Details | None:
+def _apply_queue(lead: FoldedLead, event: CloudEvent[LeadQueued]) -> Details | None:
     queued = event.data
     if not _supersedes(lead, assignment_id=queued.assignment_id, sequence=queued.sequence):
         return None
@@ -190,7 +245,7 @@ def _apply_queue(lead: Lead, event: CloudEvent[LeadQueued]) -> Details | None:
     }
 
 
-def _apply_nurture(lead: Lead, event: CloudEvent[LeadNurtured]) -> Details | None:
+def _apply_nurture(lead: FoldedLead, event: CloudEvent[LeadNurtured]) -> Details | None:
     nurtured = event.data
     if not _supersedes(lead, assignment_id=nurtured.assignment_id, sequence=NURTURED_SEQUENCE):
         return None
@@ -308,7 +363,7 @@ def _sla_details(data: SlaEventData, told: Details, *, current: bool) -> Details
     return details
 
 
-def _apply_sla(lead: Lead, event: CloudEvent[S]) -> Details | None:
+def _apply_sla(lead: FoldedLead, event: CloudEvent[S]) -> Details | None:
     """Keep the obligation's newest state and the lead's summary; a late older event only joins the timeline."""
     obligation = event.data.obligation
     told = _obligation(event.data, sent_at=event.time)

@@ -6,11 +6,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from aiokafka.structs import RecordMetadata
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import bindparam, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
@@ -59,6 +59,21 @@ def add_timeline(session: AsyncSession, *, lead_id: str, event: CloudEvent[Any],
     session.add(
         TimelineEntry(lead_id=lead_id, event_id=event.id, type=event.type, occurred_at=event.time, details=details)
     )
+
+
+def timeline_row(*, lead_id: str, event: CloudEvent[Any], details: dict[str, Any]) -> dict[str, Any]:
+    """A timeline entry as a plain row for `add_timeline_rows` (a TimelineEntry costs more to build than to insert)."""
+    return {"lead_id": lead_id, "event_id": event.id, "type": event.type, "occurred_at": event.time, "details": details}
+
+
+async def add_timeline_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Append many timeline entries with one statement (once per event id: the consumer already dedupes)."""
+    if rows:
+        await (await session.connection()).execute(_INSERT_TIMELINE, rows)
+
+
+# Built once: executed with many rows, it is compiled once.
+_INSERT_TIMELINE = insert(TimelineEntry)
 
 
 @dataclass(frozen=True)
@@ -345,7 +360,14 @@ async def redrive(*, session: AsyncSession, lead_ids: Sequence[str], max_attempt
     return len(leads)
 
 
-def advance_stage(lead: Lead, stage: LeadStage) -> None:
+class Staged(Protocol):
+    """What the stage rules read and move: a Lead, or the read-model handlers' plain view of one."""
+
+    stage: LeadStage
+    routing_outcome: str | None
+
+
+def advance_stage(lead: Staged, stage: LeadStage) -> None:
     """Apply a scoring stage unless a rep has already moved the lead further, or routing nurtured it."""
     if not lead.stage.set_by_scoring:
         return
@@ -356,7 +378,7 @@ def advance_stage(lead: Lead, stage: LeadStage) -> None:
     lead.stage = stage
 
 
-def nurture(lead: Lead) -> bool:
+def nurture(lead: Staged) -> bool:
     """Move a lead the router nurtured to stage nurture where the lifecycle allows it; False keeps its stage."""
     target = TRANSITIONS.get((lead.stage, ActivityType.NURTURE))
     if target is None:
