@@ -37,6 +37,9 @@ ICP_KIND = ICP.name
 T = TypeVar("T")
 
 
+_ACTIVE_VERSION = select(AgreementHead.active_version).where(AgreementHead.kind == ICP_KIND)
+
+
 class IcpVersions:
     """The compiled ICPs of this process, one per version, compiled once.
 
@@ -50,8 +53,7 @@ class IcpVersions:
 
     async def active(self, session: AsyncSession) -> CompiledIcp:
         """The ICP in force now: the active version, or the default before any is signed."""
-        statement = select(AgreementHead.active_version).where(AgreementHead.kind == ICP_KIND)
-        version = (await session.exec(statement)).first()
+        version = (await session.exec(_ACTIVE_VERSION)).first()
         return self._default if version is None else await self.version(session, version)
 
     async def version(self, session: AsyncSession, version: int) -> CompiledIcp:
@@ -343,16 +345,18 @@ def _locking(statement: SelectOfScalar[T]) -> SelectOfScalar[T]:
     return statement.with_for_update().execution_options(populate_existing=True)
 
 
+_ENGAGEMENTS = (
+    select(LeadEngagement.lead_id, LeadEngagement.activity, LeadEngagement.occurred_at)
+    .where(col(LeadEngagement.lead_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(LeadEngagement.occurred_at))
+)
+
+
 async def _engagements(session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, list[Engagement]]:
     if not lead_ids:
         return {}
-    statement = (
-        select(LeadEngagement.lead_id, LeadEngagement.activity, LeadEngagement.occurred_at)
-        .where(col(LeadEngagement.lead_id).in_(list(set(lead_ids))))
-        .order_by(col(LeadEngagement.occurred_at))
-    )
     grouped: dict[str, list[Engagement]] = defaultdict(list)
-    for lead_id, activity, occurred_at in (await session.exec(statement)).all():
+    for lead_id, activity, occurred_at in await session.exec(_ENGAGEMENTS, params={"ids": list(set(lead_ids))}):
         grouped[lead_id].append(Engagement(activity=ActivityType(activity), occurred_at=occurred_at))
     return grouped
 
