@@ -6,7 +6,7 @@ the MQL transition of a lead happens once, whichever of them evaluates it first.
 """
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -115,8 +115,7 @@ async def score_received(
         )
         evaluation = icp.evaluate(facts, engagements.get(lead.lead_id, []), now=now)
         results.append(_apply(row, icp, evaluation, ScoreTrigger.RECEIVED, now, lead=lead))
-    await _write_scores(session, [row for lead_id, row in rows.items() if lead_id not in known], inserted=True)
-    await _write_scores(session, [row for lead_id, row in rows.items() if lead_id in known], inserted=False)
+    await _store(session, rows, known=known)
     return results, [account.match if account else None for account in matched]
 
 
@@ -318,18 +317,20 @@ async def _locked_mql_states(session: AsyncSession, lead_ids: Iterable[str]) -> 
     return {row.lead_id: row._asdict() for row in rows}
 
 
-async def _write_scores(session: AsyncSession, rows: Sequence[dict[str, Any]], *, inserted: bool) -> None:
-    """Insert new score rows, or update those of leads scored before, in one statement."""
-    if not rows:
-        return
+async def _store(session: AsyncSession, rows: Mapping[str, dict[str, Any]], *, known: Container[str]) -> None:
+    """Insert the score rows of new leads and update those of leads scored before: one statement each."""
     connection = await session.connection()
-    if inserted:
-        await connection.execute(_INSERT_SCORES, list(rows))
-    else:
-        changes = [{"scored_lead_id": row["lead_id"], **row} for row in rows]
-        for change in changes:
-            del change["lead_id"]
-        await connection.execute(_UPDATE_SCORES, changes)
+    new = [row for lead_id, row in rows.items() if lead_id not in known]
+    if new:
+        await connection.execute(_INSERT_SCORES, new)
+    # The key goes by another name: a parameter named after a column is a value to set.
+    again = [
+        {"scored_lead_id": lead_id, **{name: value for name, value in row.items() if name != "lead_id"}}
+        for lead_id, row in rows.items()
+        if lead_id in known
+    ]
+    if again:
+        await connection.execute(_UPDATE_SCORES, again)
 
 
 async def _locked_scores(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadScore]:
