@@ -14,6 +14,7 @@ from sqlmodel import select
 
 from leadrelay.agreements.models import AgreementHead, AgreementVersion, VersionStatus
 from leadrelay.events import (
+    AccountChanged,
     AgreementActivated,
     CloudEvent,
     LeadActivity,
@@ -29,6 +30,7 @@ from leadrelay.outbox import OutboxMessage
 from leadrelay.runtime import ServiceRuntime
 from leadrelay.stages import ActivityType, LeadStage
 from leadrelay.testing import Storage, migrated, wait_until
+from scoring.accounts.handlers import on_account_changed
 from scoring.config import ScoringSettings
 from scoring.icp.document import ICP
 from scoring.icp.engine import DEFAULT_VERSION, CompiledIcp, Engagement, Evaluation
@@ -239,6 +241,61 @@ async def test_an_engagement_before_its_lead_counts_when_the_lead_arrives(storag
 
     (scored,) = await _published(storage)
     assert (scored.engagement, scored.mql, scored.became_mql, scored.stage) == (30, True, True, LeadStage.MQL)
+
+
+async def test_a_batch_of_new_and_known_leads_keeps_each_known_leads_mql_and_stage(storage: Storage) -> None:
+    context = _context()
+    context.icps = FixedIcps(versions={1: PointsIcp("1")})
+    account = AccountChanged(
+        account_id="acc-1",
+        name="Analytical Engines Ltd",
+        domains=["analytical.example"],
+        industry="software",
+        employees=300,
+        owner_rep_id="rep-7",
+        changed_at=utcnow(),
+    )
+    async with storage.sessions() as session, session.begin():
+        await on_account_changed([new_event(account, source="test")], session)
+    await _handle(storage, handlers.on_lead_received, [_lead("lead-mql"), _lead("lead-sal", country="FR")], context)
+    await _handle(storage, handlers.on_lead_activity, [_activity("lead-mql", ActivityType.DEMO_REQUESTED)], context)
+    await _handle(
+        storage, handlers.on_lead_activity, [_activity("lead-sal", ActivityType.ACCEPTED, LeadStage.SAL)], context
+    )
+    await _handle(
+        storage, handlers.on_lead_activity, [_activity("lead-engaged", ActivityType.WEBINAR_ATTENDED)], context
+    )
+    crossed = await _score(storage, "lead-mql")
+    before = len(await _published(storage))
+
+    batch = [_lead("lead-new"), _lead("lead-mql"), _lead("lead-sal", country="FR"), _lead("lead-engaged")]
+    batch.append(_lead("lead-new"))  # twice in one batch: stored once, each lead.scored carries its own lead
+    await _handle(storage, handlers.on_lead_received, batch, context)
+
+    published = (await _published(storage))[before:]
+    assert [s.lead_id for s in published] == [e.data.lead_id for e in batch]
+    assert [s.lead for s in published] == [e.data for e in batch]
+    assert {s.trigger for s in published} == {ScoreTrigger.RECEIVED}
+    assert [s.stage for s in published] == [LeadStage.LEAD, LeadStage.MQL, LeadStage.SAL, LeadStage.MQL, LeadStage.LEAD]
+    assert [s.mql for s in published] == [False, True, False, True, False]
+    assert [s.became_mql for s in published] == [False, False, False, True, False]
+    assert [s.engagement for s in published] == [0, 30, 0, 30, 0]
+    new = published[0]
+    assert new.account is not None
+    assert (new.account.account_id, new.account.owner_rep_id, new.account.confidence) == ("acc-1", "rep-7", 1.0)
+    assert new.enriched_fields == ["industry", "employees"]
+    assert [criterion.criterion for criterion in new.explanation] == ["british", "engaged"]
+
+    known = await _score(storage, "lead-mql")
+    assert (known.mql, known.mql_at, known.stage, known.mql_reason) == (True, crossed.mql_at, LeadStage.MQL, "70 >= 60")
+    assert known.lead["lead_id"] == "lead-mql"
+    assert (await _score(storage, "lead-sal")).stage == LeadStage.SAL
+    stored = await _score(storage, "lead-new")
+    assert (stored.account_id, stored.match_method, stored.enriched_fields) == ("acc-1", "domain", new.enriched_fields)
+    assert stored.facts["industry"] == "software"
+    assert stored.lead == batch[-1].data.model_dump(mode="json")
+    async with storage.sessions() as session:
+        assert len((await session.exec(select(LeadScore))).all()) == 4
 
 
 async def test_an_activation_rescores_open_leads_in_chunks_and_a_newer_one_supersedes_it(storage: Storage) -> None:

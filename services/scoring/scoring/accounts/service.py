@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from rapidfuzz import fuzz, process
-from sqlalchemy import delete, insert
+from sqlalchemy import bindparam, delete, insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -145,25 +145,35 @@ def _lead_domains(lead: LeadReceived) -> list[tuple[str, MatchMethod, float]]:
     return wanted
 
 
+# Built once: statements with their values inline would be compiled (and cache-keyed) anew per batch.
+_HOLDERS = select(AccountDomain.domain, AccountDomain.account_id).where(
+    col(AccountDomain.domain).in_(bindparam("domains", expanding=True))
+)
+_FIELDS = ("name", "domains", "industry", "employees", "annual_revenue", "country", "owner_rep_id", "crm_id")
+_ACCOUNT_FIELDS = select(BookAccount.id, *[getattr(BookAccount, name) for name in _FIELDS]).where(
+    col(BookAccount.id).in_(bindparam("ids", expanding=True))
+)
+_NAMED = select(BookAccount.name_key, BookAccount.id).where(
+    col(BookAccount.name_key).in_(bindparam("keys", expanding=True))
+)
+_BLOCKED = select(AccountNameKey.key, AccountNameKey.account_id, AccountNameKey.name_key).where(
+    col(AccountNameKey.key).in_(bindparam("blocks", expanding=True))
+)
+
+
 async def _accounts_by_domain(session: AsyncSession, domains: Iterable[str]) -> dict[str, list[str]]:
     holders: dict[str, list[str]] = defaultdict(list)
     for chunk in _chunks(domains):
-        statement = select(AccountDomain.domain, AccountDomain.account_id).where(col(AccountDomain.domain).in_(chunk))
-        for domain, account_id in await session.exec(statement):
+        for domain, account_id in await session.exec(_HOLDERS, params={"domains": chunk}):
             holders[domain].append(account_id)
     return holders
 
 
-_FIELDS = ("name", "domains", "industry", "employees", "annual_revenue", "country", "owner_rep_id", "crm_id")
-
-
 async def _fields_by_id(session: AsyncSession, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The matched accounts' fields, read as plain rows: no ORM state is built for a read-only answer."""
-    columns = [getattr(BookAccount, name) for name in _FIELDS]
     found: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(ids):
-        statement = select(BookAccount.id, *columns).where(col(BookAccount.id).in_(chunk))
-        for account_id, *values in await session.exec(statement):
+        for account_id, *values in await session.exec(_ACCOUNT_FIELDS, params={"ids": chunk}):
             found[account_id] = dict(zip(_FIELDS, values, strict=True))
     return found
 
@@ -172,8 +182,7 @@ async def _accounts_by_name(session: AsyncSession, keys: Iterable[str]) -> dict[
     """The lowest account id holding each normalised name."""
     named: dict[str, str] = {}
     for chunk in _chunks(keys):
-        statement = select(BookAccount.name_key, BookAccount.id).where(col(BookAccount.name_key).in_(chunk))
-        for key, account_id in await session.exec(statement):
+        for key, account_id in await session.exec(_NAMED, params={"keys": chunk}):
             named[key] = min(account_id, named.get(key, account_id))
     return named
 
@@ -182,10 +191,7 @@ async def _names_by_block(session: AsyncSession, blocks: Iterable[str]) -> dict[
     """(account id, normalised name) of the accounts under each blocking key."""
     blocked: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for chunk in _chunks(blocks):
-        statement = select(AccountNameKey.key, AccountNameKey.account_id, AccountNameKey.name_key).where(
-            col(AccountNameKey.key).in_(chunk)
-        )
-        for block, account_id, key in await session.exec(statement):
+        for block, account_id, key in await session.exec(_BLOCKED, params={"blocks": chunk}):
             blocked[block].append((account_id, key))
     return blocked
 

@@ -11,7 +11,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from leadrelay import outbox
 from leadrelay.consumer import Handlers
 from leadrelay.db import after_commit
-from leadrelay.events import AccountChanged, AgreementActivated, CloudEvent, LeadActivity, LeadReceived, new_event
+from leadrelay.events import (
+    AccountChanged,
+    AgreementActivated,
+    CloudEvent,
+    LeadActivity,
+    LeadReceived,
+    LeadScored,
+    new_event,
+)
 from scoring.accounts.handlers import on_account_changed
 from scoring.config import ScoringSettings
 from scoring.scores import service
@@ -33,16 +41,15 @@ class ScoringContext:
     """Set once an activation's run is committed, so this process's re-scoring job starts at once."""
 
 
-def publish(session: AsyncSession, context: ScoringContext, scored: Sequence[service.Scored]) -> None:
-    """Stage lead.scored for each score and count them once committed."""
-    events = [item.event() for item in scored]
-    outbox.add(session, *(new_event(data, source=SOURCE) for data in events))
+def publish(session: AsyncSession, context: ScoringContext, scored: Sequence[LeadScored]) -> None:
+    """Stage each lead.scored and count them once committed."""
+    outbox.add(session, *(new_event(data, source=SOURCE) for data in scored))
 
     def count() -> None:
-        for data in events:
+        for data in scored:
             context.metrics.scored(grade=data.grade, mql=data.mql, became_mql=data.became_mql, source=data.lead.source)
 
-    if events:
+    if scored:
         after_commit(session, count)
 
 

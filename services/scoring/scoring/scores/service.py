@@ -6,16 +6,16 @@ the MQL transition of a lead happens once, whichever of them evaluates it first.
 """
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, update
+from sqlalchemy import bindparam, func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from leadrelay import db
 from leadrelay.agreements import service as agreements
 from leadrelay.agreements.models import AgreementHead
 from leadrelay.events import (
@@ -24,7 +24,6 @@ from leadrelay.events import (
     LeadReceived,
     LeadScored,
     MatchMethod,
-    ScoreCriterion,
     ScoreTrigger,
     utcnow,
 )
@@ -36,6 +35,9 @@ from scoring.scores.models import LeadEngagement, LeadScore, RescoreRun
 
 ICP_KIND = ICP.name
 T = TypeVar("T")
+
+
+_ACTIVE_VERSION = select(AgreementHead.active_version).where(AgreementHead.kind == ICP_KIND)
 
 
 class IcpVersions:
@@ -51,8 +53,7 @@ class IcpVersions:
 
     async def active(self, session: AsyncSession) -> CompiledIcp:
         """The ICP in force now: the active version, or the default before any is signed."""
-        statement = select(AgreementHead.active_version).where(AgreementHead.kind == ICP_KIND)
-        version = (await session.exec(statement)).first()
+        version = (await session.exec(_ACTIVE_VERSION)).first()
         return self._default if version is None else await self.version(session, version)
 
     async def version(self, session: AsyncSession, version: int) -> CompiledIcp:
@@ -67,47 +68,6 @@ class IcpVersions:
         return compiled
 
 
-@dataclass(frozen=True)
-class Scored:
-    """One lead's new score and what it means: the event to publish and whether it just became an MQL."""
-
-    record: LeadScore
-    evaluation: Evaluation
-    became_mql: bool
-    trigger: ScoreTrigger
-
-    def event(self) -> LeadScored:
-        """The lead.scored to publish."""
-        record = self.record
-        account = None
-        if record.account_id is not None and record.match_method is not None:
-            account = AccountMatch(
-                account_id=record.account_id,
-                method=MatchMethod(record.match_method),
-                confidence=record.match_confidence or 0.0,
-                owner_rep_id=(record.facts.get("account") or {}).get("owner_rep_id"),
-            )
-        return LeadScored(
-            lead_id=record.lead_id,
-            score=record.score,
-            stage=record.stage,
-            icp_version=record.icp_version,
-            explanation=[ScoreCriterion.model_validate(item) for item in record.explanation],
-            scored_at=record.scored_at,
-            lead=LeadReceived.model_validate(record.lead),
-            fit=record.fit,
-            engagement=record.engagement,
-            grade=record.grade,
-            mql=record.mql,
-            mql_reason=record.mql_reason,
-            became_mql=self.became_mql,
-            disqualified=record.disqualified,
-            account=account,
-            enriched_fields=list(record.enriched_fields),
-            trigger=self.trigger,
-        )
-
-
 async def score_received(
     *,
     session: AsyncSession,
@@ -115,33 +75,47 @@ async def score_received(
     icp: CompiledIcp,
     fuzzy_threshold: float = accounts.FUZZY_THRESHOLD,
     now: datetime | None = None,
-) -> tuple[list[Scored], list[AccountMatch | None]]:
+) -> tuple[list[LeadScored], list[AccountMatch | None]]:
     """Match, enrich, evaluate and store received leads, in order; a lead seen before is scored again.
 
-    Returns each lead's score and its account match (for the match metrics).
+    Returns each lead's lead.scored and its account match (for the match metrics). Scores are
+    written as plain rows, one statement for the new leads and one for those seen before: building
+    a LeadScore object cost more than the rest of scoring a lead.
     """
     now = now or utcnow()
     matched = await accounts.match_many(session=session, leads=leads, fuzzy_threshold=fuzzy_threshold)
     ids = [lead.lead_id for lead in leads]
-    stored = await _locked_scores(session, ids)
+    known = await _locked_mql_states(session, ids)
     engagements = await _engagements(session, ids)
+    rows: dict[str, dict[str, Any]] = {}
     results = []
     for lead, account in zip(leads, matched, strict=True):
-        facts, enriched = accounts.enrich(lead.model_dump(mode="json"), account)
-        record = stored.get(lead.lead_id)
-        if record is None:
-            record = stored[lead.lead_id] = LeadScore(
-                lead_id=lead.lead_id, score=0, stage=LeadStage.LEAD, icp_version=icp.version
-            )
-        record.facts, record.enriched_fields = facts, enriched
-        record.lead = lead.model_dump(mode="json")
-        record.source, record.received_at = lead.source, lead.received_at
+        payload = lead.model_dump(mode="json")
+        facts, enriched = accounts.enrich(payload, account)
         match = account.match if account else None
-        record.account_id = match.account_id if match else None
-        record.match_method = match.method.value if match else None
-        record.match_confidence = match.confidence if match else None
+        # What a lead keeps from an earlier score (or from earlier in this batch): its MQL state and stage.
+        earlier = rows.get(lead.lead_id) or known.get(lead.lead_id) or {}
+        row = rows[lead.lead_id] = db.new_row(
+            LeadScore,
+            lead_id=lead.lead_id,
+            score=0,
+            stage=earlier.get("stage", LeadStage.LEAD),
+            icp_version=icp.version,
+            mql=earlier.get("mql", False),
+            mql_at=earlier.get("mql_at"),
+            mql_reason=earlier.get("mql_reason"),
+            source=lead.source,
+            received_at=lead.received_at,
+            facts=facts,
+            lead=payload,
+            account_id=match.account_id if match else None,
+            match_method=match.method.value if match else None,
+            match_confidence=match.confidence if match else None,
+            enriched_fields=enriched,
+        )
         evaluation = icp.evaluate(facts, engagements.get(lead.lead_id, []), now=now)
-        results.append(_apply(session, record, icp, evaluation, ScoreTrigger.RECEIVED, now))
+        results.append(_apply(row, icp, evaluation, ScoreTrigger.RECEIVED, now, lead=lead))
+    await _store(session, rows, known=known)
     return results, [account.match if account else None for account in matched]
 
 
@@ -151,7 +125,7 @@ async def record_activities(
     activities: Sequence[tuple[str, LeadActivity]],
     icp: CompiledIcp,
     now: datetime | None = None,
-) -> list[Scored]:
+) -> list[LeadScored]:
     """Store rep stages and engagements (once per event id), then re-score each lead with a new engagement once.
 
     `activities` are (event id, activity) in the order they happened. An engagement of a lead not
@@ -173,7 +147,7 @@ async def record_activities(
     for lead_id in engaged:
         record = stored[lead_id]
         evaluation = icp.evaluate(record.facts, engagements.get(lead_id, []), now=now)
-        results.append(_apply(session, record, icp, evaluation, ScoreTrigger.ENGAGEMENT, now))
+        results.append(_apply_to_record(session, record, icp, evaluation, ScoreTrigger.ENGAGEMENT, now))
     return results
 
 
@@ -210,7 +184,7 @@ async def current_run(session: AsyncSession) -> RescoreRun | None:
 
 async def rescore_chunk(
     *, session: AsyncSession, run: RescoreRun, icp: CompiledIcp, limit: int, now: datetime | None = None
-) -> list[Scored]:
+) -> list[LeadScored]:
     """Re-score the run's next leads (keyset on lead id) and move its cursor; finish it when none are left.
 
     Open leads only: received since the run's window began, not yet an MQL, still in a scoring stage,
@@ -226,7 +200,7 @@ async def rescore_chunk(
     results = []
     for record in records:
         evaluation = icp.evaluate(record.facts, engagements.get(record.lead_id, []), now=now)
-        results.append(_apply(session, record, icp, evaluation, ScoreTrigger.ICP_ACTIVATED, now))
+        results.append(_apply_to_record(session, record, icp, evaluation, ScoreTrigger.ICP_ACTIVATED, now))
     run.done += len(records)
     if records:
         run.cursor = records[-1].lead_id
@@ -249,25 +223,114 @@ def _pending(run: RescoreRun) -> list[Any]:
 
 
 def _apply(
+    row: dict[str, Any],
+    icp: CompiledIcp,
+    evaluation: Evaluation,
+    trigger: ScoreTrigger,
+    now: datetime,
+    *,
+    lead: LeadReceived,
+) -> LeadScored:
+    """Put an evaluation in a lead's score row; the lead becomes an MQL the first time one says so, and stays one.
+
+    Returns the lead.scored to publish.
+    """
+    row.update(
+        score=evaluation.score,
+        fit=evaluation.fit,
+        engagement=evaluation.engagement,
+        grade=evaluation.grade,
+        icp_version=icp.version,
+        disqualified=evaluation.disqualified,
+        explanation=[criterion.model_dump(mode="json") for criterion in evaluation.criteria],
+        scored_at=now,
+    )
+    became_mql = evaluation.mql and row["mql_at"] is None
+    if became_mql:
+        row.update(mql=True, mql_at=now, mql_reason=evaluation.mql_reason)
+        if row["stage"] in SCORING_STAGES:  # leads already with sales keep their stage
+            row["stage"] = LeadStage.MQL
+    account = None
+    if row["account_id"] is not None and row["match_method"] is not None:
+        account = AccountMatch(
+            account_id=row["account_id"],
+            method=MatchMethod(row["match_method"]),
+            confidence=row["match_confidence"] or 0.0,
+            owner_rep_id=(row["facts"].get("account") or {}).get("owner_rep_id"),
+        )
+    return LeadScored(
+        lead_id=row["lead_id"],
+        score=row["score"],
+        stage=row["stage"],
+        icp_version=row["icp_version"],
+        explanation=evaluation.criteria,
+        scored_at=row["scored_at"],
+        lead=lead,
+        fit=row["fit"],
+        engagement=row["engagement"],
+        grade=row["grade"],
+        mql=row["mql"],
+        mql_reason=row["mql_reason"],
+        became_mql=became_mql,
+        disqualified=row["disqualified"],
+        account=account,
+        enriched_fields=list(row["enriched_fields"]),
+        trigger=trigger,
+    )
+
+
+def _apply_to_record(
     session: AsyncSession,
     record: LeadScore,
     icp: CompiledIcp,
     evaluation: Evaluation,
     trigger: ScoreTrigger,
     now: datetime,
-) -> Scored:
-    """Store an evaluation; the lead becomes an MQL the first time one says so, and stays one."""
-    record.score, record.fit, record.engagement = evaluation.score, evaluation.fit, evaluation.engagement
-    record.grade, record.icp_version, record.disqualified = evaluation.grade, icp.version, evaluation.disqualified
-    record.explanation = [criterion.model_dump(mode="json") for criterion in evaluation.criteria]
-    record.scored_at = now
-    became_mql = evaluation.mql and record.mql_at is None
-    if became_mql:
-        record.mql, record.mql_at, record.mql_reason = True, now, evaluation.mql_reason
-        if record.stage in SCORING_STAGES:  # leads already with sales keep their stage
-            record.stage = LeadStage.MQL
+) -> LeadScored:
+    """`_apply` to a stored score the session tracks (only the columns that change are updated)."""
+    row = record.model_dump()
+    scored = _apply(row, icp, evaluation, trigger, now, lead=LeadReceived.model_validate(record.lead))
+    record.sqlmodel_update(row)
     session.add(record)
-    return Scored(record, evaluation, became_mql, trigger)
+    return scored
+
+
+# Built once: statements with their values inline would be compiled (and cache-keyed) anew per batch.
+_MQL_STATE = ("lead_id", "stage", "mql", "mql_at", "mql_reason")
+_MQL_STATES = (
+    select(*(col(getattr(LeadScore, name)) for name in _MQL_STATE))
+    .where(col(LeadScore.lead_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(LeadScore.lead_id))
+    .with_for_update()
+)
+_INSERT_SCORES = insert(LeadScore)
+_UPDATE_SCORES = update(LeadScore).where(col(LeadScore.lead_id) == bindparam("scored_lead_id"))
+
+
+async def _locked_mql_states(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The stage and MQL state of the leads scored before, locked as `_locked_scores` locks their scores."""
+    ids = sorted(set(lead_ids))
+    if not ids:
+        return {}
+    # Through the session, so changes it has not written yet (an earlier run of the batch) are flushed first.
+    rows = await session.exec(_MQL_STATES, params={"ids": ids})
+    return {row.lead_id: row._asdict() for row in rows}
+
+
+async def _store(session: AsyncSession, rows: Mapping[str, dict[str, Any]], *, known: Container[str]) -> None:
+    """Insert the score rows of new leads and update those of leads scored before: one statement each."""
+    connection = await session.connection()
+    new = [row for lead_id, row in rows.items() if lead_id not in known]
+    if new:
+        await connection.execute(_INSERT_SCORES, new)
+    # The key goes by another name: a parameter named after a column is a value to set.
+    again = [
+        {"scored_lead_id": lead_id, **{name: value for name, value in row.items() if name != "lead_id"}}
+        for lead_id, row in rows.items()
+        if lead_id in known
+    ]
+    if again:
+        await connection.execute(_UPDATE_SCORES, again)
 
 
 async def _locked_scores(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, LeadScore]:
@@ -283,17 +346,19 @@ def _locking(statement: SelectOfScalar[T]) -> SelectOfScalar[T]:
     return statement.with_for_update().execution_options(populate_existing=True)
 
 
+_ENGAGEMENTS = (
+    select(LeadEngagement.lead_id, LeadEngagement.activity, LeadEngagement.occurred_at)
+    .where(col(LeadEngagement.lead_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(LeadEngagement.occurred_at))
+)
+
+
 async def _engagements(session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, list[Engagement]]:
     if not lead_ids:
         return {}
-    statement = (
-        select(LeadEngagement)
-        .where(col(LeadEngagement.lead_id).in_(list(set(lead_ids))))
-        .order_by(col(LeadEngagement.occurred_at))
-    )
     grouped: dict[str, list[Engagement]] = defaultdict(list)
-    for row in (await session.exec(statement)).all():
-        grouped[row.lead_id].append(Engagement(activity=ActivityType(row.activity), occurred_at=row.occurred_at))
+    for lead_id, activity, occurred_at in await session.exec(_ENGAGEMENTS, params={"ids": list(set(lead_ids))}):
+        grouped[lead_id].append(Engagement(activity=ActivityType(activity), occurred_at=occurred_at))
     return grouped
 
 
