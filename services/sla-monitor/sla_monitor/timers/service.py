@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid5
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -263,6 +263,21 @@ _START_UNLESS_STARTED = {
 }
 
 
+_ANSWERABLE = (*OPEN_STATES, SlaState.BREACHED)
+"""The states an activity can still change: a breached timer still records the first response."""
+
+# Built once, for any number of leads (an expanding IN).
+_ANSWERABLE_TIMERS = (
+    select(SlaTimer)
+    .where(
+        col(SlaTimer.lead_id).in_(bindparam("lead_ids", expanding=True)),
+        col(SlaTimer.status).in_(_ANSWERABLE),
+    )
+    .order_by(col(SlaTimer.lead_id), col(SlaTimer.sequence), col(SlaTimer.obligation))
+    .with_for_update()  # the job breaching one of them at once goes first, or finds it met
+)
+
+
 async def record_activities(
     *, session: AsyncSession, activities: Sequence[LeadActivity], calendar_of: CalendarOf, changes: Changes
 ) -> None:
@@ -276,25 +291,14 @@ async def record_activities(
     if not answering:
         return  # marketing engagement meets nothing and moves no stage
     # One query for the whole run instead of one per activity.
-    statement = (
-        select(SlaTimer)
-        .where(
-            col(SlaTimer.lead_id).in_({activity.lead_id for activity in answering}),
-            col(SlaTimer.status).in_(_ANSWERABLE),
-        )
-        .order_by(col(SlaTimer.lead_id), col(SlaTimer.sequence), col(SlaTimer.obligation))
-        .with_for_update()  # the job breaching one of them at once goes first, or finds it met
-    )
+    lead_ids = list({activity.lead_id for activity in answering})
     timers_of: dict[str, list[SlaTimer]] = defaultdict(list)
-    for timer in (await session.exec(statement)).all():
+    for timer in (await session.exec(_ANSWERABLE_TIMERS, params={"lead_ids": lead_ids})).all():
         timers_of[timer.lead_id].append(timer)
     for activity in answering:
         await _record_activity(
             session, activity=activity, timers=timers_of[activity.lead_id], calendar_of=calendar_of, changes=changes
         )
-
-
-_ANSWERABLE = (*OPEN_STATES, SlaState.BREACHED)
 
 
 async def _record_activity(
