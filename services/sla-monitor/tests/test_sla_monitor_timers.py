@@ -373,3 +373,58 @@ async def test_an_activity_redelivered_after_a_reassignment_changes_nothing_of_t
     }
     assert after["lead-1/accept"].responded_at is None
     assert [event.id for event in await published(storage)] == outbox
+
+
+async def test_a_run_mixing_started_and_new_assignments_starts_only_the_new_obligations(storage: Storage) -> None:
+    context = context_with(COMPILED)
+    await deliver(storage, context, assigned("known"))
+    before = await timers(storage)
+    # The known assignment again (a new event id, as after a re-drive) between two new leads, one of them twice.
+    await deliver(storage, context, assigned("new-1"), assigned("known"), assigned("new-2", grade="C", team_id="apac"),
+                  assigned("new-1"))  # fmt: skip
+
+    after = await timers(storage)
+    assert set(after) == {"known/accept", "known/first_touch", "new-1/accept", "new-1/first_touch", "new-2/accept"}
+    assert {key: after[key].id for key in before} == {key: timer.id for key, timer in before.items()}
+    started = await published(storage, "sla.started")
+    assert sorted(event.id for event in started) == sorted(
+        service.event_id(timer.id, "started") for timer in after.values()
+    )
+    # In the run's order: each new assignment's obligations as the policy lists them.
+    assert [(e.data.lead_id, getattr(e.data, "obligation", None)) for e in started[2:]] == [
+        ("new-1", "accept"), ("new-1", "first_touch"), ("new-2", "accept")]  # fmt: skip
+    assert sample(context, "leadrelay_sla_started_total", team="emea", obligation="accept", grade="A2") == 2
+    assert sample(context, "leadrelay_sla_started_total", team="apac", obligation="accept", grade="C") == 1
+
+
+async def test_a_run_of_activities_of_several_leads_answers_each_lead_in_order(storage: Storage) -> None:
+    context = context_with(COMPILED)
+    await deliver(storage, context, assigned("lead-1"), assigned("lead-2"), assigned("quiet"))
+    await deliver(
+        storage,
+        context,
+        activity("lead-1", ActivityType.ACCEPTED, minutes=1, stage=LeadStage.SAL),
+        activity("lead-2", ActivityType.WEBINAR_ATTENDED, minutes=1, stage=LeadStage.SQL),
+        activity("lead-2", ActivityType.REJECTED, minutes=2, stage=LeadStage.REJECTED),
+        activity("lead-1", ActivityType.ACCEPTED, minutes=3),  # met already: changes nothing
+        activity("lead-1", ActivityType.CONTACTED, minutes=4),
+        activity("lead-2", ActivityType.CONTACTED, minutes=5),  # its first touch was cancelled: changes nothing
+    )
+
+    after = await timers(storage)
+    assert {key: (timer.status, timer.responded_at) for key, timer in after.items()} == {
+        "lead-1/accept": (SlaState.MET, AT + timedelta(minutes=1)),
+        "lead-1/first_touch": (SlaState.MET, AT + timedelta(minutes=4)),
+        "lead-2/accept": (SlaState.MET, AT + timedelta(minutes=2)),
+        "lead-2/first_touch": (SlaState.CANCELLED, None),
+        "quiet/accept": (SlaState.RUNNING, None),
+        "quiet/first_touch": (SlaState.RUNNING, None),
+    }
+    closed = [(event.type, event.id) for event in await published(storage) if event.type != "sla.started"]
+    assert closed == [
+        ("sla.met", service.event_id(after["lead-1/accept"].id, "met")),
+        ("sla.met", service.event_id(after["lead-2/accept"].id, "met")),
+        ("sla.cancelled", service.event_id(after["lead-2/first_touch"].id, "cancelled")),
+        ("sla.met", service.event_id(after["lead-1/first_touch"].id, "met")),
+    ]
+    assert sample(context, "leadrelay_sla_response_seconds_count", team="emea", obligation="accept") == 2

@@ -2,6 +2,8 @@
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.calendar import TeamCalendar
@@ -62,13 +64,21 @@ class Clocks:
         """The team's business calendar; None when the team is unknown here (its clock then runs 24/7)."""
         if team_id is None:
             return None
-        record = await get(session=session, team_id=team_id)
-        if record is None:
+        # The version says whether the calendar built before is current: the whole record (hours and holidays
+        # as JSON) is read only when it is not.
+        version = (await session.exec(_VERSION, params={"team_id": team_id})).first()
+        if version is None:
             return None
         cached = self._calendars.get(team_id)
-        if cached is None or cached[0] != record.version:
+        if cached is None or cached[0] != version:
+            record = await get(session=session, team_id=team_id)
+            if record is None:
+                return None
             cached = self._calendars[team_id] = (record.version, calendar_of(record))
         return cached[1]
+
+
+_VERSION = select(TeamCalendarRecord.version).where(col(TeamCalendarRecord.team_id) == bindparam("team_id"))
 
 
 def deadline(*, clock: SlaClock, calendar: TeamCalendar | None, start: datetime, seconds: float) -> datetime:

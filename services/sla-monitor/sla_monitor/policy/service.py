@@ -96,6 +96,10 @@ def builtin_policy(*, first_response_seconds: float, escalation: list[Escalation
     return CompiledPolicy(version=BUILTIN_VERSION, document=document)
 
 
+_ACTIVE_VERSION = select(AgreementHead.active_version).where(AgreementHead.kind == SLA.name)
+"""Read once per handled run: built once, not per call."""
+
+
 class Policies:
     """This process's compiled policies, one per version; the active version is read per call (one key read)."""
 
@@ -105,8 +109,7 @@ class Policies:
 
     async def active(self, session: AsyncSession) -> CompiledPolicy:
         """The policy in force now: the active version, or the built-in one before any is signed."""
-        statement = select(AgreementHead.active_version).where(AgreementHead.kind == SLA.name)
-        version = (await session.exec(statement)).first()
+        version = (await session.exec(_ACTIVE_VERSION)).first()
         return self.builtin if version is None else await self.version(session, version)
 
     async def version(self, session: AsyncSession, version: int) -> CompiledPolicy:

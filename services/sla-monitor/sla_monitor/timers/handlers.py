@@ -8,7 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from leadrelay.calendar import TeamCalendar
 from leadrelay.consumer import Handlers
 from leadrelay.db import after_commit
-from leadrelay.events import CloudEvent, LeadActivity, LeadAssigned, LeadQueued, utcnow
+from leadrelay.events import CloudEvent, LeadActivity, LeadAssigned, LeadQueued, SlaClock, utcnow
 from sla_monitor.clocks.models import TeamCalendarRecord
 from sla_monitor.context import SlaContext
 from sla_monitor.metrics import NONE
@@ -50,7 +50,11 @@ def calendars(context: SlaContext, session: AsyncSession) -> TeamCalendars:
 
 
 def _labels(timer: SlaTimer) -> dict[str, str]:
-    return {"team": timer.team_id or NONE, "obligation": timer.obligation, "grade": timer.grade or NONE}
+    return _labels_of(team_id=timer.team_id, obligation=timer.obligation, grade=timer.grade)
+
+
+def _labels_of(*, team_id: str | None, obligation: str, grade: str | None) -> dict[str, str]:
+    return {"team": team_id or NONE, "obligation": obligation, "grade": grade or NONE}
 
 
 def count_after_commit(context: SlaContext, session: AsyncSession, changes: Changes) -> None:
@@ -60,8 +64,8 @@ def count_after_commit(context: SlaContext, session: AsyncSession, changes: Chan
 
     def committed() -> None:
         metrics, now = context.metrics, utcnow()
-        for timer in changes.started:
-            labels = _labels(timer)
+        for row in changes.started:
+            labels = _labels_of(team_id=row["team_id"], obligation=row["obligation"], grade=row["grade"])
             metrics.started_total.labels(**labels).inc()
             # The outcomes' series exist from the start at 0, so a rate over them sees the first one.
             for outcome in (metrics.warnings_total, metrics.breaches_total, metrics.met_total):
@@ -114,7 +118,9 @@ async def on_lead_assigned(
                 changes=changes,
             )
         terms = policy.terms_for(grade=assignment.grade, source=assignment.source, team_id=assignment.team_id)
-        run.append((assignment, terms, await calendar_of(assignment.team_id), replaced))
+        # Only a business clock's deadlines need the team's calendar (the built-in policy runs on the wall clock).
+        business = any(term.clock is SlaClock.BUSINESS for term in terms)
+        run.append((assignment, terms, await calendar_of(assignment.team_id) if business else None, replaced))
     await service.start(session=session, assignments=run, changes=changes)
     count_after_commit(context, session, changes)
 
@@ -145,8 +151,8 @@ async def on_lead_activity(
     """Meet, record late responses to, or cancel (stage left) the lead's obligations."""
     calendar_of = calendars(context, session)
     changes = Changes()
-    for event in events:
-        await service.record_activity(session=session, activity=event.data, calendar_of=calendar_of, changes=changes)
+    activities = [event.data for event in events]
+    await service.record_activities(session=session, activities=activities, calendar_of=calendar_of, changes=changes)
     count_after_commit(context, session, changes)
 
 

@@ -1,20 +1,22 @@
 """SLA timers: started per obligation of an assignment, carried over or replaced on reassignment, met, cancelled,
 warned and breached; every change stages its sla.* event with an id that is the same however often it happens."""
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid5
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
 from leadrelay.agreements import service as agreements
 from leadrelay.calendar import TeamCalendar
-from leadrelay.db import after_commit, insert_unless_taken
+from leadrelay.db import after_commit, new_row
 from leadrelay.events import (
     EscalationStep,
     LeadActivity,
@@ -61,7 +63,8 @@ def event_id(timer_id: str, kind: str) -> str:
 class Changes:
     """What a transaction did to timers, counted in metrics once it commits; `soonest` is the next instant it set."""
 
-    started: list[SlaTimer] = field(default_factory=list)
+    started: list[dict[str, Any]] = field(default_factory=list)
+    """The rows of the timers started."""
     warned: list[tuple[SlaTimer, datetime]] = field(default_factory=list)
     """Each warned timer with the instant it was due to warn at."""
     breached: list[tuple[SlaTimer, datetime]] = field(default_factory=list)
@@ -80,17 +83,15 @@ class Changes:
         return bool(self.started or self.warned or self.breached or self.met or self.cancelled or self.responded)
 
 
+_CARRIED = ("lead_id", "obligation", "assignment_id", "rep_id", "team_id", "grade", "source", "policy_version")
+"""The timer's values every sla.* event carries as they are (with its clock and deadline)."""
+
+
 def _event_fields(timer: SlaTimer, *, calendar: TeamCalendar | None, at: datetime) -> dict[str, Any]:
     wall, business = elapsed(calendar=calendar, start=timer.started_at, end=at)
+    carried = {name: getattr(timer, name) for name in _CARRIED}
     return {
-        "lead_id": timer.lead_id,
-        "obligation": timer.obligation,
-        "assignment_id": timer.assignment_id,
-        "rep_id": timer.rep_id,
-        "team_id": timer.team_id,
-        "grade": timer.grade,
-        "source": timer.source,
-        "policy_version": timer.policy_version,
+        **carried,
         "clock": SlaClock(timer.clock),
         "due_at": timer.due_at,
         "elapsed_seconds": wall,
@@ -98,20 +99,51 @@ def _event_fields(timer: SlaTimer, *, calendar: TeamCalendar | None, at: datetim
     }
 
 
-def _publish(session: AsyncSession, timer: SlaTimer, kind: str, data: SlaEventData) -> None:
-    outbox.add(session, new_event(data, source=SOURCE, event_id=event_id(timer.id, kind)))
+def _started(row: dict[str, Any]) -> SlaStarted:
+    """A new timer's sla.started, from its row (nothing has elapsed yet)."""
+    return SlaStarted(
+        **{name: row[name] for name in _CARRIED},
+        clock=SlaClock(row["clock"]),
+        due_at=row["due_at"],
+        elapsed_seconds=0.0,
+        elapsed_business_seconds=0.0,
+        started_at=row["started_at"],
+        warn_at=row["warn_at"],
+        within_seconds=row["within_seconds"],
+    )
+
+
+def _publish(session: AsyncSession, timer_id: str, kind: str, data: SlaEventData) -> None:
+    outbox.add(session, new_event(data, source=SOURCE, event_id=event_id(timer_id, kind)))
 
 
 def _next_at(timer: SlaTimer) -> datetime:
-    if timer.status == SlaState.RUNNING and timer.warn_at is not None and timer.warn_at < timer.due_at:
-        return timer.warn_at
-    return timer.due_at
+    return _first_instant(status=timer.status, warn_at=timer.warn_at, due_at=timer.due_at)
+
+
+def _first_instant(*, status: str, warn_at: datetime | None, due_at: datetime) -> datetime:
+    if status == SlaState.RUNNING and warn_at is not None and warn_at < due_at:
+        return warn_at
+    return due_at
 
 
 def _new_timer(
     assignment: LeadAssigned, terms: ObligationTerms, calendar: TeamCalendar | None, kept: SlaTimer | None
-) -> SlaTimer:
-    timer = SlaTimer(
+) -> dict[str, Any]:
+    """A new timer's row: plain values for a Core insert (building an SlaTimer costs more than inserting it)."""
+    if kept is not None:
+        # `keep`: the deadline carries over from the replaced timer, warning sent or not.
+        clock, within_seconds, started_at = kept.clock, kept.within_seconds, kept.started_at
+        warn_at, due_at, warned_at = kept.warn_at, kept.due_at, kept.warned_at
+        status = SlaState.RUNNING if kept.warned_at is None else SlaState.WARNING
+    else:
+        clock, within_seconds, started_at = terms.clock, terms.within_seconds, assignment.assigned_at
+        warn_at, due_at = _deadlines(
+            clock=terms.clock, calendar=calendar, start=started_at, seconds=within_seconds, warn_share=terms.warn_at
+        )
+        warned_at, status = None, SlaState.RUNNING
+    return new_row(
+        SlaTimer,
         lead_id=assignment.lead_id,
         assignment_id=assignment.assignment_id,
         sequence=assignment.sequence,
@@ -121,44 +153,38 @@ def _new_timer(
         grade=assignment.grade,
         source=assignment.source,
         policy_version=terms.policy_version,
-        clock=terms.clock,
-        within_seconds=terms.within_seconds,
+        clock=clock,
+        within_seconds=within_seconds,
         met_by=sorted(terms.met_by),
         stages=sorted(terms.stages),
         escalation=list(terms.escalation),
-        started_at=assignment.assigned_at,
-        due_at=assignment.assigned_at,
+        started_at=started_at,
+        warn_at=warn_at,
+        due_at=due_at,
+        next_at=_first_instant(status=status, warn_at=warn_at, due_at=due_at),
+        status=status,
+        warned_at=warned_at,
     )
-    if kept is not None:
-        # `keep`: the deadline carries over from the replaced timer, warning sent or not.
-        timer.clock, timer.within_seconds = kept.clock, kept.within_seconds
-        timer.started_at, timer.warn_at, timer.due_at = kept.started_at, kept.warn_at, kept.due_at
-        timer.warned_at = kept.warned_at
-        timer.status = SlaState.RUNNING if kept.warned_at is None else SlaState.WARNING
-    else:
-        _schedule(timer, calendar, terms.warn_at)
-    timer.next_at = _next_at(timer)
-    return timer
 
 
 def _schedule(timer: SlaTimer, calendar: TeamCalendar | None, warn_share: float | None) -> None:
-    clock = SlaClock(timer.clock)
-    timer.due_at = deadline(clock=clock, calendar=calendar, start=timer.started_at, seconds=timer.within_seconds)
-    timer.warn_at = (
-        None
-        if warn_share is None
-        else deadline(clock=clock, calendar=calendar, start=timer.started_at, seconds=timer.within_seconds * warn_share)
+    timer.warn_at, timer.due_at = _deadlines(
+        clock=SlaClock(timer.clock),
+        calendar=calendar,
+        start=timer.started_at,
+        seconds=timer.within_seconds,
+        warn_share=warn_share,
     )
 
 
-async def existing_obligations(*, session: AsyncSession, assignment_ids: Sequence[str]) -> set[tuple[str, str]]:
-    """(assignment id, obligation) of the timers already started for these assignments."""
-    if not assignment_ids:
-        return set()
-    statement = select(SlaTimer.assignment_id, SlaTimer.obligation).where(
-        col(SlaTimer.assignment_id).in_(list(set(assignment_ids)))
-    )
-    return {(assignment_id, obligation) for assignment_id, obligation in (await session.exec(statement)).all()}
+def _deadlines(
+    *, clock: SlaClock, calendar: TeamCalendar | None, start: datetime, seconds: float, warn_share: float | None
+) -> tuple[datetime | None, datetime]:
+    """The warning instant (None without a warning share) and the deadline of a window from `start`."""
+    due_at = deadline(clock=clock, calendar=calendar, start=start, seconds=seconds)
+    if warn_share is None:
+        return None, due_at
+    return deadline(clock=clock, calendar=calendar, start=start, seconds=seconds * warn_share), due_at
 
 
 async def replace_older(
@@ -194,7 +220,7 @@ def _cancel(
     timer.status, timer.closed_at, timer.close_reason, timer.next_at = SlaState.CANCELLED, at, reason, None
     session.add(timer)
     cancelled = SlaCancelled(**_event_fields(timer, calendar=calendar, at=at), cancelled_at=at, reason=reason)
-    _publish(session, timer, "cancelled", cancelled)
+    _publish(session, timer.id, "cancelled", cancelled)
 
 
 async def start(
@@ -202,59 +228,91 @@ async def start(
     session: AsyncSession,
     assignments: Sequence[tuple[LeadAssigned, Sequence[ObligationTerms], TeamCalendar | None, dict[str, SlaTimer]]],
     changes: Changes,
-) -> list[SlaTimer]:
+) -> list[dict[str, Any]]:
     """Start each assignment's obligations (terms, team calendar, replaced timers by obligation) and stage sla.started.
 
-    Obligations already started (a redelivery, or another replica) are skipped; the new timers are inserted
-    together, or one by one if another replica inserted one of them meanwhile. Returns the timers started here.
+    Obligations already started (a redelivery, or another replica, committed or not) are skipped: one insert
+    adds the others and says which it added. Returns the rows of the timers started here.
     """
-    taken = await existing_obligations(session=session, assignment_ids=[a.assignment_id for a, *_ in assignments])
-    new: dict[tuple[str, str], SlaTimer] = {}
+    new: dict[tuple[str, str], dict[str, Any]] = {}
     for assignment, terms_list, calendar, replaced in assignments:
         for terms in terms_list:
             key = (assignment.assignment_id, terms.obligation)
-            if key in taken or key in new:
-                continue
-            kept = replaced.get(terms.obligation) if terms.on_reassignment == KEEP else None
-            new[key] = _new_timer(assignment, terms, calendar, kept)
-    timers = list(new.values())
-    if timers and not await insert_unless_taken(session, timers):
-        timers = [timer for timer in timers if await insert_unless_taken(session, [timer])]
-    for timer in timers:
-        started = SlaStarted(
-            **_event_fields(timer, calendar=None, at=timer.started_at),
-            started_at=timer.started_at,
-            warn_at=timer.warn_at,
-            within_seconds=timer.within_seconds,
-        )
-        _publish(session, timer, "started", started)
-        changes.started.append(timer)
-        changes.schedule(timer.next_at)
+            if key not in new:
+                kept = replaced.get(terms.obligation) if terms.on_reassignment == KEEP else None
+                new[key] = _new_timer(assignment, terms, calendar, kept)
+    if not new:
+        return []
+    connection = await session.connection()
+    statement = _START_UNLESS_STARTED[connection.dialect.name]
+    inserted = set((await connection.execute(statement, list(new.values()))).scalars())
+    timers = [row for row in new.values() if row["id"] in inserted]
+    for row in timers:
+        _publish(session, row["id"], "started", _started(row))
+        changes.started.append(row)
+        changes.schedule(row["next_at"])
     return timers
 
 
-async def record_activity(
-    *, session: AsyncSession, activity: LeadActivity, calendar_of: CalendarOf, changes: Changes
+# Built once: a statement with its values inline would be compiled (and cache-keyed) anew per call.
+_START_UNLESS_STARTED = {
+    dialect.dialect.name: dialect.insert(SlaTimer)
+    .on_conflict_do_nothing(index_elements=[col(SlaTimer.assignment_id), col(SlaTimer.obligation)])
+    .returning(col(SlaTimer.id))
+    for dialect in (postgresql, sqlite)
+}
+
+
+_ANSWERABLE = (*OPEN_STATES, SlaState.BREACHED)
+"""The states an activity can still change: a breached timer still records the first response."""
+
+# Built once, for any number of leads (an expanding IN).
+_ANSWERABLE_TIMERS = (
+    select(SlaTimer)
+    .where(
+        col(SlaTimer.lead_id).in_(bindparam("lead_ids", expanding=True)),
+        col(SlaTimer.status).in_(_ANSWERABLE),
+    )
+    .order_by(col(SlaTimer.lead_id), col(SlaTimer.sequence), col(SlaTimer.obligation))
+    .with_for_update()  # the job breaching one of them at once goes first, or finds it met
+)
+
+
+async def record_activities(
+    *, session: AsyncSession, activities: Sequence[LeadActivity], calendar_of: CalendarOf, changes: Changes
 ) -> None:
-    """Meet, record a late response to, or cancel (stage left) the lead's obligations for one activity.
+    """Meet, record late responses to, or cancel (stage left) the leads' obligations, one activity after another.
 
     A matching activity by the deadline meets an open obligation; after it, or on a breached one, it only
     records the response. Then the open ones whose stages the lead left are cancelled. Duplicates change nothing,
     and nothing started after the activity occurred.
     """
-    if activity.activity.is_engagement:
+    answering = [activity for activity in activities if not activity.activity.is_engagement]
+    if not answering:
         return  # marketing engagement meets nothing and moves no stage
-    statement = (
-        select(SlaTimer)
-        .where(
-            SlaTimer.lead_id == activity.lead_id,
-            col(SlaTimer.status).in_([*OPEN_STATES, SlaState.BREACHED]),
+    # One query for the whole run instead of one per activity.
+    lead_ids = list({activity.lead_id for activity in answering})
+    timers_of: dict[str, list[SlaTimer]] = defaultdict(list)
+    for timer in (await session.exec(_ANSWERABLE_TIMERS, params={"lead_ids": lead_ids})).all():
+        timers_of[timer.lead_id].append(timer)
+    for activity in answering:
+        await _record_activity(
+            session, activity=activity, timers=timers_of[activity.lead_id], calendar_of=calendar_of, changes=changes
         )
-        .order_by(col(SlaTimer.sequence), col(SlaTimer.obligation))
-        .with_for_update()  # the job breaching one of them at once goes first, or finds it met
-    )
+
+
+async def _record_activity(
+    session: AsyncSession,
+    *,
+    activity: LeadActivity,
+    timers: Sequence[SlaTimer],
+    calendar_of: CalendarOf,
+    changes: Changes,
+) -> None:
     at = activity.occurred_at
-    for timer in (await session.exec(statement)).all():
+    for timer in timers:
+        if timer.status not in _ANSWERABLE:
+            continue  # an earlier activity of this run met or cancelled it
         if at < timer.started_at:
             continue  # it belongs to an earlier assignment (a redelivery after a reassignment restarted this one)
         calendar = await calendar_of(timer.team_id)
@@ -268,7 +326,7 @@ async def record_activity(
             if is_open and at <= timer.due_at:
                 timer.status, timer.closed_at, timer.close_reason, timer.next_at = SlaState.MET, at, None, None
                 met = SlaMet(**_event_fields(timer, calendar=calendar, at=at), met_at=at, activity=activity.activity)
-                _publish(session, timer, "met", met)
+                _publish(session, timer.id, "met", met)
                 changes.met.append(timer)
                 is_open = False
             session.add(timer)
@@ -308,7 +366,7 @@ async def fire_due(
                 breached_at=now,
                 escalation=[EscalationStep(step) for step in timer.escalation],
             )
-            _publish(session, timer, "breached", breached)
+            _publish(session, timer.id, "breached", breached)
             changes.breached.append((timer, timer.due_at))
         else:
             instant = timer.next_at or now
@@ -316,7 +374,7 @@ async def fire_due(
             wall, business = elapsed(calendar=calendar, start=now, end=timer.due_at)
             remaining = business if SlaClock(timer.clock) is SlaClock.BUSINESS else wall
             warning = SlaWarning(**fields, remaining_seconds=remaining, warned_at=now)
-            _publish(session, timer, "warning", warning)
+            _publish(session, timer.id, "warning", warning)
             changes.warned.append((timer, instant))
             changes.schedule(timer.due_at)
         session.add(timer)
