@@ -7,7 +7,7 @@ marked delivered is never claimed again.
 """
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -69,11 +69,13 @@ async def enqueue(
     session: AsyncSession,
     assigned: Sequence[tuple[Assignment, LeadScored | None]],
     context: "RouterContext | None" = None,
+    reps: Mapping[str, Rep] | None = None,
 ) -> None:
     """One pending delivery per channel of each assignment's rep (queued and nurtured decisions have none).
 
     A delivery waits up to NOTIFY_SLA_WAIT_SECONDS for the assignment's SLA deadline (sla.started
     brings it forward at once). With the context, the delivery job is woken once this commits.
+    `reps`: the roster's reps, when the caller routed from a roster read in this transaction.
     """
     to_rep = [
         (assignment, scored)
@@ -82,8 +84,9 @@ async def enqueue(
     ]
     if not to_rep:
         return
-    rep_ids = list({assignment.rep_id for assignment, _ in to_rep})
-    reps = {rep.id: rep for rep in (await session.exec(select(Rep).where(col(Rep.id).in_(rep_ids)))).all()}
+    if reps is None:
+        rep_ids = list({assignment.rep_id for assignment, _ in to_rep})
+        reps = {rep.id: rep for rep in (await session.exec(select(Rep).where(col(Rep.id).in_(rep_ids)))).all()}
     sla_wait = context.settings.notify_sla_wait_seconds if context else DEFAULT_SLA_WAIT_SECONDS
     now = utcnow()
     rows: list[dict[str, Any]] = []
