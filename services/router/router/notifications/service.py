@@ -315,6 +315,7 @@ async def finish_round(*, session: AsyncSession, outcomes: Sequence[Finished]) -
         key = (outcome.status, outcome.status_code, outcome.error, outcome.next_attempt_at)
         alike.setdefault(key, []).append(outcome.claimed)
     kept: set[str] = set()
+    connection = await session.connection()  # Core: the session holds none of these rows
     for (status, status_code, error, next_attempt_at), claimed in alike.items():
         values: dict[str, Any] = {"status": status, "last_status_code": status_code, "last_error": error,
                                   "updated_at": now}  # fmt: skip
@@ -330,9 +331,8 @@ async def finish_round(*, session: AsyncSession, outcomes: Sequence[Finished]) -
             .where(col(Delivery.status) == DeliveryStatus.PENDING, at_attempt)
             .values(**values)
             .returning(col(Delivery.id))
-            .execution_options(synchronize_session=False)
         )
-        kept.update((await session.execute(statement)).scalars().all())
+        kept.update((await connection.execute(statement)).scalars().all())
     return kept
 
 
