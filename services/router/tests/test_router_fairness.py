@@ -62,6 +62,32 @@ async def test_stored_picks_follow_the_rotation_as_reps_leave_and_come_back(engi
     }
 
 
+async def test_a_run_of_picks_in_one_transaction_stores_what_picks_one_by_one_store(engine: AsyncEngine) -> None:
+    sessions = create_session_factory(engine)
+    schedule = [_reps("ann", "bob")] * 3 + [_reps("ann", "bob", "cy")] * 5
+    for candidates in schedule:
+        await _pick(sessions, candidates, pool_id="one-by-one")
+    for candidates in schedule[:3]:
+        await _pick(sessions, candidates, pool_id="in-a-run")
+    async with sessions() as session:
+        rotations = service.StoredRotations(session)
+        for candidates in schedule[3:]:  # cy joins: a new member saved with known ones, and a second pool
+            await rotations.pick(pool_id="in-a-run", candidates=candidates, strategy=WRR)
+            await rotations.pick(pool_id="other", candidates=candidates, strategy=WRR)
+        await rotations.save()
+        await session.commit()
+
+    def stored(rows: Sequence[RotationMember]) -> list[tuple[object, ...]]:
+        return [(row.rep_id, row.credit, row.last_seen, row.last_won, row.waiting_since, row.wins) for row in rows]
+
+    async with sessions() as session:
+        in_a_run = stored(await service.standings(session=session, pool_id="in-a-run"))
+        assert in_a_run == stored(await service.standings(session=session, pool_id="one-by-one"))
+        assert [row[0] for row in in_a_run] == ["ann", "bob", "cy"]
+        picks = {pool.pool_id: pool.picks for pool in (await session.exec(select(RotationPool))).all()}
+    assert picks == {"one-by-one": len(schedule), "in-a-run": len(schedule), "other": len(schedule) - 3}
+
+
 async def test_a_pick_explains_every_candidate_and_is_recorded(engine: AsyncEngine) -> None:
     sessions = create_session_factory(engine)
 

@@ -444,22 +444,28 @@ async def test_a_claimed_delivery_is_not_claimed_twice(router_db: Storage, notif
     running = await notifier(start=False)
     await put_rep(router_db, "rep-ada", {"kind": "webhook", "url": "https://crm.example/ada", "secret": WEBHOOK_SECRET})
     await assign(running, "lead-1", "rep-ada")
+    await assign(running, "lead-2", "rep-ada")
 
     async with router_db.sessions() as session, session.begin():
         taken = await service.claim_due(session=session, limit=10, lease_seconds=60)
     async with router_db.sessions() as session, session.begin():
         again = await service.claim_due(session=session, limit=10, lease_seconds=60)
 
-    assert [claimed.attempts for claimed in taken] == [1]
+    assert [claimed.attempts for claimed in taken] == [1, 1]
     assert again == []
-    # An outcome recorded for an attempt that is no longer the row's changes nothing.
-    stale = service.Claimed(**{**taken[0].__dict__, "attempts": 7})
+    # Of a round's outcomes, one recorded for an attempt that is no longer the row's changes nothing.
+    by_lead = {claimed.payload["lead_id"]: claimed for claimed in taken}
+    stale = service.Claimed(**{**by_lead["lead-1"].__dict__, "attempts": 7})
+    delivered = [
+        service.Finished(claimed, DeliveryStatus.DELIVERED, 200, None) for claimed in (stale, by_lead["lead-2"])
+    ]
     async with router_db.sessions() as session, session.begin():
-        assert not await service.finish(
-            session=session, claimed=stale, status=DeliveryStatus.DELIVERED, status_code=200, error=None
-        )
+        assert await service.finish_round(session=session, outcomes=delivered) == {by_lead["lead-2"].id}
     [row] = await deliveries(router_db, "lead-1")
     assert row.status == DeliveryStatus.PENDING
+    [row] = await deliveries(router_db, "lead-2")
+    assert (row.status, row.last_status_code) == (DeliveryStatus.DELIVERED, 200)
+    assert row.delivered_at is not None
 
 
 async def test_routing_a_scored_lead_enqueues_and_queued_or_nurtured_decisions_tell_no_one(

@@ -50,6 +50,7 @@ async def on_lead_scored(
     await notifications.enqueue(
         session=session,
         context=context,
+        reps=roster.reps,
         assigned=[
             (decision.assignment, scored) for scored, decision in zip(leads, decisions, strict=True) if decision.new
         ],

@@ -3,13 +3,14 @@
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.calendar import TeamCalendar
-from leadrelay.db import upsert_insert
 from router.assignments.models import RepLoad
 from router.assignments.routing import LOAD_DAYS, Roster
 from router.reps.models import Rep
@@ -20,7 +21,7 @@ from router.teams.service import calendar
 class RosterCache:
     """Reps and teams kept between batches, read again whenever any changed (on any replica).
 
-    A change is seen from the count and the latest `updated_at` of each table: two cheap reads a
+    A change is seen from the count and the latest `updated_at` of each table: one cheap read a
     batch instead of every rep, which matters with thousands of reps.
     """
 
@@ -32,10 +33,7 @@ class RosterCache:
 
     async def load(self, session: AsyncSession, *, at: datetime) -> Roster:
         """The roster now, with every rep's leads per day over the last LOAD_DAYS days (read fresh)."""
-        fingerprint = (
-            *(await session.exec(select(func.count(), func.max(Rep.updated_at)))).one(),
-            *(await session.exec(select(func.count(), func.max(Team.updated_at)))).one(),
-        )
+        fingerprint = tuple((await session.execute(_FINGERPRINT)).one())
         if fingerprint != self._fingerprint:
             self._reps = {rep.id: rep for rep in (await session.exec(select(Rep))).all()}
             self._teams = {team.id: team for team in (await session.exec(select(Team))).all()}
@@ -43,6 +41,15 @@ class RosterCache:
             self._fingerprint = fingerprint
         return await roster_of(session, reps=self._reps.values(), teams=self._teams.values(),
                                calendars=self._calendars, at=at)  # fmt: skip
+
+
+_FINGERPRINT = select(
+    select(func.count()).select_from(Rep).scalar_subquery(),
+    select(func.max(Rep.updated_at)).scalar_subquery(),
+    select(func.count()).select_from(Team).scalar_subquery(),
+    select(func.max(Team.updated_at)).scalar_subquery(),
+)
+"""Both tables' counts and latest changes, in one statement."""
 
 
 async def roster_of(
@@ -83,10 +90,17 @@ async def count_many(session: AsyncSession, *, given: Mapping[tuple[str, date], 
     if not given:
         return
     rows = [{"rep_id": rep_id, "day": day, "assigned": count} for (rep_id, day), count in sorted(given.items())]
-    statement = upsert_insert(session, RepLoad).values(rows)
-    await session.exec(
-        statement.on_conflict_do_update(
-            index_elements=[col(RepLoad.rep_id), col(RepLoad.day)],
-            set_={"assigned": RepLoad.assigned + statement.excluded.assigned},
-        )
+    connection = await session.connection()
+    await connection.execute(_COUNT[connection.dialect.name], rows)
+
+
+def _count(dialect: Any) -> Any:
+    statement = dialect.insert(RepLoad)
+    return statement.on_conflict_do_update(
+        index_elements=[col(RepLoad.rep_id), col(RepLoad.day)],
+        set_={"assigned": RepLoad.assigned + statement.excluded.assigned},
     )
+
+
+# Built once and run with the rows as parameters (in key order, so replicas lock rows in one order).
+_COUNT = {dialect.dialect.name: _count(dialect) for dialect in (postgresql, sqlite)}

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import upsert_insert
 from leadrelay.events import (
     AssignmentTrigger,
     EventData,
@@ -61,15 +61,22 @@ async def remember(*, session: AsyncSession, leads: Sequence[LeadScored]) -> Non
         }
         for lead_id, scored in newest.items()
     ]
-    statement = upsert_insert(session, RoutedLead).values(rows)
+    connection = await session.connection()
+    await connection.execute(_REMEMBER[connection.dialect.name], rows)
+
+
+def _remember(dialect: Any) -> Any:
+    statement = dialect.insert(RoutedLead)
     columns = ("scored", "received_at", "scored_at", "updated_at")
-    await session.exec(
-        statement.on_conflict_do_update(
-            index_elements=[col(RoutedLead.lead_id)],
-            set_={name: statement.excluded[name] for name in columns},
-            where=col(RoutedLead.scored_at) <= statement.excluded.scored_at,
-        )
+    return statement.on_conflict_do_update(
+        index_elements=[col(RoutedLead.lead_id)],
+        set_={name: statement.excluded[name] for name in columns},
+        where=col(RoutedLead.scored_at) <= statement.excluded.scored_at,
     )
+
+
+# Built once and run with the rows as parameters: one built with the rows inline is compiled anew per batch.
+_REMEMBER = {dialect.dialect.name: _remember(dialect) for dialect in (postgresql, sqlite)}
 
 
 async def get_routed(*, session: AsyncSession, lead_id: str) -> LeadScored | None:

@@ -1,7 +1,11 @@
 """Picking a rep from a rotation kept in the database; the caller owns the transaction and commits."""
 
 from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
 
+from sqlalchemy import bindparam, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -56,20 +60,37 @@ class StoredRotations:
     async def save(self) -> None:
         """Write every pool picked from, and its members, back in the caller's transaction."""
         now = utcnow()
-        for pool_id, (pool, rows, rotation) in self._pools.items():
+        changed: list[dict[str, Any]] = []
+        pools: list[dict[str, Any]] = []
+        for pool_id, (_pool, rows, rotation) in self._pools.items():
             for rep_id, member in rotation.members.items():
-                row = rows.get(rep_id) or RotationMember(pool_id=pool_id, rep_id=rep_id)
-                if rep_id in rows and row.member() == member:
-                    continue
-                row.credit, row.last_seen = member.credit, member.last_seen
-                row.last_won, row.waiting_since, row.wins = member.last_won, member.waiting_since, member.wins
-                row.updated_at = now
-                self._session.add(row)
-            pool.picks = rotation.picks
-            pool.updated_at = now
-            self._session.add(pool)
+                row = rows.get(rep_id)
+                if row is None or row.member() != member:
+                    changed.append({"pool_id": pool_id, "rep_id": rep_id, **asdict(member), "updated_at": now})
+            pools.append({"key": pool_id, "picks": rotation.picks, "updated_at": now})
         self._pools.clear()
+        # Plain rows and two statements built once, instead of an object flushed per member: the
+        # members read for the picks are read again (populate_existing) whenever a pool is locked.
         await self._session.flush()
+        connection = await self._session.connection()
+        if changed:
+            await connection.execute(_SAVE_MEMBERS[connection.dialect.name], changed)
+        if pools:
+            await connection.execute(_SAVE_POOL, pools)
+
+
+def _save_members(dialect: Any) -> Any:
+    statement = dialect.insert(RotationMember)
+    columns = ("credit", "last_seen", "last_won", "waiting_since", "wins", "updated_at")
+    return statement.on_conflict_do_update(
+        index_elements=[col(RotationMember.pool_id), col(RotationMember.rep_id)],
+        set_={name: statement.excluded[name] for name in columns},
+    )
+
+
+_SAVE_MEMBERS = {dialect.dialect.name: _save_members(dialect) for dialect in (postgresql, sqlite)}
+_SAVE_POOL = update(RotationPool).where(col(RotationPool.pool_id) == bindparam("key"))
+"""A pool's picks and `updated_at`, from the parameters of the same names."""
 
 
 async def standings(*, session: AsyncSession, pool_id: str) -> list[RotationMember]:

@@ -27,7 +27,7 @@ from router.notifications import service
 from router.notifications.escalations import SLA_PAYLOAD_TYPES
 from router.notifications.metrics import NotificationMetrics
 from router.notifications.models import ChannelKind, DeliveryKind, DeliveryStatus
-from router.notifications.service import Claimed
+from router.notifications.service import Claimed, Finished
 from router.notifications.wake import DELIVERIES_CHANNEL
 from router.reps.crypto import channel_box
 from router.reps.models import Rep
@@ -265,8 +265,8 @@ class Sender:
         return channel["url"], content, headers
 
     async def _record(self, attempts: list[Attempt]) -> None:
-        # One transaction for the round, outcomes in turn, one round at a time: of an assignment's
-        # channels delivered, in this round or another, exactly one is seen as its first.
+        # One transaction for the round, one round at a time, outcomes counted in turn: of an
+        # assignment's channels delivered, in this round or another, exactly one is seen as its first.
         recorded: list[tuple[Attempt, bool]] = []
         async with self.recording, self.sessions() as session, session.begin():
             told = await service.already_delivered(
@@ -278,29 +278,35 @@ class Sender:
                     and attempt.claimed.kind == DeliveryKind.ASSIGNMENT
                 ],
             )
+            kept = await service.finish_round(
+                session=session,
+                outcomes=[
+                    Finished(
+                        attempt.claimed,
+                        attempt.verdict.status,
+                        attempt.status_code,
+                        attempt.error,
+                        attempt.verdict.next_attempt_at,
+                    )
+                    for attempt in attempts
+                ],
+            )
             for attempt in attempts:
                 claimed, judged = attempt.claimed, attempt.verdict
-                kept = await service.finish(
-                    session=session,
-                    claimed=claimed,
-                    status=judged.status,
-                    status_code=attempt.status_code,
-                    error=attempt.error,
-                    next_attempt_at=judged.next_attempt_at,
-                )
+                if claimed.id not in kept:
+                    continue  # another attempt owns the row now
                 first = False
-                if kept and judged.status is DeliveryStatus.DELIVERED and claimed.kind == DeliveryKind.ASSIGNMENT:
+                if judged.status is DeliveryStatus.DELIVERED and claimed.kind == DeliveryKind.ASSIGNMENT:
                     first = claimed.assignment_id not in told
                     told.add(claimed.assignment_id)
-                if kept and judged.status is DeliveryStatus.DISABLED and attempt.status_code == 410:
+                if judged.status is DeliveryStatus.DISABLED and attempt.status_code == 410:
                     await service.disable_channel(
                         session=session,
                         rep_id=claimed.rep_id,
                         channel_index=claimed.channel_index,
                         delivery_id=claimed.id,
                     )
-                if kept:  # else another attempt owns the row now
-                    recorded.append((attempt, first))
+                recorded.append((attempt, first))
         for attempt, first in recorded:
             self._count(attempt, first=first)
 

@@ -7,19 +7,19 @@ marked delivered is never claimed again.
 """
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, update
+from sqlalchemy import func, insert, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import audit
-from leadrelay.db import upsert_insert
+from leadrelay.db import new_row, upsert_insert
 from leadrelay.events import LeadScored, SlaStarted, utcnow
 from router.assignments import service as assignments
 from router.assignments.models import Assignment, Outcome
@@ -69,11 +69,13 @@ async def enqueue(
     session: AsyncSession,
     assigned: Sequence[tuple[Assignment, LeadScored | None]],
     context: "RouterContext | None" = None,
+    reps: Mapping[str, Rep] | None = None,
 ) -> None:
     """One pending delivery per channel of each assignment's rep (queued and nurtured decisions have none).
 
     A delivery waits up to NOTIFY_SLA_WAIT_SECONDS for the assignment's SLA deadline (sla.started
     brings it forward at once). With the context, the delivery job is woken once this commits.
+    `reps`: the roster's reps, when the caller routed from a roster read in this transaction.
     """
     to_rep = [
         (assignment, scored)
@@ -82,11 +84,12 @@ async def enqueue(
     ]
     if not to_rep:
         return
-    rep_ids = list({assignment.rep_id for assignment, _ in to_rep})
-    reps = {rep.id: rep for rep in (await session.exec(select(Rep).where(col(Rep.id).in_(rep_ids)))).all()}
+    if reps is None:
+        rep_ids = list({assignment.rep_id for assignment, _ in to_rep})
+        reps = {rep.id: rep for rep in (await session.exec(select(Rep).where(col(Rep.id).in_(rep_ids)))).all()}
     sla_wait = context.settings.notify_sla_wait_seconds if context else DEFAULT_SLA_WAIT_SECONDS
     now = utcnow()
-    created = False
+    rows: list[dict[str, Any]] = []
     for assignment, scored in to_rep:
         rep = reps.get(assignment.rep_id or "")
         channels = [
@@ -101,25 +104,32 @@ async def enqueue(
         if assignment.previous_assignment_id is not None:
             previous = await session.get(Assignment, assignment.previous_assignment_id)
         payload = payload_of(assignment, scored, previous=previous)
-        for index, channel in channels:
-            session.add(
-                Delivery(
-                    webhook_id=webhook_id(assignment.id, index),
-                    assignment_id=assignment.id,
-                    lead_id=assignment.lead_id,
-                    rep_id=assignment.rep_id or "",
-                    channel_index=index,
-                    channel_kind=channel["kind"],
-                    payload=payload,
-                    received_at=scored.lead.received_at,
-                    next_attempt_at=now + timedelta(seconds=sla_wait),
-                    created_at=now,
-                    updated_at=now,
-                )
+        rows.extend(
+            new_row(
+                Delivery,
+                webhook_id=webhook_id(assignment.id, index),
+                assignment_id=assignment.id,
+                lead_id=assignment.lead_id,
+                rep_id=assignment.rep_id or "",
+                channel_index=index,
+                channel_kind=channel["kind"],
+                payload=payload,
+                received_at=scored.lead.received_at,
+                next_attempt_at=now + timedelta(seconds=sla_wait),
+                created_at=now,
+                updated_at=now,
             )
-            created = True
-    if created and context is not None:
+            for index, channel in channels
+        )
+    if not rows:
+        return
+    # Plain rows and one prepared INSERT for them all: a Delivery object per row cost more than its insert.
+    await (await session.connection()).execute(_INSERT_DELIVERY, rows)
+    if context is not None:
         context.deliveries.on_commit(session)
+
+
+_INSERT_DELIVERY = insert(Delivery)
 
 
 async def record_deadlines(*, session: AsyncSession, started: Sequence[SlaStarted]) -> int:
@@ -282,29 +292,48 @@ _CLAIMED_COLUMNS = tuple(
 """Delivery's columns in the order of `Claimed`'s fields."""
 
 
-async def finish(
-    *,
-    session: AsyncSession,
-    claimed: Claimed,
-    status: DeliveryStatus,
-    status_code: int | None,
-    error: str | None,
-    next_attempt_at: datetime | None = None,
-) -> bool:
-    """Record an attempt's outcome, if the row is still at this attempt; False when it is not."""
+@dataclass(frozen=True)
+class Finished:
+    """An attempt's outcome to record: the delivery as claimed, its new status and what the channel answered."""
+
+    claimed: Claimed
+    status: DeliveryStatus
+    status_code: int | None
+    error: str | None
+    next_attempt_at: datetime | None = None
+
+
+async def finish_round(*, session: AsyncSession, outcomes: Sequence[Finished]) -> set[str]:
+    """Record attempts' outcomes, each only if its row is still at that attempt; the ids of those recorded.
+
+    Outcomes alike (most often a whole round answered 2xx) are one UPDATE: a statement per delivery
+    cost more than the rest of recording it.
+    """
     now = utcnow()
-    values: dict[str, Any] = {"status": status, "last_status_code": status_code, "last_error": error, "updated_at": now}
-    if status is DeliveryStatus.DELIVERED:
-        values["delivered_at"] = now
-    if next_attempt_at is not None:
-        values["next_attempt_at"] = next_attempt_at
-    result = await session.exec(
-        update(Delivery)
-        .where(col(Delivery.id) == claimed.id, col(Delivery.status) == DeliveryStatus.PENDING)
-        .where(col(Delivery.attempts) == claimed.attempts)
-        .values(**values)
-    )
-    return result.rowcount == 1
+    alike: dict[tuple[DeliveryStatus, int | None, str | None, datetime | None], list[Claimed]] = {}
+    for outcome in outcomes:
+        key = (outcome.status, outcome.status_code, outcome.error, outcome.next_attempt_at)
+        alike.setdefault(key, []).append(outcome.claimed)
+    kept: set[str] = set()
+    connection = await session.connection()  # Core: the session holds none of these rows
+    for (status, status_code, error, next_attempt_at), claimed in alike.items():
+        values: dict[str, Any] = {"status": status, "last_status_code": status_code, "last_error": error,
+                                  "updated_at": now}  # fmt: skip
+        if status is DeliveryStatus.DELIVERED:
+            values["delivered_at"] = now
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        at_attempt = tuple_(col(Delivery.id), col(Delivery.attempts)).in_(
+            [(item.id, item.attempts) for item in claimed]
+        )
+        statement = (
+            update(Delivery)
+            .where(col(Delivery.status) == DeliveryStatus.PENDING, at_attempt)
+            .values(**values)
+            .returning(col(Delivery.id))
+        )
+        kept.update((await connection.execute(statement)).scalars().all())
+    return kept
 
 
 async def already_delivered(*, session: AsyncSession, assignment_ids: Sequence[str]) -> set[str]:
