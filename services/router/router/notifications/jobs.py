@@ -346,9 +346,10 @@ async def _deliver_until_cancelled(
     settings = context.settings
     wake = context.deliveries.event
     lease = settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS
-    # As many kept-alive connections as the rounds in flight send at once: beyond httpx's default
-    # 20, every round would open and close the rest again.
-    connections = settings.notify_concurrency * ROUNDS_IN_FLIGHT
+    # As many kept-alive connections as a round sends at once (beyond httpx's default 20, every round
+    # would open and close the rest again), not more: httpcore checks every pooled connection on each
+    # request, so a pool of 128 made each POST cost twice the CPU of one of 32.
+    connections = settings.notify_concurrency
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(
         timeout=settings.notify_timeout_seconds, follow_redirects=False, limits=limits
@@ -363,11 +364,11 @@ async def _deliver_until_cancelled(
                     rounds.start(sender.deliver_all(claimed))
                     if len(claimed.claimed) == settings.notify_concurrency:
                         continue  # more may be due: the pending count waits for a round that empties the queue
+                # The queue is drained: sleep until a commit wakes us or the next delivery is due, rather
+                # than claiming round after round of one or two.
                 async with sessions() as session:
                     metrics.pending.set(await service.count_pending(session=session))
                     next_due = await service.next_due_at(session=session)
-                if claimed.claimed:
-                    continue
                 # Bounded: on SQLite, deliveries another process committed wake no one here.
                 delay = settings.notify_max_sleep_seconds
                 if next_due is not None:
