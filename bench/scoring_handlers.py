@@ -16,20 +16,17 @@ import argparse
 import asyncio
 import random
 import statistics
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import asyncpg
 import yaml
 from account_matching import _book, _insert, _typo
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func, make_url
+from scratch import scratch_database
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
@@ -139,26 +136,6 @@ async def measure(url: str, args: argparse.Namespace) -> dict[int, float]:
     return {size: statistics.median(values) for size, values in timings.items()}
 
 
-@asynccontextmanager
-async def _database(backend: str, scratch: Path, admin_url: str | None) -> AsyncIterator[str]:
-    """A fresh database: a SQLite file, or a PostgreSQL database dropped afterwards."""
-    if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{scratch / 'scoring.db'}"
-        return
-    assert admin_url is not None
-    url = make_url(admin_url)
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = "lr_bench_scoring"
-    connection = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # a run that was killed
-        await connection.execute(f'CREATE DATABASE "{name}"')
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.close()
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", default="1,10,50", help="events per handler call")
@@ -172,12 +149,11 @@ async def main() -> None:
     )
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.postgres else ["sqlite"]
-    with tempfile.TemporaryDirectory() as scratch:
-        for backend in backends:
-            async with _database(backend, Path(scratch), args.postgres) as url:
-                results = await measure(url, args)
-            figures = "  ".join(f"batch {size}: {cost * 1e3:.3f}" for size, cost in results.items())
-            print(f"{backend}: lead.received, median CPU ms per lead  {figures}", flush=True)  # noqa: T201
+    for backend in backends:
+        async with scratch_database(backend, args.postgres or "", "lr_bench_scoring") as url:
+            results = await measure(url, args)
+        figures = "  ".join(f"batch {size}: {cost * 1e3:.3f}" for size, cost in results.items())
+        print(f"{backend}: lead.received, median CPU ms per lead  {figures}", flush=True)  # noqa: T201
 
 
 if __name__ == "__main__":

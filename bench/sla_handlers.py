@@ -12,18 +12,14 @@ per event, the median of --rounds rounds of --events events.
 
 import argparse
 import asyncio
-import contextlib
 import statistics
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import asyncpg
-from sqlalchemy.engine import make_url
+from scratch import scratch_database
 
 from leadrelay.db import SessionFactory, create_engine, create_session_factory, run_migrations
 from leadrelay.events import CloudEvent, LeadActivity, LeadAssigned, new_event
@@ -50,26 +46,6 @@ TWO_OBLIGATIONS: dict[str, Any] = {
     ],
 }  # fmt: skip
 BATCHES = (1, 10, 50)
-
-
-@contextlib.asynccontextmanager
-async def scratch_database(backend: str, admin_url: str) -> AsyncIterator[str]:
-    """A database URL for the run: a temporary SQLite file, or a PostgreSQL database dropped afterwards."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            yield f"sqlite+aiosqlite:///{Path(folder) / 'sla.db'}"
-        return
-    admin = make_url(admin_url)
-    dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = "lr_bench_sla"
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{name}"')
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.close()
 
 
 def assignment(lead_id: str, at: datetime, n: int) -> CloudEvent[LeadAssigned]:
@@ -141,7 +117,7 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    async with scratch_database(args.backend, args.postgres_admin) as url:
+    async with scratch_database(args.backend, args.postgres_admin, "lr_bench_sla") as url:
         results = await measure(url, events=args.events, rounds=args.rounds)
     lines = [
         f"{args.backend}: CPU ms per event, median of {args.rounds} rounds of {args.events} events",
