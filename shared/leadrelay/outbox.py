@@ -10,14 +10,13 @@ from typing import Any
 
 import asyncpg
 from aiokafka.structs import RecordMetadata
-from sqlalchemy import BigInteger, Integer, LargeBinary, delete, event, func, insert, text
+from sqlalchemy import BigInteger, Integer, LargeBinary, delete, event, func, text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import SessionFactory
+from leadrelay.db import SessionFactory, stage_insert
 from leadrelay.events import CloudEvent, utcnow
 from leadrelay.kafka import KafkaBus, OutgoingMessage
 from leadrelay.leader import LeaderLock
@@ -45,68 +44,32 @@ class OutboxMessage(SQLModel, table=True):
 
 
 _STAGED = "leadrelay.outbox.staged"
-_PENDING = "leadrelay.outbox.pending"
-"""session.info key: rows staged in the open transaction, inserted in one statement when it commits."""
-_SAVEPOINTS = "leadrelay.outbox.savepoints"
-"""session.info key: how many rows were staged when each open savepoint began."""
 
 
 def add(session: AsyncSession, *events: CloudEvent[Any]) -> None:
     """Stage events in the caller's transaction; they are published only if it commits.
 
-    Staged as plain rows and inserted together just before the transaction commits: an ORM
-    object per event, flushed one INSERT at a time, cost more than the rest of a handler.
+    Staged as plain rows and inserted together just before the transaction commits
+    (`db.stage_insert`): an ORM object per event, flushed one INSERT at a time, cost more than
+    the rest of a handler.
     """
-    if not session.in_transaction():
-        session.sync_session.begin()  # as Session.add would: a rollback from here on drops the rows
     now = utcnow()
-    pending: list[dict[str, Any]] = session.info.setdefault(_PENDING, [])
-    pending.extend(
-        {
-            "topic": cloud_event.topic,
-            "key": cloud_event.subject,
-            "event_id": cloud_event.id,
-            "event_type": cloud_event.type,
-            "payload": cloud_event.to_bytes(),
-            "created_at": now,
-        }
-        for cloud_event in events
+    stage_insert(
+        session,
+        OutboxMessage,
+        [
+            {
+                "topic": cloud_event.topic,
+                "key": cloud_event.subject,
+                "event_id": cloud_event.id,
+                "event_type": cloud_event.type,
+                "payload": cloud_event.to_bytes(),
+                "created_at": now,
+            }
+            for cloud_event in events
+        ],
     )
     session.info[_STAGED] = True
-
-
-@event.listens_for(OrmSession, "before_commit")
-def _insert_pending(session: OrmSession) -> None:
-    # A savepoint's release is not the commit: its rows wait for the transaction's own.
-    if session.in_nested_transaction():
-        return
-    pending = session.info.pop(_PENDING, None)
-    if pending:
-        session.execute(insert(OutboxMessage), pending)
-
-
-@event.listens_for(OrmSession, "after_transaction_create")
-def _mark_savepoint(session: OrmSession, transaction: SessionTransaction) -> None:
-    if transaction.nested:
-        session.info.setdefault(_SAVEPOINTS, {})[transaction] = len(session.info.get(_PENDING, ()))
-
-
-@event.listens_for(OrmSession, "after_soft_rollback")
-def _discard_rolled_back(session: OrmSession, previous_transaction: SessionTransaction) -> None:
-    # Rows staged inside a savepoint that rolled back never happened, like the rest of its work.
-    if previous_transaction.nested:
-        staged_before = session.info.get(_SAVEPOINTS, {}).pop(previous_transaction, None)
-        if staged_before is not None:
-            del session.info.get(_PENDING, [])[staged_before:]
-
-
-@event.listens_for(OrmSession, "after_transaction_end")
-def _forget_transaction(session: OrmSession, transaction: SessionTransaction) -> None:
-    # A savepoint's mark is kept until the transaction ends (SQLAlchemy ends a savepoint before it
-    # reports its rollback); committed rows were inserted already, anything left never committed.
-    if transaction.parent is None and not transaction.nested:
-        session.info.pop(_PENDING, None)
-        session.info.pop(_SAVEPOINTS, None)
 
 
 # Commits that staged outbox rows notify this channel on PostgreSQL, so the relay of whichever

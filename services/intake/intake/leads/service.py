@@ -55,10 +55,8 @@ def _received_event(lead: Mapping[str, Any], *, redrive: bool = False) -> CloudE
 
 
 def add_timeline(session: AsyncSession, *, lead_id: str, event: CloudEvent[Any], details: dict[str, Any]) -> None:
-    """Append an event to a lead's timeline (once per event id: the consumer already dedupes)."""
-    session.add(
-        TimelineEntry(lead_id=lead_id, event_id=event.id, type=event.type, occurred_at=event.time, details=details)
-    )
+    """Append an event to a lead's timeline when the transaction commits (once per event id: the consumer dedupes)."""
+    db.stage_insert(session, TimelineEntry, [timeline_row(lead_id=lead_id, event=event, details=details)])
 
 
 def timeline_row(*, lead_id: str, event: CloudEvent[Any], details: dict[str, Any]) -> dict[str, Any]:
@@ -241,20 +239,19 @@ async def _reengage(session: AsyncSession, *, lead: Lead, lead_in: LeadCreate) -
         source=SOURCE,
     )
     outbox.add(session, engagement)
-    session.add(
-        TimelineEntry(
-            lead_id=lead.id,
-            event_id=engagement.id,
-            type=REENGAGED_ENTRY,
-            occurred_at=now,
-            details={
-                "source": lead_in.source,
-                "campaign": lead_in.campaign,
-                "utm_campaign": lead_in.utm_campaign,
-                "filled": sorted(filled),
-            },
-        )
-    )
+    entry = {
+        "lead_id": lead.id,
+        "event_id": engagement.id,
+        "type": REENGAGED_ENTRY,
+        "occurred_at": now,
+        "details": {
+            "source": lead_in.source,
+            "campaign": lead_in.campaign,
+            "utm_campaign": lead_in.utm_campaign,
+            "filled": sorted(filled),
+        },
+    }
+    db.stage_insert(session, TimelineEntry, [entry])
 
 
 async def get(*, session: AsyncSession, lead_id: str) -> Lead | None:
