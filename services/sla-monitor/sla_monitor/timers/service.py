@@ -251,7 +251,33 @@ async def start(
         _publish(session, row["id"], "started", _started(row))
         changes.started.append(row)
         changes.schedule(row["next_at"])
+    started_before = {key for key, row in new.items() if row["id"] not in inserted}
+    if started_before:
+        await _announce_again(session, keys=started_before)
     return timers
+
+
+async def _announce_again(session: AsyncSession, *, keys: set[tuple[str, str]]) -> None:
+    """Stage sla.started again, under its first id, for obligations started before.
+
+    The router announces an assignment again when intake re-drives a lead whose events a broker
+    lost, and this sla.started may have been lost with them. Consumers that had it drop the copy
+    by its id; the others get it.
+    """
+    statement = (
+        select(SlaTimer)
+        .where(col(SlaTimer.assignment_id).in_(list({assignment for assignment, _ in keys})))
+        .order_by(col(SlaTimer.assignment_id), col(SlaTimer.obligation))
+    )
+    for timer in (await session.exec(statement)).all():
+        if (timer.assignment_id, timer.obligation) in keys:
+            started = SlaStarted(
+                **_event_fields(timer, calendar=None, at=timer.started_at),
+                started_at=timer.started_at,
+                warn_at=timer.warn_at,
+                within_seconds=timer.within_seconds,
+            )
+            _publish(session, timer.id, "started", started)
 
 
 # Built once: a statement with its values inline would be compiled (and cache-keyed) anew per call.
