@@ -7,7 +7,8 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from types import ModuleType
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 from alembic import command
@@ -254,6 +255,18 @@ def _forget_transaction(session: OrmSession, transaction: SessionTransaction) ->
     if transaction.parent is None and not transaction.nested:
         session.info.pop(_STAGED_ROWS, None)
         session.info.pop(_SAVEPOINT_MARKS, None)
+
+
+T = TypeVar("T")
+
+
+def per_dialect(build: Callable[[ModuleType], T]) -> dict[str, T]:
+    """A statement built once for each database LeadRelay runs on, by dialect name.
+
+    For hot paths that need a dialect's own SQL (ON CONFLICT) and run it with the rows as
+    parameters: a statement built per call with its values inline is compiled anew each time.
+    """
+    return {dialect.dialect.name: build(dialect) for dialect in (postgresql, sqlite)}
 
 
 def upsert_insert(session: AsyncSession, table: Any) -> Any:

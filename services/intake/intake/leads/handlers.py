@@ -113,7 +113,7 @@ async def _fold(
         updates.setdefault(tuple(changed), []).append({**changed, "lead_id": lead_id})
     for rows in updates.values():
         await connection.execute(_UPDATE_LEAD, rows)
-    await service.add_timeline_rows(session, entries)
+    service.add_timeline_rows(session, entries)
 
 
 MAX_TIMELINE_CRITERIA = 50

@@ -10,8 +10,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from aiokafka.structs import RecordMetadata
-from sqlalchemy import bindparam, func, insert, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, func, update
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -56,7 +55,7 @@ def _received_event(lead: Mapping[str, Any], *, redrive: bool = False) -> CloudE
 
 def add_timeline(session: AsyncSession, *, lead_id: str, event: CloudEvent[Any], details: dict[str, Any]) -> None:
     """Append an event to a lead's timeline when the transaction commits (once per event id: the consumer dedupes)."""
-    db.stage_insert(session, TimelineEntry, [timeline_row(lead_id=lead_id, event=event, details=details)])
+    add_timeline_rows(session, [timeline_row(lead_id=lead_id, event=event, details=details)])
 
 
 def timeline_row(*, lead_id: str, event: CloudEvent[Any], details: dict[str, Any]) -> dict[str, Any]:
@@ -64,14 +63,9 @@ def timeline_row(*, lead_id: str, event: CloudEvent[Any], details: dict[str, Any
     return {"lead_id": lead_id, "event_id": event.id, "type": event.type, "occurred_at": event.time, "details": details}
 
 
-async def add_timeline_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Append many timeline entries with one statement (once per event id: the consumer already dedupes)."""
-    if rows:
-        await (await session.connection()).execute(_INSERT_TIMELINE, rows)
-
-
-# Built once: executed with many rows, it is compiled once.
-_INSERT_TIMELINE = insert(TimelineEntry)
+def add_timeline_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Append timeline entries when the transaction commits, together in one statement."""
+    db.stage_insert(session, TimelineEntry, rows)
 
 
 @dataclass(frozen=True)
@@ -199,10 +193,9 @@ async def _insert_unless_known(session: AsyncSession, *, lead: dict[str, Any]) -
 
 
 # Built once: a statement with its values inline would be compiled (and cache-keyed) anew per lead.
-_INSERT_UNLESS_KNOWN = {
-    dialect.dialect.name: dialect.insert(Lead).on_conflict_do_nothing().returning(col(Lead.id))
-    for dialect in (postgresql, sqlite)
-}
+_INSERT_UNLESS_KNOWN = db.per_dialect(
+    lambda dialect: dialect.insert(Lead).on_conflict_do_nothing().returning(col(Lead.id))
+)
 
 
 _FILLABLE = tuple(name for name in LeadBase.model_fields if name not in {"email", "source"})
@@ -251,7 +244,7 @@ async def _reengage(session: AsyncSession, *, lead: Lead, lead_in: LeadCreate) -
             "filled": sorted(filled),
         },
     }
-    db.stage_insert(session, TimelineEntry, [entry])
+    add_timeline_rows(session, [entry])
 
 
 async def get(*, session: AsyncSession, lead_id: str) -> Lead | None:

@@ -6,11 +6,11 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay.calendar import TeamCalendar
+from leadrelay.db import per_dialect
 from router.assignments.models import RepLoad
 from router.assignments.routing import LOAD_DAYS, Roster
 from router.reps.models import Rep
@@ -103,4 +103,4 @@ def _count(dialect: Any) -> Any:
 
 
 # Built once and run with the rows as parameters (in key order, so replicas lock rows in one order).
-_COUNT = {dialect.dialect.name: _count(dialect) for dialect in (postgresql, sqlite)}
+_COUNT = per_dialect(_count)

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from leadrelay.db import per_dialect
 from leadrelay.events import (
     AssignmentTrigger,
     EventData,
@@ -76,7 +76,7 @@ def _remember(dialect: Any) -> Any:
 
 
 # Built once and run with the rows as parameters: one built with the rows inline is compiled anew per batch.
-_REMEMBER = {dialect.dialect.name: _remember(dialect) for dialect in (postgresql, sqlite)}
+_REMEMBER = per_dialect(_remember)
 
 
 async def get_routed(*, session: AsyncSession, lead_id: str) -> LeadScored | None:

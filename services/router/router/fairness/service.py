@@ -5,11 +5,10 @@ from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import bindparam, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import upsert_insert
+from leadrelay.db import per_dialect, upsert_insert
 from leadrelay.events import utcnow
 from router.fairness.models import RotationMember, RotationPool
 from router.fairness.rotation import Candidate, Pick, Rotation, Strategy, choose, validate
@@ -88,7 +87,7 @@ def _save_members(dialect: Any) -> Any:
     )
 
 
-_SAVE_MEMBERS = {dialect.dialect.name: _save_members(dialect) for dialect in (postgresql, sqlite)}
+_SAVE_MEMBERS = per_dialect(_save_members)
 _SAVE_POOL = update(RotationPool).where(col(RotationPool.pool_id) == bindparam("key"))
 """A pool's picks and `updated_at`, from the parameters of the same names."""
 

@@ -9,14 +9,13 @@ from typing import Any, Protocol
 from uuid import UUID, uuid5
 
 from sqlalchemy import bindparam, func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
 from leadrelay.agreements import service as agreements
 from leadrelay.calendar import TeamCalendar
-from leadrelay.db import after_commit, new_row
+from leadrelay.db import after_commit, new_row, per_dialect
 from leadrelay.events import (
     EscalationStep,
     LeadActivity,
@@ -281,12 +280,13 @@ async def _announce_again(session: AsyncSession, *, keys: set[tuple[str, str]]) 
 
 
 # Built once: a statement with its values inline would be compiled (and cache-keyed) anew per call.
-_START_UNLESS_STARTED = {
-    dialect.dialect.name: dialect.insert(SlaTimer)
-    .on_conflict_do_nothing(index_elements=[col(SlaTimer.assignment_id), col(SlaTimer.obligation)])
-    .returning(col(SlaTimer.id))
-    for dialect in (postgresql, sqlite)
-}
+_START_UNLESS_STARTED = per_dialect(
+    lambda dialect: (
+        dialect.insert(SlaTimer)
+        .on_conflict_do_nothing(index_elements=[col(SlaTimer.assignment_id), col(SlaTimer.obligation)])
+        .returning(col(SlaTimer.id))
+    )
+)
 
 
 _ANSWERABLE = (*OPEN_STATES, SlaState.BREACHED)
