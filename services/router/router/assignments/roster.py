@@ -33,7 +33,7 @@ class RosterCache:
 
     async def load(self, session: AsyncSession, *, at: datetime) -> Roster:
         """The roster now, with every rep's leads per day over the last LOAD_DAYS days (read fresh)."""
-        fingerprint = tuple((await session.execute(_FINGERPRINT)).one())
+        fingerprint = tuple((await session.exec(_FINGERPRINT)).one())
         if fingerprint != self._fingerprint:
             self._reps = {rep.id: rep for rep in (await session.exec(select(Rep))).all()}
             self._teams = {team.id: team for team in (await session.exec(select(Team))).all()}

@@ -150,7 +150,7 @@ async def record_deadlines(*, session: AsyncSession, started: Sequence[SlaStarte
         upsert = upsert_insert(session, SlaDeadline)
         refreshed = {name: upsert.excluded[name] for name in ("lead_id", "due_at", "started_at")}
         keys = [col(SlaDeadline.assignment_id), col(SlaDeadline.obligation)]
-        await session.execute(upsert.on_conflict_do_update(index_elements=keys, set_=refreshed), rows)
+        await session.exec(upsert.on_conflict_do_update(index_elements=keys, set_=refreshed), params=rows)
     assignment_ids = list({item.assignment_id for item in started})
     waiting = (
         update(Delivery)
@@ -269,7 +269,7 @@ async def claim_due(*, session: AsyncSession, limit: int, lease_seconds: float) 
         .returning(*_CLAIMED_COLUMNS)
         .execution_options(synchronize_session=False)
     )
-    rows = (await session.execute(claim)).all()
+    rows = (await session.exec(claim)).all()
     return sorted((Claimed(*row) for row in rows), key=lambda item: (item.created_at, item.id))
 
 
