@@ -28,6 +28,7 @@ from router.notifications.escalations import SLA_PAYLOAD_TYPES
 from router.notifications.metrics import NotificationMetrics
 from router.notifications.models import ChannelKind, DeliveryKind, DeliveryStatus
 from router.notifications.service import Claimed, Finished
+from router.notifications.transport import SpreadTransport
 from router.notifications.wake import DELIVERIES_CHANNEL
 from router.reps.crypto import channel_box
 from router.reps.models import Rep
@@ -346,13 +347,11 @@ async def _deliver_until_cancelled(
     settings = context.settings
     wake = context.deliveries.event
     lease = settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS
-    # As many kept-alive connections as a round sends at once (beyond httpx's default 20, every round
-    # would open and close the rest again), not more: httpcore checks every pooled connection on each
-    # request, so a pool of 128 made each POST cost twice the CPU of one of 32.
-    connections = settings.notify_concurrency
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    # As many connections as a round sends at once (beyond httpx's default 20, every round would open
+    # and close the rest again), spread over small pools (transport.py says why).
+    transport = SpreadTransport(connections=settings.notify_concurrency)
     async with httpx.AsyncClient(
-        timeout=settings.notify_timeout_seconds, follow_redirects=False, limits=limits
+        timeout=settings.notify_timeout_seconds, follow_redirects=False, transport=transport
     ) as client:
         sender = Sender(sessions, context, metrics, client, channel_box(settings.secret_key.get_secret_value()))
         async with RoundsInFlight(ROUNDS_IN_FLIGHT) as rounds:

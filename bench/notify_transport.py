@@ -1,0 +1,91 @@
+"""Benchmark: the delivery job's CPU per POST through one httpx pool and through SpreadTransport.
+
+Run: .venv/bin/python bench/notify_transport.py [--posts 4000] [--rounds 5]
+Against a bare keep-alive HTTP endpoint in a child process (its CPU is not counted), it sends
+`--posts` signed-size JSON POSTs in waves of `concurrency` at once, the way the delivery job's
+rounds do, through (a) one `httpx.AsyncClient` pool of `connections` (what the job used before)
+and (b) the job's `SpreadTransport` with the same number of connections. Each figure is this
+process's CPU time per POST (`time.process_time`), the median of `--rounds` after a warm-up wave.
+"""
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import httpx
+from router_handlers import ENDPOINT
+
+from router.notifications.transport import SpreadTransport
+
+BODY = b'{"type":"lead.assigned","lead":{"company":"Acme"},"explanation":"' + b"x" * 1500 + b'"}'
+SHAPES = [(32, 32), (32, 128), (64, 128)]
+"""(connections, requests at once): the job's default, four rounds in flight, twice the connections."""
+
+
+async def cpu_per_post(make_client: Callable[[], httpx.AsyncClient], url: str, *, posts: int, at_once: int) -> float:
+    """Microseconds of this process's CPU per POST, sending `posts` in waves of `at_once`."""
+    headers = {"content-type": "application/json"}
+    async with make_client() as client:
+
+        async def wave() -> None:
+            answers = await asyncio.gather(*(client.post(url, content=BODY, headers=headers) for _ in range(at_once)))
+            assert all(answer.status_code == 204 for answer in answers)
+
+        await wave()  # connections open, caches warm
+        started = time.process_time()
+        for _ in range(posts // at_once):
+            await wave()
+        return 1e6 * (time.process_time() - started) / (posts // at_once * at_once)
+
+
+async def measure(args: argparse.Namespace, url: str) -> list[str]:
+    """One line per shape: both clients' medians and their ratio."""
+    lines = ["| connections, at once | one pool | SpreadTransport | ratio |", "|---|---|---|---|"]
+    for connections, at_once in SHAPES:
+
+        def one_pool(connections: int = connections) -> httpx.AsyncClient:
+            limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+            return httpx.AsyncClient(timeout=5, limits=limits)
+
+        def spread(connections: int = connections) -> httpx.AsyncClient:
+            return httpx.AsyncClient(timeout=5, transport=SpreadTransport(connections=connections))
+
+        figures: dict[str, list[float]] = {"one": [], "spread": []}
+        for _ in range(args.rounds):  # alternated, so both see the same machine
+            figures["one"].append(await cpu_per_post(one_pool, url, posts=args.posts, at_once=at_once))
+            figures["spread"].append(await cpu_per_post(spread, url, posts=args.posts, at_once=at_once))
+        one, spread_median = statistics.median(figures["one"]), statistics.median(figures["spread"])
+        lines.append(
+            f"| {connections}, {at_once} | {one:,.0f} us | {spread_median:,.0f} us | {spread_median / one:.2f}x |"
+        )
+        print(lines[-1], flush=True)  # noqa: T201  (a benchmark prints its figures)
+    return lines
+
+
+async def run(args: argparse.Namespace) -> list[str]:
+    """Start the endpoint, measure, stop it."""
+    endpoint = subprocess.Popen([sys.executable, "-c", ENDPOINT], stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220
+    try:
+        assert endpoint.stdout is not None
+        port = int(endpoint.stdout.readline())
+        return await measure(args, f"http://127.0.0.1:{port}/hook")
+    finally:
+        endpoint.terminate()
+        endpoint.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--posts", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    print(f"CPU per POST, median of {args.rounds} rounds of {args.posts} POSTs", flush=True)  # noqa: T201
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
