@@ -366,8 +366,8 @@ async def _deliver_until_cancelled(
                 # The queue is drained: sleep until a commit wakes us or the next delivery is due, rather
                 # than claiming round after round of one or two.
                 async with sessions() as session:
-                    metrics.pending.set(await service.count_pending(session=session))
-                    next_due = await service.next_due_at(session=session)
+                    count, next_due = await service.pending(session=session)
+                metrics.pending.set(count)
                 # Bounded: on SQLite, deliveries another process committed wake no one here.
                 delay = settings.notify_max_sleep_seconds
                 if next_due is not None:

@@ -374,13 +374,8 @@ async def disable_channel(*, session: AsyncSession, rep_id: str, channel_index: 
     )
 
 
-async def next_due_at(*, session: AsyncSession) -> datetime | None:
-    """When the earliest pending delivery is due."""
-    query = select(func.min(Delivery.next_attempt_at)).where(Delivery.status == DeliveryStatus.PENDING)
-    return (await session.exec(query)).one()
-
-
-async def count_pending(*, session: AsyncSession) -> int:
-    """Deliveries not yet delivered, dead or disabled."""
-    query = select(func.count()).select_from(Delivery).where(Delivery.status == DeliveryStatus.PENDING)
-    return int((await session.exec(query)).one())
+async def pending(*, session: AsyncSession) -> tuple[int, datetime | None]:
+    """How many deliveries are not yet delivered, dead or disabled, and when the earliest of them is due."""
+    query = select(func.count(), func.min(Delivery.next_attempt_at)).where(Delivery.status == DeliveryStatus.PENDING)
+    count, next_due = (await session.exec(query)).one()
+    return int(count), next_due
