@@ -1,7 +1,6 @@
 """Async database access (SQLModel on SQLAlchemy's async engine) and Alembic migrations at start."""
 
 import asyncio
-import itertools
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -211,7 +210,7 @@ _SAVEPOINT_MARKS = "leadrelay.db.savepoint_marks"
 
 
 def stage_insert(session: AsyncSession, table: type[SQLModel], rows: Iterable[dict[str, Any]]) -> None:
-    """Insert plain rows just before the transaction commits, in the order staged, a statement per run of a table.
+    """Insert plain rows just before the transaction commits: one statement per table, its rows in the order staged.
 
     The write-only rows of hot paths (outbox, timeline): cheaper than an ORM object each, which the
     flush inserts one at a time. Rows staged in a savepoint or a transaction that rolls back are
@@ -229,8 +228,13 @@ def _insert_staged(session: OrmSession) -> None:
     if session.in_nested_transaction():
         return
     staged = session.info.pop(_STAGED_ROWS, None)
-    for table, run in itertools.groupby(staged or (), key=lambda pair: pair[0]):
-        session.execute(insert(table), [row for _table, row in run])
+    # Per table (and set of columns), not per consecutive run: a batch of leads stages a timeline
+    # entry and an outbox row each in turn, which runs of one would insert a statement per row.
+    by_table: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for table, row in staged or ():
+        by_table.setdefault((table, tuple(row)), []).append(row)
+    for (table, _columns), rows in by_table.items():
+        session.execute(insert(table), rows)
 
 
 @event.listens_for(OrmSession, "after_transaction_create")

@@ -3,18 +3,21 @@
 import asyncio
 import logging
 from collections import defaultdict
+from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
 from leadrelay import outbox
 from leadrelay.broker import EmbeddedBroker
-from leadrelay.db import create_engine
+from leadrelay.db import create_engine, new_row, stage_insert
 from leadrelay.events import AccountChanged, CloudEvent, EventData, LeadActivity, Topic, new_event, utcnow
+from leadrelay.idempotency import ProcessedEvent
 from leadrelay.kafka import KafkaBus
 from leadrelay.leader import LeaderLock
 from leadrelay.metrics import ServiceMetrics
@@ -115,6 +118,27 @@ async def test_rows_staged_before_a_rollback_are_not_committed_later_by_the_same
         outbox.add(session, activity("lead-1", 4))
         await session.commit()
     assert await router_db.outbox_event_ids() == ["lead-1-2", "lead-1-4"]
+
+
+async def test_rows_staged_in_turn_for_two_tables_are_one_statement_per_table(router_db: Storage) -> None:
+    inserted_into: list[str] = []
+
+    def count_inserts(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("INSERT"):
+            inserted_into.append(statement.split()[2])
+
+    sqlalchemy_event.listen(router_db.engine.sync_engine, "before_cursor_execute", count_inserts)
+    try:
+        async with router_db.sessions() as session:
+            for n in range(3):  # as a batch of leads stages an outbox row and another row each, in turn
+                outbox.add(session, activity("lead-1", n))
+                stage_insert(session, ProcessedEvent, [new_row(ProcessedEvent, consumer="test", event_id=f"e-{n}")])
+            await session.commit()
+    finally:
+        sqlalchemy_event.remove(router_db.engine.sync_engine, "before_cursor_execute", count_inserts)
+
+    assert sorted(inserted_into) == ["outbox", "processed_event"]
+    assert await router_db.outbox_event_ids() == ["lead-1-0", "lead-1-1", "lead-1-2"]
 
 
 async def test_add_stores_what_the_relay_needs(router_db: Storage) -> None:
