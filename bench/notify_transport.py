@@ -11,13 +11,11 @@ process's CPU time per POST (`time.process_time`), the median of `--rounds` afte
 import argparse
 import asyncio
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
 import httpx
-from router_handlers import ENDPOINT
+from router_handlers import bare_endpoint
 
 from router.notifications.transport import SpreadTransport
 
@@ -68,14 +66,8 @@ async def measure(args: argparse.Namespace, url: str) -> list[str]:
 
 async def run(args: argparse.Namespace) -> list[str]:
     """Start the endpoint, measure, stop it."""
-    endpoint = subprocess.Popen([sys.executable, "-c", ENDPOINT], stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220
-    try:
-        assert endpoint.stdout is not None
-        port = int(endpoint.stdout.readline())
-        return await measure(args, f"http://127.0.0.1:{port}/hook")
-    finally:
-        endpoint.terminate()
-        endpoint.wait()
+    with bare_endpoint() as url:
+        return await measure(args, url)
 
 
 def main() -> None:
