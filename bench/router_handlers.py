@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import httpx
 from prometheus_client import CollectorRegistry
 from sqlmodel import col, select
 
@@ -36,7 +35,7 @@ from router.assignments.models import Assignment
 from router.config import RouterSettings
 from router.context import RouterContext
 from router.notifications.handlers import on_sla_started
-from router.notifications.jobs import Sender
+from router.notifications.jobs import Sender, delivery_client
 from router.notifications.metrics import NotificationMetrics
 from router.reps import service as reps
 from router.reps.crypto import channel_box
@@ -214,9 +213,8 @@ async def measure(args: argparse.Namespace, hook: str) -> list[str]:
             context = RouterContext.of(settings)
             if rules is not None:
                 context.rulesets.builtin = rules
-            # Kept-alive connections for a whole round, as the delivery job has.
-            limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
-            async with httpx.AsyncClient(timeout=5, limits=limits) as client:
+            # The delivery job's client, with connections for a whole round of 50.
+            async with delivery_client(settings.model_copy(update={"notify_concurrency": 50})) as client:
                 sender = Sender(storage.sessions, context, NotificationMetrics(CollectorRegistry()), client,
                                 channel_box(SECRET_KEY))  # fmt: skip
                 for batch in (1, 10, 50):

@@ -330,6 +330,14 @@ class Sender:
             )
 
 
+def delivery_client(settings: RouterSettings) -> httpx.AsyncClient:
+    """The process's one HTTP client for notifications."""
+    # As many connections as a round sends at once (beyond httpx's default 20, every round would open
+    # and close the rest again), spread over small pools (transport.py says why).
+    transport = SpreadTransport(connections=settings.notify_concurrency)
+    return httpx.AsyncClient(timeout=settings.notify_timeout_seconds, follow_redirects=False, transport=transport)
+
+
 async def run_deliveries(
     *, sessions: SessionFactory, context: RouterContext, metrics: NotificationMetrics, engine: AsyncEngine | None = None
 ) -> None:
@@ -347,12 +355,7 @@ async def _deliver_until_cancelled(
     settings = context.settings
     wake = context.deliveries.event
     lease = settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS
-    # As many connections as a round sends at once (beyond httpx's default 20, every round would open
-    # and close the rest again), spread over small pools (transport.py says why).
-    transport = SpreadTransport(connections=settings.notify_concurrency)
-    async with httpx.AsyncClient(
-        timeout=settings.notify_timeout_seconds, follow_redirects=False, transport=transport
-    ) as client:
+    async with delivery_client(settings) as client:
         sender = Sender(sessions, context, metrics, client, channel_box(settings.secret_key.get_secret_value()))
         async with RoundsInFlight(ROUNDS_IN_FLIGHT) as rounds:
             while True:
