@@ -14,12 +14,12 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, insert, tuple_, update
+from sqlalchemy import bindparam, func, insert, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import audit
-from leadrelay.db import new_row, upsert_insert
+from leadrelay.db import new_row, per_dialect
 from leadrelay.events import LeadScored, SlaStarted, utcnow
 from router.assignments import service as assignments
 from router.assignments.models import Assignment, Outcome
@@ -146,23 +146,35 @@ async def record_deadlines(*, session: AsyncSession, started: Sequence[SlaStarte
         }
         for item in started
     ]
+    connection = await session.connection()
     if rows:
-        upsert = upsert_insert(session, SlaDeadline)
-        refreshed = {name: upsert.excluded[name] for name in ("lead_id", "due_at", "started_at")}
-        keys = [col(SlaDeadline.assignment_id), col(SlaDeadline.obligation)]
-        await session.exec(upsert.on_conflict_do_update(index_elements=keys, set_=refreshed), params=rows)
+        await connection.execute(_KEEP_DEADLINE[connection.dialect.name], rows)
     assignment_ids = list({item.assignment_id for item in started})
-    waiting = (
-        update(Delivery)
-        .where(col(Delivery.assignment_id).in_(assignment_ids))
-        .where(col(Delivery.kind) == DeliveryKind.ASSIGNMENT)
-        .where(col(Delivery.status) == DeliveryStatus.PENDING)
-        .where(col(Delivery.attempts) == 0)
-        .where(col(Delivery.next_attempt_at) > now)
-        .values(next_attempt_at=now, updated_at=now)
-    )
-    result = await session.exec(waiting)
+    result = await connection.execute(_DUE_NOW, {"assignment_ids": assignment_ids, "now": now})
     return int(result.rowcount or 0)
+
+
+def _keep_deadline(dialect: Any) -> Any:
+    statement = dialect.insert(SlaDeadline)
+    return statement.on_conflict_do_update(
+        index_elements=[col(SlaDeadline.assignment_id), col(SlaDeadline.obligation)],
+        set_={name: statement.excluded[name] for name in ("lead_id", "due_at", "started_at")},
+    )
+
+
+# Built once, run with the values as parameters: built per call, each was cache-keyed and its
+# parameters matched up again, about as costly as running it.
+_KEEP_DEADLINE = per_dialect(_keep_deadline)
+_DUE_NOW = (
+    update(Delivery)
+    .where(col(Delivery.assignment_id).in_(bindparam("assignment_ids", expanding=True)))
+    .where(col(Delivery.kind) == DeliveryKind.ASSIGNMENT)
+    .where(col(Delivery.status) == DeliveryStatus.PENDING)
+    .where(col(Delivery.attempts) == 0)
+    .where(col(Delivery.next_attempt_at) > bindparam("now"))
+    .values(next_attempt_at=bindparam("now"), updated_at=bindparam("now"))
+)
+"""Deliveries of these assignments still waiting for their deadline become due `now`."""
 
 
 async def deadline_of(*, session: AsyncSession, assignment_id: str) -> dict[str, Any] | None:
