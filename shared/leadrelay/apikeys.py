@@ -5,6 +5,7 @@ every service keeps its own copy of the `api_key` table from those announcements
 works on all four services while each keeps its own database.
 """
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -195,10 +196,14 @@ CACHE_SECONDS = 2.0
 
 
 class KeyCache:
-    """Recent verdicts by key hash, bounded."""
+    """Recent verdicts by key hash, bounded; one database lookup per key at a time."""
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+        # Under load every request in flight when a verdict expires would miss at once and each
+        # run its own lookup; they wait for the first one instead.
+        self._loading: dict[str, asyncio.Future[ApiKey | None]] = {}
+        self._generation = 0
 
     def get(self, digest: str) -> tuple[bool, ApiKey | None]:
         """(found, key); a verdict older than CACHE_SECONDS is not found."""
@@ -214,8 +219,32 @@ class KeyCache:
         self._entries[digest] = (time.monotonic() + CACHE_SECONDS, key)
 
     def clear(self) -> None:
-        """Forget every verdict (a key changed in this process)."""
+        """Forget every verdict (a key changed in this process), including those being looked up."""
         self._entries.clear()
+        self._generation += 1
+
+    async def verdict(self, digest: str, load: Callable[[], Awaitable[ApiKey | None]]) -> ApiKey | None:
+        """The remembered verdict, else the one `load` gives, loaded once for all who ask meanwhile."""
+        found, key = self.get(digest)
+        if found:
+            return key
+        loading = self._loading.get(digest)
+        if loading is None:
+            loading = self._loading[digest] = asyncio.ensure_future(self._load(digest, load))
+            # Retrieved here too, so a lookup whose every asker went away logs no "never retrieved".
+            loading.add_done_callback(lambda done: done.cancelled() or done.exception())
+        # Shielded: one asker cancelled (its client gone) must not cancel the lookup the others wait for.
+        return await asyncio.shield(loading)
+
+    async def _load(self, digest: str, load: Callable[[], Awaitable[ApiKey | None]]) -> ApiKey | None:
+        generation = self._generation
+        try:
+            key = await load()
+        finally:
+            del self._loading[digest]
+        if generation == self._generation:  # not when a key changed while it loaded: that verdict may be stale
+            self.put(digest, key)
+        return key
 
 
 def key_cache(request: Request) -> KeyCache:
@@ -228,15 +257,14 @@ def key_cache(request: Request) -> KeyCache:
 
 async def lookup(request: Request, secret: str) -> ApiKey | None:
     """The live key matching a presented secret, or None, through the app's cache."""
-    cache = key_cache(request)
-    digest = hash_key(secret)
-    found, key = cache.get(digest)
-    if not found:
+    sessions = get_runtime(request).sessions
+
+    async def load() -> ApiKey | None:
         # A short session of its own: the request must not hold a connection while it works.
-        async with get_runtime(request).sessions() as session:
-            key = await authenticate(session, secret=secret)
-        cache.put(digest, key)
-    return key
+        async with sessions() as session:
+            return await authenticate(session, secret=secret)
+
+    return await key_cache(request).verdict(hash_key(secret), load)
 
 
 def require_scopes(*scopes: Scope) -> Callable[..., Awaitable[ApiKey]]:

@@ -1,9 +1,11 @@
 """API keys on SQLite and PostgreSQL: hashing, authentication, announcements, the scope dependency."""
 
+import asyncio
 from types import SimpleNamespace
 from typing import Annotated
 
 import httpx
+import pytest
 from fastapi import Depends, FastAPI
 from sqlmodel import select
 
@@ -21,7 +23,7 @@ from leadrelay.apikeys import (
 )
 from leadrelay.events import ApiKeyChanged, CloudEvent, new_event, utcnow
 from leadrelay.problems import PROBLEM_JSON, install_problem_handlers
-from leadrelay.testing import Storage
+from leadrelay.testing import Storage, wait_until
 
 
 def _key(secret: str, *, key_id: str = "key_one", scopes: list[Scope] | None = None, version: int = 1) -> ApiKey:
@@ -155,3 +157,70 @@ async def test_require_scopes_answers_401_403_and_admits(router_db: Storage) -> 
     assert document["paths"]["/leads"]["post"]["x-required-scopes"] == ["leads:write"]
     assert "`leads:write`" in document["paths"]["/leads"]["post"]["description"]
     assert "x-required-scopes" not in document["paths"]["/open"]["get"]
+
+
+async def test_the_key_cache_looks_a_key_up_once_for_every_request_waiting_on_it() -> None:
+    cache = apikeys.KeyCache()
+    key = _key(generate_key())
+    lookups = 0
+    release = asyncio.Event()
+
+    async def load() -> ApiKey | None:
+        nonlocal lookups
+        lookups += 1
+        await release.wait()
+        return key
+
+    waiting = [asyncio.create_task(cache.verdict("digest", load)) for _ in range(50)]
+
+    async def started() -> bool:
+        return lookups == 1
+
+    await wait_until(started, timeout=5, what="the lookup started")
+    waiting[0].cancel()  # a client gone: the others still get the verdict
+    release.set()
+    verdicts = await asyncio.gather(*waiting[1:])
+    assert verdicts == [key] * 49
+    assert lookups == 1
+    assert await cache.verdict("digest", load) is key  # remembered
+    assert lookups == 1
+
+
+async def test_a_verdict_loaded_across_a_key_change_is_not_remembered() -> None:
+    cache = apikeys.KeyCache()
+    release = asyncio.Event()
+    lookups = 0
+
+    async def load() -> ApiKey | None:
+        nonlocal lookups
+        lookups += 1
+        await release.wait()
+        return None
+
+    pending = asyncio.create_task(cache.verdict("digest", load))
+
+    async def started() -> bool:
+        return lookups == 1
+
+    await wait_until(started, timeout=5, what="the lookup started")
+    cache.clear()  # the key changed while the lookup ran
+    release.set()
+    assert await pending is None
+    assert cache.get("digest") == (False, None)
+
+
+async def test_a_failed_lookup_fails_its_waiters_and_is_tried_again() -> None:
+    cache = apikeys.KeyCache()
+    calls = 0
+
+    async def load() -> ApiKey | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionRefusedError("database down")
+        return None
+
+    with pytest.raises(ConnectionRefusedError):
+        await cache.verdict("digest", load)
+    assert await cache.verdict("digest", load) is None
+    assert calls == 2
