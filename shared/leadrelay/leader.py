@@ -43,14 +43,26 @@ class LeaderLock:
     """A named lock that at most one holder in all processes sharing a database holds at a time."""
 
     def __init__(
-        self, engine: AsyncEngine, name: str, *, retry_interval: float = 0.0, check_timeout: float = 5.0
+        self,
+        engine: AsyncEngine,
+        name: str,
+        *,
+        retry_interval: float = 0.0,
+        check_interval: float = 0.0,
+        check_timeout: float = 5.0,
     ) -> None:
-        """`retry_interval`: after a failed attempt, try_acquire answers False at once until it passed."""
+        """`retry_interval`: after a failed attempt, try_acquire answers False at once until it passed.
+
+        `check_interval`: a held PostgreSQL lock is confirmed with a round trip at most this often
+        (0: on every try_acquire), so a lost one may be believed held that long.
+        """
         self.name = name
         self._engine = engine
         self._retry_interval = retry_interval
+        self._check_interval = check_interval
         self._check_timeout = check_timeout
         self._not_before = 0.0
+        self._confirmed_until = 0.0
         backend, database = engine.url.get_backend_name(), engine.url.database
         self._postgres = backend == "postgresql"
         on_file = backend == "sqlite" and database and database != ":memory:"
@@ -101,12 +113,15 @@ class LeaderLock:
 
     async def _alive(self) -> bool:
         if self._connection is not None:
+            if time.monotonic() < self._confirmed_until:
+                return True
             try:  # the lock lives only as long as its connection; make sure it still does
                 async with asyncio.timeout(self._check_timeout):
                     await self._connection.execute(text("SELECT 1"))
-                return True
             except Exception:
                 return False
+            self._confirmed_until = time.monotonic() + self._check_interval
+            return True
         # A lock file removed or replaced (say, `rm -rf var`) lets another process lock a new file.
         assert self._fd is not None
         assert self._path is not None
@@ -134,6 +149,7 @@ class LeaderLock:
             raise
         if acquired:
             self._connection = connection
+            self._confirmed_until = time.monotonic() + self._check_interval
             return True
         await connection.close()
         return False

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -180,6 +180,32 @@ async def test_a_holder_that_lost_its_lock_says_so(database_url: str, engines: E
         assert await holder.try_acquire()
         await _take_over_from(holder, database_url, engines(), taker)
         assert not await holder.try_acquire()
+        assert not holder.held
+    finally:
+        await holder.release()
+        await taker.release()
+
+
+async def test_a_held_lock_is_confirmed_at_most_once_per_check_interval(
+    database_url: str, engines: EngineFactory
+) -> None:
+    engine = engines()
+    holder, taker = LeaderLock(engine, "job:confirm", check_interval=0.5), LeaderLock(engines(), "job:confirm")
+    statements: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    try:
+        assert await holder.try_acquire()
+        confirmed = len(statements)
+        for _ in range(20):
+            assert await holder.try_acquire()
+        assert len(statements) == confirmed  # no round trip within the interval
+
+        await _take_over_from(holder, database_url, engines(), taker)
+
+        async def loss_noticed() -> bool:
+            return not await holder.try_acquire()
+
+        await wait_until(loss_noticed, timeout=5, interval=0.1, what="the holder to notice it lost the lock")
         assert not holder.held
     finally:
         await holder.release()
