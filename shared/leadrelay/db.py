@@ -3,6 +3,7 @@
 import asyncio
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,12 @@ from pydantic_core import PydanticUndefined
 from sqlalchemy import event, false, insert, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, ExceptionContext, make_url
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InvalidatePoolError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import SessionTransaction
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -179,9 +181,47 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return _report_outages(engine)
     # hide_parameters: SQL errors end up in logs, and bound values may be personal data.
-    return _report_outages(
-        create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
-    )
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
+    _ping_idle_connections(engine)
+    return _report_outages(engine)
+
+
+IDLE_BEFORE_PING_SECONDS = 1.0
+"""A pooled PostgreSQL connection idle this long is checked with a round trip before it is handed out."""
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """Check a pooled connection at checkout when it sat idle, and replace it (and its pool) if dead.
+
+    What `pool_pre_ping` does, except for connections in steady use: its ping is three round trips
+    (BEGIN, `;`, ROLLBACK) on every checkout, 0.4 ms of CPU per transaction, most of a small one.
+    A connection used within the last second is handed out as it is; if the server went away in
+    that second, the statement fails as DatabaseUnavailable (a 503, a consumer's retry) and the
+    pool replaces every connection older than the failure.
+    """
+    pool = engine.sync_engine.pool
+
+    def checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_BEFORE_PING_SECONDS:
+            return  # new, or in steady use
+        try:
+            ping_pooled(dbapi_connection)
+        except Exception as exc:
+            # The server likely restarted: the pool discards this connection and every older one,
+            # and checks out a new one.
+            raise InvalidatePoolError(f"an idle pooled connection failed its ping: {type(exc).__name__}") from exc
+
+    event.listen(pool, "checkin", checked_in)
+    event.listen(pool, "checkout", checked_out)
+
+
+def ping_pooled(dbapi_connection: Any) -> None:
+    """One liveness check of a pooled connection (runs inside SQLAlchemy's greenlet, as its pre-ping does)."""
+    dbapi_connection.ping()
 
 
 def new_row(table: type[SQLModel], **values: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from leadrelay import db
 from leadrelay.db import DatabaseUnavailable, Refusal, create_engine, is_unavailable, refusal
 from leadrelay.problems import CONFLICT_PROBLEM, PROBLEM_JSON, VALIDATION_PROBLEM, install_problem_handlers
 from leadrelay.testing import free_port
@@ -136,7 +137,7 @@ async def _backend_pid(engine: AsyncEngine) -> int:
 
 @pytest.mark.postgres
 async def test_terminated_connection_is_unavailable_and_the_pool_recovers(
-    make_database: DatabaseFactory, postgres_admin_dsn: str
+    make_database: DatabaseFactory, postgres_admin_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = create_engine(await make_database("postgres", "terminated"))
     admin = await asyncpg.connect(postgres_admin_dsn)
@@ -149,8 +150,40 @@ async def test_terminated_connection_is_unavailable_and_the_pool_recovers(
 
         idle = await _backend_pid(engine)  # back in the pool, then killed there
         await admin.execute("SELECT pg_terminate_backend($1)", idle)
-        # The pool's pre-ping finds it dead and reconnects: no error reaches the caller.
+        # A connection idle past the threshold is pinged at checkout, found dead and replaced: no
+        # error reaches the caller.
+        monkeypatch.setattr(db, "IDLE_BEFORE_PING_SECONDS", 0.0)
         assert await _backend_pid(engine) not in {pid, idle}
+    finally:
+        await admin.close()
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_connection_in_steady_use_is_not_pinged_and_one_idle_is(
+    make_database: DatabaseFactory, postgres_admin_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine(await make_database("postgres", "pinged"))
+    pings: list[object] = []
+    real_ping = db.ping_pooled
+    monkeypatch.setattr(db, "ping_pooled", lambda connection: (pings.append(connection), real_ping(connection)))
+    admin = await asyncpg.connect(postgres_admin_dsn)
+    try:
+        first = await _backend_pid(engine)
+        for _ in range(20):
+            assert await _backend_pid(engine) == first  # the same connection, reused at once
+        assert pings == []
+
+        monkeypatch.setattr(db, "IDLE_BEFORE_PING_SECONDS", 0.0)  # now every checkout has waited long enough
+        assert await _backend_pid(engine) == first
+        assert len(pings) == 1
+
+        # Killed while in steady use (no ping): the statement fails as an outage, then the pool recovers.
+        monkeypatch.setattr(db, "IDLE_BEFORE_PING_SECONDS", 3600.0)
+        await admin.execute("SELECT pg_terminate_backend($1)", first)
+        with pytest.raises(DatabaseUnavailable):
+            await _backend_pid(engine)
+        assert await _backend_pid(engine) != first
     finally:
         await admin.close()
         await engine.dispose()
