@@ -279,17 +279,16 @@ def require_scopes(*scopes: Scope) -> Callable[..., Awaitable[ApiKey]]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer, scopes=required)],
     ) -> ApiKey:
-        unauthorized = ProblemException(
-            401,
-            "Unauthorized",
-            "A valid API key is required: send `Authorization: Bearer <key>`.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise unauthorized
-        key = await lookup(request, credentials.credentials)
+        key = None
+        if credentials is not None and credentials.scheme.lower() == "bearer":
+            key = await lookup(request, credentials.credentials)
         if key is None:
-            raise unauthorized
+            raise ProblemException(
+                401,
+                "Unauthorized",
+                "A valid API key is required: send `Authorization: Bearer <key>`.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         missing = sorted(set(scopes) - set(key.scopes))
         if missing:
             raise ProblemException(403, "Forbidden", f"The API key lacks the scope(s): {', '.join(missing)}.")
