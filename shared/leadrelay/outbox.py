@@ -204,36 +204,29 @@ class OutboxRelay:
         # core per service at 200 leads/s). Two relays overlapping for that long publish some rows
         # twice, which consumers drop by event id.
         self.leader = LeaderLock(engine, "outbox-relay", retry_interval=poll_interval, check_interval=poll_interval)
-        self._published: tuple[Sequence[OutboxMessage], Sequence[RecordMetadata]] | None = None
-        """Rows published whose deletion (and `on_published`) waits for the next batch's transaction."""
 
     def wake(self) -> None:
         """Ask the relay to look for new rows now instead of at its next poll."""
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Relay until stopped; broker or database failures back off and retry, never drop rows.
-
-        One transaction per batch: it deletes the batch published before and reads the next. A short
-        batch drained the table when it was read, so the relay then sleeps until a commit wakes it
-        (this process's, another's through NOTIFY or the SQLite wakeups) or the poll interval passes.
-        """
+        """Relay until stopped; broker or database failures back off and retry, never drop rows."""
         backoff = self._poll_interval
         while not self._stopping:
             try:
-                published = await self.relay_pending(keep_published=True)
+                published = await self.relay_pending()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.warning("outbox relay failed, will retry", extra={"error": repr(exc), "retry_in": backoff})
-                await self._step_down()
+                await self.leader.release()
                 await self._refresh_backlog()
                 # A plain sleep: new rows must not cut the backoff short while the broker is down.
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             backoff = self._poll_interval
-            if published < self._batch_size and not self._stopping:
+            if published == 0 and not self._stopping:
                 await self._sleep(self._poll_interval)
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
@@ -246,33 +239,18 @@ class OutboxRelay:
                     pass
         except Exception as exc:  # broker gone at shutdown: rows stay and go out at next start
             logger.info("outbox left rows for the next start", extra={"error": repr(exc)})
-        await self._step_down()
-
-    async def _step_down(self) -> None:
-        # Rows published and not yet deleted go out again from whichever relay leads next: a
-        # duplicate that consumers drop by event id, never a gap.
-        self._published = None
         await self.leader.release()
 
-    async def relay_pending(self, *, keep_published: bool = False) -> int:
-        """Publish one batch of pending rows; returns how many were published.
-
-        The batch published before, if kept, is deleted first, in the transaction that reads this
-        one. With `keep_published` this batch is kept in turn for the next call to delete;
-        without, it is deleted before returning.
-        """
+    async def relay_pending(self) -> int:
+        """Publish one batch of pending rows; returns how many were published."""
         if not await self.leader.try_acquire():
-            self._published = None  # the leading relay publishes (again) and deletes them
             return 0
         # The database connection is not held while the broker acknowledges: on SQLite (one
         # connection) that would stall every other write of the process for the round trip.
         async with self._sessions() as session:
-            await self._delete_published(session)
             rows = (
                 await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id)).limit(self._batch_size))
             ).all()
-            await session.commit()
-        self._published = None
         if not rows:
             self._metrics.outbox_backlog.set(0)
             return 0
@@ -285,28 +263,20 @@ class OutboxRelay:
             )
             for row in rows
         ]
-        self._published = (rows, await self._bus.publish_batch(messages))
-        if not keep_published:
-            async with self._sessions() as session:
-                await self._delete_published(session)
-                await session.commit()
-            self._published = None
+        stored = await self._bus.publish_batch(messages)
+        async with self._sessions() as session:
+            await self._on_published(session, rows, stored)
+            await session.exec(delete(OutboxMessage).where(col(OutboxMessage.id).in_([r.id for r in rows])))
+            await session.commit()
         # A short batch drained the table; only a full one needs counting what is left.
         self._metrics.outbox_backlog.set(0 if len(rows) < self._batch_size else await self.backlog())
         return len(rows)
 
-    async def _delete_published(self, session: AsyncSession) -> None:
-        if self._published is None:
-            return
-        rows, stored = self._published
-        await self._on_published(session, rows, stored)
-        await session.exec(delete(OutboxMessage).where(col(OutboxMessage.id).in_([row.id for row in rows])))
-
     async def backlog(self) -> int:
-        """Rows waiting to be published (not those published and waiting to be deleted)."""
+        """Rows waiting to be published."""
         async with self._sessions() as session:
             count: int = (await session.exec(select(func.count()).select_from(OutboxMessage))).one()
-        return count - (len(self._published[0]) if self._published else 0)
+            return count
 
     async def _refresh_backlog(self) -> None:
         # While publishing fails the backlog grows; keep the gauge true for alerting.

@@ -162,12 +162,12 @@ class ServiceProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-async def count_rows(database_url: str, table: str, *, where: str = "TRUE") -> int:
-    """Rows in a table of a service's database (those matching the SQL condition `where`)."""
+async def count_rows(database_url: str, table: str) -> int:
+    """Rows in a table of a service's database."""
     engine = create_engine(database_url)
     try:
         async with engine.connect() as connection:
-            return int((await connection.execute(text(f"SELECT count(*) FROM {table} WHERE {where}"))).scalar_one())
+            return int((await connection.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
     finally:
         await engine.dispose()
 

@@ -215,44 +215,6 @@ async def test_relay_publishes_in_batches_and_reports_the_backlog(router_db: Sto
     assert [dict(record.headers)["ce_id"].decode() for record in records] == [f"lead-x-{n}" for n in range(7)]
 
 
-async def test_running_relay_deletes_a_batch_in_the_transaction_that_reads_the_next(
-    router_db: Storage, kafka: Kafka
-) -> None:
-    relay = make_relay(router_db, kafka, poll_interval=60)  # no polls: only wakes start a round
-    commits: list[object] = []
-    sqlalchemy_event.listen(router_db.engine.sync_engine, "commit", commits.append)
-    task = asyncio.create_task(relay.run())
-    try:
-
-        async def first_round_done() -> bool:
-            return len(commits) >= 1  # a round on the empty table, then asleep until woken
-
-        await wait_until(first_round_done, timeout=10, what="the relay's first round")
-        await write(router_db, activity("lead-1", 1))
-        relay.wake()
-        await kafka.read(Topic.LEADS_ACTIVITY, 1)
-        assert await router_db.outbox_event_ids() == ["lead-1-1"]  # published, deleted with the next batch
-        assert await relay.backlog() == 0
-
-        before = len(commits)
-        await write(router_db, activity("lead-1", 2))
-        relay.wake()
-        records = await kafka.read(Topic.LEADS_ACTIVITY, 2)
-
-        async def first_deleted() -> bool:
-            return await router_db.outbox_event_ids() == ["lead-1-2"]
-
-        await wait_until(first_deleted, timeout=10, what="the first row to go with the second batch's read")
-        assert len(commits) - before == 2  # the write's, and the relay's one transaction for its batch
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await close(relay)
-    assert [dict(record.headers)["ce_id"].decode() for record in records] == ["lead-1-1", "lead-1-2"]
-    assert await router_db.outbox_count() == 0  # stopping deletes what was published
-    assert await kafka.size(Topic.LEADS_ACTIVITY) == 2
-
-
 async def test_relay_with_broker_unreachable_raises_and_keeps_rows(router_db: Storage) -> None:
     await write(router_db, activity("lead-1", 1), activity("lead-1", 2))
     relay = make_relay(router_db, Kafka(f"127.0.0.1:{free_port()}"))
