@@ -200,9 +200,8 @@ class OutboxRelay:
         self._stopping = False
         # Processes sharing a database elect one relay, so two relays never interleave one lead's events.
         # A standby tries at most once per poll interval, however often commits wake it; the leader
-        # confirms its lock as seldom (a round trip per batch cost PostgreSQL stacks about 2% of a
-        # core per service at 200 leads/s). Two relays overlapping for that long publish some rows
-        # twice, which consumers drop by event id.
+        # confirms its lock as seldom, not with a round trip before every batch. Two relays
+        # overlapping for that long publish some rows twice, which consumers drop by event id.
         self.leader = LeaderLock(engine, "outbox-relay", retry_interval=poll_interval, check_interval=poll_interval)
 
     def wake(self) -> None:
