@@ -87,9 +87,9 @@ def _raise_unavailable_on_outage(context: ExceptionContext) -> None:
     # SQLAlchemy's handle_error hook: a listener that raises replaces the error SQLAlchemy would
     # raise; the disconnected connection is still invalidated.
     error = context.original_exception
-    if context.is_pre_ping or not isinstance(error, Exception):
-        # The pool reconnects by itself after a failed pre-ping; and a cancelled task (which
-        # SQLAlchemy also counts as a disconnect) must stay cancelled.
+    if not isinstance(error, Exception):
+        # A cancelled task (which SQLAlchemy also counts as a disconnect) must stay cancelled.
+        # (Idle pooled connections are pinged in a checkout event, which does not come here.)
         return
     if context.is_disconnect or _is_outage(error):
         raise DatabaseUnavailable(f"database unavailable: {type(error).__name__}: {error}")
