@@ -57,6 +57,10 @@ class _PostgresPool:
     machine, for each of some 200 tests); renaming a used database and dropping its schemas takes
     milliseconds. The rename first: a process a test left behind cannot reconnect to the next test's
     database, as it could not after a drop. Whatever fails to empty is dropped as before.
+
+    Pooled databases carry the test run's id in their names, and are dropped once every worker is
+    done (`pytest_sessionfinish`): each DROP DATABASE forces an immediate checkpoint, which stalled
+    the commits of a test still running on the other worker for seconds.
     """
 
     def __init__(self) -> None:
@@ -78,7 +82,7 @@ class _PostgresPool:
 
     async def give_back(self, admin_url: str, database: str) -> None:
         """Empty a test's database for the next one; drop it when that fails."""
-        pooled = f"lr_test_pool_{uuid4().hex[:10]}"
+        pooled = f"{_pooled_prefix()}{uuid4().hex[:10]}"
         admin = await asyncpg.connect(_asyncpg_dsn(admin_url))
         try:
             try:
@@ -119,17 +123,6 @@ class _PostgresPool:
         finally:
             await connection.close()
 
-    async def drop_all(self) -> None:
-        """Drop every pooled database (end of the session)."""
-        for admin_url, databases in self.free.items():
-            connection = await asyncpg.connect(_asyncpg_dsn(admin_url))
-            try:
-                for database in databases:
-                    await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            finally:
-                await connection.close()
-        self.free.clear()
-
 
 async def _until_left(admin: asyncpg.Connection, database: str, timeout: float = 5.0) -> None:
     """Wait until terminated backends have left the database (a rename needs it unused)."""
@@ -144,10 +137,39 @@ async def _until_left(admin: asyncpg.Connection, database: str, timeout: float =
 _pool = _PostgresPool()
 
 
+TEST_RUN_VARIABLE = "LEADRELAY_TEST_RUN"
+"""The test run's id, set by the controlling process and inherited by its pytest-xdist workers."""
+
+
+def _pooled_prefix() -> str:
+    return f"lr_test_pool_{os.environ[TEST_RUN_VARIABLE]}_"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the run an id, before any worker starts."""
+    if not hasattr(config, "workerinput"):
+        os.environ[TEST_RUN_VARIABLE] = uuid4().hex[:8]
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Drop this process's pooled databases."""
-    if _pool.free:
-        asyncio.run(_pool.drop_all())
+    """Drop the run's pooled databases, once no test runs any more: in the controlling process."""
+    if hasattr(session.config, "workerinput"):
+        return
+    asyncio.run(_drop_pooled(os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL), _pooled_prefix()))
+
+
+async def _drop_pooled(admin_url: str, prefix: str) -> None:
+    try:
+        connection = await asyncpg.connect(_asyncpg_dsn(admin_url), timeout=3)
+    except (OSError, asyncpg.PostgresError):
+        return  # no PostgreSQL: nothing was pooled
+    try:
+        pattern = prefix.replace("_", "\\_") + "%"
+        names = await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", pattern)
+        for row in names:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+    finally:
+        await connection.close()
 
 
 @pytest.fixture
