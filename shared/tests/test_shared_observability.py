@@ -5,14 +5,19 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry, generate_latest
 
 from leadrelay.logs import JsonFormatter, event_id_var, lead_id_var
 from leadrelay.metrics import MetricsMiddleware, ServiceMetrics
+from leadrelay.service import ServiceSpec, create_service_app
+from leadrelay.settings import ServiceSettings
+from leadrelay.testing import free_port
 
 
 @pytest.fixture
@@ -122,3 +127,41 @@ async def test_http_metrics_use_the_route_template_not_the_path() -> None:
     assert count("/v1/leads/{lead_id}", "200") == 3
     assert count("unmatched", "404") == 1
     assert b"/v1/leads/a" not in generate_latest(metrics.registry)
+
+
+async def test_service_apps_look_up_no_opentelemetry_provider_per_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # FastAPI's native OpenTelemetry asks for the global providers on every request; a service app turns it off.
+    lookups: list[str] = []
+    real = trace.get_tracer_provider
+
+    def counted() -> trace.TracerProvider:
+        lookups.append("tracer")
+        return real()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", counted)
+    settings = ServiceSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+    )
+    app = create_service_app(ServiceSpec(title="test", description="test", migrations_dir=tmp_path), settings)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        assert (await client.get("/healthz")).status_code == 200
+    assert lookups == []
+    assert await _default_app_looks_up(lookups)
+
+
+async def _default_app_looks_up(lookups: list[str]) -> bool:
+    """The control: a default FastAPI app does look the provider up (so the test above can fail)."""
+    app = FastAPI()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        assert (await client.get("/healthz")).status_code == 200
+    return lookups == ["tracer"]
