@@ -28,7 +28,7 @@ from router.notifications.escalations import SLA_PAYLOAD_TYPES
 from router.notifications.metrics import NotificationMetrics
 from router.notifications.models import ChannelKind, DeliveryKind, DeliveryStatus
 from router.notifications.service import Claimed, Finished
-from router.notifications.transport import SpreadTransport
+from router.notifications.transport import KeepAliveTransport
 from router.notifications.wake import DELIVERIES_CHANNEL
 from router.reps.crypto import channel_box
 from router.reps.models import Rep
@@ -333,8 +333,8 @@ class Sender:
 def delivery_client(settings: RouterSettings) -> httpx.AsyncClient:
     """The process's one HTTP client for notifications."""
     # As many connections as a round sends at once (beyond httpx's default 20, every round would open
-    # and close the rest again), spread over small pools (transport.py says why).
-    transport = SpreadTransport(connections=settings.notify_concurrency)
+    # and close the rest again), on a transport made for many small POSTs (transport.py says why).
+    transport = KeepAliveTransport(connections=settings.notify_concurrency)
     return httpx.AsyncClient(timeout=settings.notify_timeout_seconds, follow_redirects=False, transport=transport)
 
 

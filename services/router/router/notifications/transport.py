@@ -1,98 +1,282 @@
-"""The delivery job's HTTP transport: its connections split into small pools, each request to the least busy.
+"""The delivery job's HTTP transport: HTTP/1.1 over kept-alive connections, made for many small POSTs.
 
-httpcore checks every connection of a pool on each request and each response (and, for every idle
-one, walks the pool again), so a request's CPU cost grows with the pool: one POST through a pool of
-32 kept-alive connections cost about three times one through pools of 4 (bench/notify_transport.py).
+httpx's default transport (httpcore over anyio) cost about 0.8 ms of CPU per POST here, most of it
+in locks, cancel scopes and checks of the pooled connections on every request and response; the
+delivery job sends one POST per channel of every assignment. This transport keeps each origin's
+idle connections in a list, learns from the event loop that a server closed one (no check per
+request), and parses responses with httptools, the C parser uvicorn reads requests with
+(bench/notify_transport.py measures both). httpx.AsyncClient still builds the requests, applies
+the timeouts and proxies, and reads the responses.
 """
 
-import math
-import zlib
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass, field
 
+import httptools
 import httpx
 
-CONNECTIONS_PER_POOL = 4
-"""Small enough that httpcore's walks over a pool stay cheap; the pools together hold the connections asked for."""
+KEEPALIVE_EXPIRY_SECONDS = 5.0
+"""An idle connection is not reused after this long (httpx's default; servers often close theirs sooner)."""
+MAX_RESPONSE_BYTES = 1 << 20
+"""A longer response body is cut here and its connection closed: the delivery job reads only the status."""
+
+Origin = tuple[bytes, str, int]
+"""Scheme, host and port."""
 
 
-class SpreadTransport(httpx.AsyncBaseTransport):
-    """Up to `connections` connections in pools of CONNECTIONS_PER_POOL; each request to the least busy pool.
+@dataclass
+class Answer:
+    """A response as read off the connection."""
 
-    Among pools equally busy, a request prefers the one its origin hashes to, so an origin's
-    requests at a quiet time keep reusing that pool's kept-alive connections.
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    keep_alive: bool
+
+
+@dataclass
+class _Reading:
+    """The response being read: what the parser has delivered so far."""
+
+    waiter: asyncio.Future[Answer]
+    reason: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    headers_done: bool = False
+
+
+class Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: one request at a time; told by the event loop when the server closes it."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+        self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        self._reading: _Reading | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport to write requests to."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; bytes nobody asked for mean the connection cannot be trusted."""
+        if self._reading is None:
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.RemoteProtocolError(f"malformed response: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """A response delimited by the close ends here; any other unfinished one fails."""
+        self.lost = True
+        reading = self._reading
+        if reading is None:
+            return
+        delimited_by_close = reading.headers_done and not any(
+            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in reading.headers
+        )
+        if delimited_by_close:
+            self._answer(keep_alive=False)
+        else:
+            self._fail(httpx.RemoteProtocolError("the server closed the connection before the response ended"))
+
+    # httptools callbacks
+
+    # Each ignores what comes after the response was answered (a cut body, or a server sending more).
+
+    def on_status(self, reason: bytes) -> None:
+        """The reason phrase (it may come in pieces)."""
+        if self._reading is not None:
+            self._reading.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One header of the response."""
+        if self._reading is not None:
+            self._reading.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        """The body follows, if any."""
+        if self._reading is not None:
+            self._reading.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        """Keep the body up to MAX_RESPONSE_BYTES; past it, answer with what came and drop the connection."""
+        reading = self._reading
+        if reading is None:
+            return
+        reading.body += body[: MAX_RESPONSE_BYTES - len(reading.body)]
+        if len(reading.body) >= MAX_RESPONSE_BYTES:
+            self._answer(keep_alive=False)
+            self.close()
+
+    def on_message_complete(self) -> None:
+        """The response is whole (an informational 1xx is skipped: the final one follows)."""
+        reading = self._reading
+        if reading is None:
+            return
+        if self._parser.get_status_code() < 200:
+            reading.reason, reading.headers, reading.headers_done = b"", [], False
+            return
+        self._answer(keep_alive=self._parser.should_keep_alive())
+
+    # used by the transport
+
+    async def exchange(self, request: bytes, *, read_timeout: float | None) -> Answer:
+        """Send `request` and read its response; the connection is closed if that does not end well."""
+        assert self.transport is not None
+        reading = self._reading = _Reading(asyncio.get_running_loop().create_future())
+        try:
+            self.transport.write(request)
+            async with asyncio.timeout(read_timeout):
+                return await reading.waiter
+        except TimeoutError:
+            self.close()
+            raise httpx.ReadTimeout("no whole response within the read timeout") from None
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            self._reading = None
+
+    def close(self) -> None:
+        """Close the connection; it is never used again."""
+        self.lost = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _answer(self, *, keep_alive: bool) -> None:
+        reading, self._reading = self._reading, None
+        if reading is None or reading.waiter.done():
+            return
+        status = self._parser.get_status_code()
+        reading.waiter.set_result(Answer(status, reading.reason, reading.headers, bytes(reading.body), keep_alive))
+
+    def _fail(self, exc: Exception) -> None:
+        reading, self._reading = self._reading, None
+        if reading is not None and not reading.waiter.done():
+            reading.waiter.set_exception(exc)
+        self.close()
+
+
+class KeepAliveTransport(httpx.AsyncBaseTransport):
+    """Up to `connections` requests at once; each origin's idle connections reused, the most recent first.
+
+    At most `connections` idle connections are kept in all (the oldest is closed first), and one idle
+    longer than KEEPALIVE_EXPIRY_SECONDS is not reused. A request waits for a free slot up to the
+    pool timeout. Not for HEAD: the length of its response's body would be waited for.
     """
 
-    def __init__(self, *, connections: int) -> None:
-        count = max(1, math.ceil(connections / CONNECTIONS_PER_POOL))
-        size = math.ceil(connections / count)
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        tls = httpx.create_ssl_context()  # one for all pools: each costs tens of milliseconds to build
-        self._pools = [httpx.AsyncHTTPTransport(verify=tls, limits=limits) for _ in range(count)]
-        self._in_flight = [0] * count
+    def __init__(self, *, connections: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._slots = asyncio.Semaphore(connections)
+        self._max_idle = connections
+        self._idle: dict[Origin, list[Connection]] = {}
+        self._ssl_context = ssl_context
 
-    @property
-    def pools(self) -> int:
-        """How many pools the connections are split into."""
-        return len(self._pools)
-
-    def in_flight(self) -> list[int]:
-        """Requests each pool is serving now (a response counts until it is closed)."""
-        return list(self._in_flight)
+    def idle_connections(self) -> int:
+        """Connections kept open for reuse now (one the server closed no longer counts)."""
+        return sum(not connection.lost for connections in self._idle.values() for connection in connections)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send through the least busy pool; its count drops when the response is closed or the request fails."""
-        index = self._least_busy(request.url)
-        self._in_flight[index] += 1
-        finished = _Once(lambda: self._finish(index))
+        """Send on an idle connection to the origin, or a new one; answer once the whole response is read."""
+        timeouts = request.extensions.get("timeout", {})
+        origin = _origin_of(request.url)
+        payload = _serialise(request, await request.aread())
         try:
-            response = await self._pools[index].handle_async_request(request)
-        except BaseException:
-            finished()
-            raise
-        response.stream = _CountedStream(response.stream, finished)
-        return response
-
-    async def aclose(self) -> None:
-        """Close every pool's connections."""
-        for pool in self._pools:
-            await pool.aclose()
-
-    def _least_busy(self, url: httpx.URL) -> int:
-        count = len(self._pools)
-        preferred = zlib.crc32(f"{url.scheme}://{url.netloc.decode()}".encode()) % count
-        order = [(preferred + offset) % count for offset in range(count)]
-        return min(order, key=self._in_flight.__getitem__)
-
-    def _finish(self, index: int) -> None:
-        self._in_flight[index] -= 1
-
-
-class _Once:
-    """Calls `action` the first time it is called, never again."""
-
-    def __init__(self, action: Callable[[], None]) -> None:
-        self._action: Callable[[], None] | None = action
-
-    def __call__(self) -> None:
-        action, self._action = self._action, None
-        if action is not None:
-            action()
-
-
-class _CountedStream(httpx.AsyncByteStream):
-    """A response body that reports when it is closed."""
-
-    def __init__(self, stream: httpx.AsyncByteStream | httpx.SyncByteStream, closed: _Once) -> None:
-        assert isinstance(stream, httpx.AsyncByteStream)  # an async transport's responses are async
-        self._stream = stream
-        self._closed = closed
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
+            async with asyncio.timeout(timeouts.get("pool")):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("no free connection within the pool timeout") from None
         try:
-            await self._stream.aclose()
+            connection = self._reuse(origin) or await self._connect(origin, timeouts.get("connect"))
+            answer = await connection.exchange(payload, read_timeout=timeouts.get("read"))
         finally:
-            self._closed()
+            self._slots.release()
+        if answer.keep_alive and not connection.lost:
+            self._keep(origin, connection)
+        else:
+            connection.close()
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=httpx.ByteStream(answer.body),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
+        )
+
+    async def aclose(self) -> None:
+        """Close every idle connection."""
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
+
+    def _reuse(self, origin: Origin) -> Connection | None:
+        idle = self._idle.get(origin)
+        if idle is None:
+            return None
+        now = time.monotonic()
+        found = None
+        while idle and found is None:
+            connection = idle.pop()
+            if not connection.lost and now - connection.idle_since < KEEPALIVE_EXPIRY_SECONDS:
+                found = connection
+            else:
+                connection.close()
+        if not idle:
+            del self._idle[origin]
+        return found
+
+    async def _connect(self, origin: Origin, timeout: float | None) -> Connection:
+        scheme, host, port = origin
+        tls = self._tls() if scheme == b"https" else None
+        try:
+            async with asyncio.timeout(timeout):
+                _, connection = await asyncio.get_running_loop().create_connection(
+                    Connection, host, port, ssl=tls, server_hostname=host if tls else None
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout("no connection within the connect timeout") from None
+        except OSError as exc:  # refused, unreachable, name unknown, TLS refused
+            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from exc
+        return connection
+
+    def _keep(self, origin: Origin, connection: Connection) -> None:
+        connection.idle_since = time.monotonic()
+        self._idle.setdefault(origin, []).append(connection)
+        if sum(map(len, self._idle.values())) > self._max_idle:
+            oldest = min(self._idle, key=lambda key: self._idle[key][0].idle_since)
+            self._idle[oldest].pop(0).close()
+            if not self._idle[oldest]:
+                del self._idle[oldest]
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context()  # built once: each costs tens of milliseconds
+        return self._ssl_context
+
+
+def _origin_of(url: httpx.URL) -> Origin:
+    scheme = url.raw_scheme
+    if scheme not in (b"http", b"https"):
+        raise httpx.UnsupportedProtocol(f"only http and https URLs are sent, not {url.scheme!r}")
+    return scheme, url.host, url.port or (443 if scheme == b"https" else 80)
+
+
+def _serialise(request: httpx.Request, body: bytes) -> bytes:
+    """The request line, the headers as the client set them (Host and Content-Length included), the body."""
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
+    for name, value in request.headers.raw:
+        if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
+            raise httpx.LocalProtocolError("a header holds a line break")
+        lines.append(name + b": " + value)
+    if request.headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
