@@ -162,6 +162,50 @@ class ServiceProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+class ReceiverProcess:
+    """`leadrelay receiver` (a rep's endpoint as `make run` has it) on a free port, its output in a file."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.out = workdir / f"receiver-{self.port}.out"
+        env = {key: value for key, value in os.environ.items() if key != "LEADRELAY_RECEIVER_SECRET"}
+        with open(self.out, "wb") as out:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "leadrelay"), "receiver", "--port", str(self.port), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def lines(self) -> list[str]:
+        """What it printed so far."""
+        return self.out.read_text().splitlines()
+
+    async def wait_listening(self) -> None:
+        """Wait until it answers (an unsigned POST is refused with 401)."""
+
+        async def answers() -> bool:
+            try:
+                async with httpx.AsyncClient(timeout=3) as client:
+                    return (await client.post(f"{self.url}/probe", content=b"{}")).status_code == 401
+            except httpx.TransportError:
+                return False
+
+        await wait_until(answers, timeout=20, what="the receiver to listen")
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user stops it; its exit code."""
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(10)
+
+    def kill(self) -> None:
+        """Make sure it is gone."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
 async def count_rows(database_url: str, table: str) -> int:
     """Rows in a table of a service's database."""
     engine = create_engine(database_url)

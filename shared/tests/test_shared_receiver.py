@@ -1,10 +1,6 @@
 """`leadrelay receiver` run as a user runs it: verified notifications answered 204 and printed, tampered ones 401."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +12,7 @@ from standardwebhooks.webhooks import Webhook
 
 from leadrelay.cli.receiver import notice_line, notice_of
 from leadrelay.demo import DEMO_RECEIVER_SECRET
-from leadrelay.testing import free_port, wait_until
+from leadrelay.testing import ReceiverProcess, wait_until
 
 SECRET = "whsec_" + "dGVzdF9yZWNlaXZlcl9zZWNyZXRfMDEyMzQ1Njc4OQ=="
 NOTIFICATION = {
@@ -30,38 +26,12 @@ NOTIFICATION = {
 }
 
 
-class Receiver:
-    """`leadrelay receiver` on a free port, its stdout in a file."""
-
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.out = tmp_path / "receiver.out"
-        env = {key: value for key, value in os.environ.items() if key != "LEADRELAY_RECEIVER_SECRET"}
-        with open(self.out, "wb") as out:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "leadrelay"), "receiver", "--port", str(self.port), *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-
-    def lines(self) -> list[str]:
-        return self.out.read_text().splitlines()
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        return self.process.wait(10)
-
-
 @pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[Receiver]]:
-    receivers: list[Receiver] = []
+def started() -> Iterator[list[ReceiverProcess]]:
+    receivers: list[ReceiverProcess] = []
     yield receivers
     for receiver in receivers:
-        if receiver.process.poll() is None:
-            receiver.process.kill()
-            receiver.process.wait(10)
+        receiver.kill()
 
 
 def _signed(body: dict[str, Any], *, secret: str, msg_id: str) -> tuple[bytes, dict[str, str]]:
@@ -72,20 +42,13 @@ def _signed(body: dict[str, Any], *, secret: str, msg_id: str) -> tuple[bytes, d
     return data, {**headers, "Content-Type": "application/json"}
 
 
-async def _listening(client: httpx.AsyncClient, receiver: Receiver) -> None:
-    async def answers() -> bool:
-        return (await client.post(f"{receiver.url}/probe", content=b"{}")).status_code == 401
-
-    await wait_until(answers, timeout=20, what="the receiver to listen")
-
-
 async def test_a_signed_notification_is_answered_204_and_printed_and_a_tampered_one_401(
-    tmp_path: Path, started: list[Receiver]
+    tmp_path: Path, started: list[ReceiverProcess]
 ) -> None:
-    receiver = Receiver(tmp_path, "--secret", SECRET, "--json")
+    receiver = ReceiverProcess(tmp_path, "--secret", SECRET, "--json")
     started.append(receiver)
     async with httpx.AsyncClient(timeout=5) as client:
-        await _listening(client, receiver)
+        await receiver.wait_listening()
         body, headers = _signed(NOTIFICATION, secret=SECRET, msg_id="msg_assignment1_channel0")
         good = await client.post(f"{receiver.url}/reps/rep-grace", content=body, headers=headers)
         tampered = body.replace(b"A1", b"D4")
@@ -120,12 +83,12 @@ async def test_a_signed_notification_is_answered_204_and_printed_and_a_tampered_
 
 
 async def test_by_default_it_verifies_with_the_demo_secret_and_prints_slack_text_for_people(
-    tmp_path: Path, started: list[Receiver]
+    tmp_path: Path, started: list[ReceiverProcess]
 ) -> None:
-    receiver = Receiver(tmp_path)
+    receiver = ReceiverProcess(tmp_path)
     started.append(receiver)
     async with httpx.AsyncClient(timeout=5) as client:
-        await _listening(client, receiver)
+        await receiver.wait_listening()
         body, headers = _signed(NOTIFICATION, secret=DEMO_RECEIVER_SECRET, msg_id="msg_demo")
         signed = await client.post(f"{receiver.url}/reps/rep-grace", content=body, headers=headers)
         other_secret = await client.post(

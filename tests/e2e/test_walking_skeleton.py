@@ -1,10 +1,16 @@
 """A lead travels intake -> scoring -> router -> sla-monitor and back into intake's read model."""
 
+import json
+from pathlib import Path
+from typing import Any
+
 import httpx
 
 from leadrelay.broker import EmbeddedBroker
-from leadrelay.testing import wait_until
+from leadrelay.testing import DEV_API_KEY, ReceiverProcess, wait_until
 from tests.e2e.conftest import StackFactory
+
+RECEIVER_SECRET = "whsec_" + "dGVzdF9yZWNlaXZlcl9zZWNyZXRfMDEyMzQ1Njc4OQ=="
 
 
 async def test_posted_lead_shows_up_assigned_with_a_deadline(
@@ -36,6 +42,42 @@ async def test_posted_lead_shows_up_assigned_with_a_deadline(
     scored = next(entry for entry in timeline if entry["type"] == "lead.scored")
     assert scored["details"]["icp_version"] == "default"
     assert scored["details"]["score"] == lead["score"]
+
+
+async def test_the_rep_is_told_of_each_lead_with_a_signed_notification_and_its_deadline(
+    broker: EmbeddedBroker, make_stack: StackFactory, tmp_path: Path
+) -> None:
+    # The router process sends on the event loop the services run on, to the endpoint `make run` starts.
+    receiver = ReceiverProcess(tmp_path, "--secret", RECEIVER_SECRET, "--json")
+    try:
+        # Each notification waits for its SLA deadline (sla.started brings it forward as soon as it comes).
+        stack = await make_stack(broker, env={"NOTIFY_SLA_WAIT_SECONDS": "30"})
+        await stack.start()
+        await receiver.wait_listening()
+        channel = {"kind": "webhook", "url": f"{receiver.url}/reps/rep-default", "secret": RECEIVER_SECRET}
+        rep = {"name": "Default rep", "teams": ["default"], "channels": [channel]}
+        headers = {"Authorization": f"Bearer {DEV_API_KEY}"}
+        async with httpx.AsyncClient(base_url=stack["router"].url, headers=headers, timeout=10) as router:
+            assert (await router.put("/v1/reps/rep-default", json=rep)).status_code in (200, 201)
+            lead_ids = [await stack.post_lead(email=f"lead{n}@analytical.example") for n in range(3)]
+
+            async def everyone_told() -> dict[str, dict[str, Any]] | None:
+                notices = [json.loads(line) for line in receiver.lines() if line.startswith("{")]
+                told = {notice["lead_id"]: notice for notice in notices if notice["lead_id"] in lead_ids}
+                return told if len(told) == len(lead_ids) else None
+
+            told = await wait_until(everyone_told, timeout=60, what=f"the rep told of every lead\n{stack.logs()}")
+            for lead_id in lead_ids:
+                notice = told[lead_id]
+                assert (notice["verified"], notice["type"], notice["rep_id"]) == (True, "lead.assigned", "rep-default")
+                lead = await stack.wait_routed(lead_id)
+                assert notice["sla_due_at"] is not None
+                assert notice["sla_due_at"][:19] == str(lead["sla_due_at"])[:19]
+                log = (await router.get(f"/v1/assignments/{lead_id}/deliveries")).json()["deliveries"]
+                assert [(delivery["status"], delivery["attempts"]) for delivery in log] == [("delivered", 1)]
+        assert "analytical.example" not in receiver.out.read_text()
+    finally:
+        receiver.kill()
 
 
 async def test_no_personal_data_in_logs_or_metrics(broker: EmbeddedBroker, make_stack: StackFactory) -> None:
