@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+import uvloop
 from router_handlers import bare_endpoint
 
 from router.notifications.transport import KeepAliveTransport
@@ -75,7 +76,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(f"CPU per POST, median of {args.rounds} rounds of {args.posts} POSTs", flush=True)  # noqa: T201
-    asyncio.run(run(args))
+    uvloop.run(run(args))  # the loop the services run on
 
 
 if __name__ == "__main__":
