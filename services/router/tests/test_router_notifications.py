@@ -348,6 +348,26 @@ async def test_429_waits_as_long_as_retry_after_says(
     assert row.attempts == 2
 
 
+async def test_the_pending_gauge_counts_a_delivery_waiting_for_its_retry_then_none(
+    router_db: Storage, notifier: NotifierFactory, endpoint: FlakyServer
+) -> None:
+    endpoint.script["/ada"] = [Answer(429, {"Retry-After": "2"})]
+    running = await notifier()
+    await put_rep(router_db, "rep-ada", webhook(endpoint, "/ada"))
+    await assign(running, "lead-1", "rep-ada")
+
+    async def waiting_counted() -> bool:
+        return len(endpoint.to("/ada")) == 1 and running.metric("leadrelay_notifications_pending") == 1
+
+    await wait_until(waiting_counted, timeout=10, what="the refused delivery counted as pending")
+    await wait_until(settled(router_db, "lead-1", DeliveryStatus.DELIVERED), timeout=10, what="delivered")
+
+    async def none_counted() -> bool:
+        return running.metric("leadrelay_notifications_pending") == 0
+
+    await wait_until(none_counted, timeout=10, what="nothing pending once delivered")
+
+
 async def test_410_disables_the_delivery_and_the_rep_channel_audited(
     router_db: Storage, notifier: NotifierFactory, endpoint: FlakyServer
 ) -> None:

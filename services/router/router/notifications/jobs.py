@@ -172,6 +172,8 @@ class Round:
     claimed: list[Claimed]
     reps: dict[str, Rep]
     deadlines: dict[str, dict[str, Any]]
+    pending: tuple[int, datetime | None] | None = None
+    """After a round that emptied the queue: how many deliveries are pending, and when the next is due."""
 
 
 @dataclass
@@ -187,17 +189,21 @@ class Sender:
     """Rounds in flight record one at a time, so each sees the deliveries the others recorded."""
 
     async def claim_round(self, *, limit: int, lease_seconds: float) -> "Round":
-        """Claim up to `limit` due deliveries and read what sending them needs, in one transaction."""
+        """Claim up to `limit` due deliveries and read what sending them needs, in one transaction.
+
+        A round short of `limit` emptied the queue: it also reads what is pending, for the job's sleep.
+        """
         async with self.sessions() as session, session.begin():
             claimed = await service.claim_due(session=session, limit=limit, lease_seconds=lease_seconds)
+            pending = await service.pending(session=session) if len(claimed) < limit else None
             if not claimed:
-                return Round([], {}, {})
+                return Round([], {}, {}, pending)
             rep_ids = list({item.rep_id for item in claimed})
             reps = {rep.id: rep for rep in (await session.exec(select(Rep).where(col(Rep.id).in_(rep_ids)))).all()}
             deadlines = await service.deadlines_of(
                 session=session, assignment_ids=[item.assignment_id for item in claimed]
             )
-        return Round(claimed, reps, deadlines)
+        return Round(claimed, reps, deadlines, pending)
 
     async def deliver_all(self, round_: "Round") -> None:
         """Send a round's deliveries at once, then record every outcome together."""
@@ -364,12 +370,11 @@ async def _deliver_until_cancelled(
                 claimed = await sender.claim_round(limit=settings.notify_concurrency, lease_seconds=lease)
                 if claimed.claimed:
                     rounds.start(sender.deliver_all(claimed))
-                    if len(claimed.claimed) == settings.notify_concurrency:
-                        continue  # more may be due: the pending count waits for a round that empties the queue
+                if claimed.pending is None:
+                    continue  # a full round: more may be due right now
                 # The queue is drained: sleep until a commit wakes us or the next delivery is due, rather
                 # than claiming round after round of one or two.
-                async with sessions() as session:
-                    count, next_due = await service.pending(session=session)
+                count, next_due = claimed.pending
                 metrics.pending.set(count)
                 # Bounded: on SQLite, deliveries another process committed wake no one here.
                 delay = settings.notify_max_sleep_seconds
