@@ -13,7 +13,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from leadrelay.db import create_engine
+from leadrelay.db import DatabaseUnavailable, create_engine
 from leadrelay.leader import LeaderLock, lock_file_path, run_as_leader
 from leadrelay.runtime import ServiceRuntime
 from leadrelay.service import ServiceSpec, create_service_app
@@ -169,7 +169,12 @@ async def _take_over_from(holder: LeaderLock, database_url: str, engine: AsyncEn
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
             )
-        return await taker.try_acquire()
+        try:
+            return await taker.try_acquire()
+        except DatabaseUnavailable:
+            # The taker's pooled connection, used within the last second so not pinged, was one of those
+            # terminated: it fails once and its pool replaces it (run_as_leader retries the same way).
+            return False
 
     await wait_until(holder_cut_off, timeout=10, what="another holder to take the lock")
 
