@@ -5,7 +5,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
 from leadrelay.events import utcnow
@@ -54,6 +54,8 @@ class Delivery(SQLModel, table=True):
     """
 
     __tablename__ = "delivery"
+    # The delivery job's claim: the earliest due pending rows, read in index order.
+    __table_args__ = (Index("ix_delivery_status_next_attempt_at", "status", "next_attempt_at"),)
 
     id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=36)
     webhook_id: str = Field(max_length=100, unique=True)

@@ -268,10 +268,15 @@ async def claim_due(*, session: AsyncSession, limit: int, lease_seconds: float) 
         .order_by(col(Delivery.next_attempt_at))
         .limit(limit)
     )
-    # One statement claims the round: the conditions are checked again on each row as it is updated.
+    ids = list((await session.exec(due)).all())
+    if not ids:
+        return []
+    # The ids as values, not as a subquery: given a subquery, SQLite found the rows to update through
+    # the status index and tested every pending row against it. The conditions are checked again on
+    # each row as it is updated: that is the claim.
     claim = (
         update(Delivery)
-        .where(col(Delivery.id).in_(due.scalar_subquery()))
+        .where(col(Delivery.id).in_(ids))
         .where(col(Delivery.status) == DeliveryStatus.PENDING, col(Delivery.next_attempt_at) <= now)
         .values(
             attempts=col(Delivery.attempts) + 1,
