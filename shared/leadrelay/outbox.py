@@ -169,6 +169,23 @@ PublishedHook = Callable[[AsyncSession, Sequence[OutboxMessage], Sequence[Record
 """Runs in the relay's transaction after a batch was acknowledged, with where each row was stored."""
 
 
+def _messages(rows: Sequence[OutboxMessage]) -> list[OutgoingMessage]:
+    """What the broker gets for outbox rows: the event as stored, keyed, its id and type in headers."""
+    return [
+        OutgoingMessage(
+            topic=row.topic,
+            key=row.key,
+            value=row.payload,
+            headers={"ce_id": row.event_id, "ce_type": row.event_type},
+        )
+        for row in rows
+    ]
+
+
+def _by_id(row: OutboxMessage) -> int:
+    return row.id or 0
+
+
 async def _nothing(_session: AsyncSession, _rows: Sequence[OutboxMessage], _stored: Sequence[RecordMetadata]) -> None:
     return None
 
@@ -203,6 +220,13 @@ class OutboxRelay:
         # confirms its lock as seldom, not with a round trip before every batch. Two relays
         # overlapping for that long publish some rows twice, which consumers drop by event id.
         self.leader = LeaderLock(engine, "outbox-relay", retry_interval=poll_interval, check_interval=poll_interval)
+        oldest = select(OutboxMessage.id).order_by(col(OutboxMessage.id)).limit(batch_size)
+        self._take_oldest = (
+            delete(OutboxMessage)
+            .where(col(OutboxMessage.id).in_(oldest.scalar_subquery()))
+            .returning(OutboxMessage)
+            .execution_options(synchronize_session=False)
+        )
 
     def wake(self) -> None:
         """Ask the relay to look for new rows now instead of at its next poll."""
@@ -225,7 +249,9 @@ class OutboxRelay:
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             backoff = self._poll_interval
-            if published == 0 and not self._stopping:
+            # A short batch emptied the table as of its read; rows committed since then woke the
+            # relay, so waiting for a wake-up misses nothing and saves a read that finds nothing.
+            if published < self._batch_size and not self._stopping:
                 await self._sleep(self._poll_interval)
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
@@ -244,31 +270,42 @@ class OutboxRelay:
         """Publish one batch of pending rows; returns how many were published."""
         if not await self.leader.try_acquire():
             return 0
-        # The database connection is not held while the broker acknowledges: on SQLite (one
-        # connection) that would stall every other write of the process for the round trip.
+        # This read sees every commit that woke the relay so far; only later ones need to wake it again.
+        self._wakeup.clear()
+        if self._engine.dialect.name == "postgresql":
+            published = await self._relay_in_one_transaction()
+        else:
+            published = await self._relay_without_holding_the_connection()
+        # A short batch drained the table; only a full one needs counting what is left.
+        self._metrics.outbox_backlog.set(0 if published < self._batch_size else await self.backlog())
+        return published
+
+    async def _relay_in_one_transaction(self) -> int:
+        # Rows are taken out and the transaction commits only once the broker has them, so a failed
+        # publish rolls their removal back: four round trips where reading and deleting apart took seven.
+        async with self._sessions() as session:
+            rows = sorted((await session.exec(self._take_oldest)).scalars().all(), key=_by_id)
+            if not rows:
+                return 0
+            stored = await self._bus.publish_batch(_messages(rows))
+            await self._on_published(session, rows, stored)
+            await session.commit()
+        return len(rows)
+
+    async def _relay_without_holding_the_connection(self) -> int:
+        # On SQLite (one connection per process) holding it while the broker acknowledges would
+        # stall every other write of the process for the round trip.
         async with self._sessions() as session:
             rows = (
                 await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id)).limit(self._batch_size))
             ).all()
         if not rows:
-            self._metrics.outbox_backlog.set(0)
             return 0
-        messages = [
-            OutgoingMessage(
-                topic=row.topic,
-                key=row.key,
-                value=row.payload,
-                headers={"ce_id": row.event_id, "ce_type": row.event_type},
-            )
-            for row in rows
-        ]
-        stored = await self._bus.publish_batch(messages)
+        stored = await self._bus.publish_batch(_messages(rows))
         async with self._sessions() as session:
             await self._on_published(session, rows, stored)
             await session.exec(delete(OutboxMessage).where(col(OutboxMessage.id).in_([r.id for r in rows])))
             await session.commit()
-        # A short batch drained the table; only a full one needs counting what is left.
-        self._metrics.outbox_backlog.set(0 if len(rows) < self._batch_size else await self.backlog())
         return len(rows)
 
     async def backlog(self) -> int:

@@ -261,6 +261,41 @@ async def test_run_catches_up_when_the_broker_starts_later(
         broker.stop()
 
 
+async def test_run_reads_the_table_once_per_short_batch_and_waits_for_the_next_commit(
+    router_db: Storage, kafka: Kafka
+) -> None:
+    # A batch shorter than the limit emptied the table as of its read: reading again at once would
+    # find nothing (a transaction per wake-up for nothing); the next commit wakes the relay instead.
+    reads: list[str] = []
+
+    def count_outbox_reads(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # The relay's read: a SELECT (SQLite), or the DELETE ... RETURNING that takes rows (PostgreSQL).
+        taking = statement.lstrip().upper().startswith("SELECT") or "RETURNING" in statement
+        if taking and "FROM outbox" in statement and "count(" not in statement:
+            reads.append(statement)
+
+    sqlalchemy_event.listen(router_db.engine.sync_engine, "before_cursor_execute", count_outbox_reads)
+    relay = make_relay(router_db, kafka, poll_interval=60.0)  # only a commit can wake it within the test
+    outbox.wake_on_commit(router_db.sessions, relay.wake)
+    await write(router_db, activity("lead-1", 1), activity("lead-1", 2))
+    task = asyncio.create_task(relay.run())
+    try:
+
+        async def drained() -> bool:
+            return await router_db.outbox_count() == 0
+
+        await wait_until(drained, timeout=10, what="the first batch published")
+        await write(router_db, activity("lead-1", 3))
+        await wait_until(drained, timeout=10, what="the second batch published")
+        assert len(reads) == 2  # one read per batch; no read that finds nothing in between
+        assert await kafka.size(Topic.LEADS_ACTIVITY) == 3
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await close(relay)
+        sqlalchemy_event.remove(router_db.engine.sync_engine, "before_cursor_execute", count_outbox_reads)
+
+
 async def test_backlog_gauge_counts_rows_waiting_during_a_broker_outage(
     router_db: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:
