@@ -1,12 +1,13 @@
-"""Benchmark: the delivery job's CPU per POST through httpx's own transport and through KeepAliveTransport.
+"""Benchmark: the delivery job's CPU per POST: httpx's own transport, KeepAliveTransport, and its `post`.
 
 Run: .venv/bin/python bench/notify_transport.py [--posts 4000] [--rounds 5]
 Against a bare keep-alive HTTP endpoint in a child process (its CPU is not counted), it sends
 `--posts` signed-size JSON POSTs in waves of `concurrency` at once, the way the delivery job's
 rounds do, through one `httpx.AsyncClient` with (a) httpx's own transport, one pool of
-`connections` (httpcore over anyio), and (b) the job's `KeepAliveTransport` with as many. Each
-figure is this process's CPU time per POST (`time.process_time`), the median of `--rounds` after a
-warm-up wave. (Session 16's `SpreadTransport`, httpcore in pools of four, gave 0.23-0.34x of (a).)
+`connections` (httpcore over anyio), and (b) `KeepAliveTransport` with as many; then (c) through
+`KeepAliveTransport.post` without a client, as the delivery job sends. Each figure is this
+process's CPU time per POST (`time.process_time`), the median of `--rounds` after a warm-up wave.
+(Session 16's `SpreadTransport`, httpcore in pools of four, gave 0.23-0.34x of (a).)
 """
 
 import argparse
@@ -42,9 +43,30 @@ async def cpu_per_post(make_client: Callable[[], httpx.AsyncClient], url: str, *
         return 1e6 * (time.process_time() - started) / (posts // at_once * at_once)
 
 
+async def cpu_per_direct_post(url: str, *, connections: int, posts: int, at_once: int) -> float:
+    """Microseconds of this process's CPU per POST through `KeepAliveTransport.post`, the delivery job's way."""
+    headers = {"content-type": "application/json"}
+    async with KeepAliveTransport(connections=connections) as transport:
+
+        async def wave() -> None:
+            answers = await asyncio.gather(
+                *(transport.post(url, body=BODY, headers=headers, timeout=5) for _ in range(at_once))
+            )
+            assert all(answer.status == 204 for answer in answers)
+
+        await wave()
+        started = time.process_time()
+        for _ in range(posts // at_once):
+            await wave()
+        return 1e6 * (time.process_time() - started) / (posts // at_once * at_once)
+
+
 async def measure(args: argparse.Namespace, url: str) -> list[str]:
-    """One line per shape: both clients' medians and their ratio."""
-    lines = ["| connections, at once | httpx's transport | KeepAliveTransport | ratio |", "|---|---|---|---|"]
+    """One line per shape: the three medians, and the ratio of each of ours to httpx's transport."""
+    lines = [
+        "| connections, at once | httpx's transport | KeepAliveTransport | ratio | its `post` | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for connections, at_once in SHAPES:
 
         def one_pool(connections: int = connections) -> httpx.AsyncClient:
@@ -54,12 +76,18 @@ async def measure(args: argparse.Namespace, url: str) -> list[str]:
         def keep_alive(connections: int = connections) -> httpx.AsyncClient:
             return httpx.AsyncClient(timeout=5, transport=KeepAliveTransport(connections=connections))
 
-        figures: dict[str, list[float]] = {"one": [], "keep_alive": []}
-        for _ in range(args.rounds):  # alternated, so both see the same machine
+        figures: dict[str, list[float]] = {"one": [], "keep_alive": [], "post": []}
+        for _ in range(args.rounds):  # alternated, so all see the same machine
             figures["one"].append(await cpu_per_post(one_pool, url, posts=args.posts, at_once=at_once))
             figures["keep_alive"].append(await cpu_per_post(keep_alive, url, posts=args.posts, at_once=at_once))
-        one, ours = statistics.median(figures["one"]), statistics.median(figures["keep_alive"])
-        lines.append(f"| {connections}, {at_once} | {one:,.0f} us | {ours:,.0f} us | {ours / one:.2f}x |")
+            figures["post"].append(
+                await cpu_per_direct_post(url, connections=connections, posts=args.posts, at_once=at_once)
+            )
+        one, ours, direct = (statistics.median(figures[name]) for name in ("one", "keep_alive", "post"))
+        lines.append(
+            f"| {connections}, {at_once} | {one:,.0f} us | {ours:,.0f} us | {ours / one:.2f}x"
+            f" | {direct:,.0f} us | {direct / one:.2f}x |"
+        )
         print(lines[-1], flush=True)  # noqa: T201  (a benchmark prints its figures)
     return lines
 

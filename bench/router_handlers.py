@@ -35,7 +35,7 @@ from router.assignments.models import Assignment
 from router.config import RouterSettings
 from router.context import RouterContext
 from router.notifications.handlers import on_sla_started
-from router.notifications.jobs import Sender, delivery_client
+from router.notifications.jobs import Sender, delivery_transport
 from router.notifications.metrics import NotificationMetrics
 from router.reps import service as reps
 from router.reps.crypto import channel_box
@@ -213,9 +213,9 @@ async def measure(args: argparse.Namespace, hook: str) -> list[str]:
             context = RouterContext.of(settings)
             if rules is not None:
                 context.rulesets.builtin = rules
-            # The delivery job's client, with connections for a whole round of 50.
-            async with delivery_client(settings.model_copy(update={"notify_concurrency": 50})) as client:
-                sender = Sender(storage.sessions, context, NotificationMetrics(CollectorRegistry()), client,
+            # The delivery job's transport, with connections for a whole round of 50.
+            async with delivery_transport(settings.model_copy(update={"notify_concurrency": 50})) as transport:
+                sender = Sender(storage.sessions, context, NotificationMetrics(CollectorRegistry()), transport,
                                 channel_box(SECRET_KEY))  # fmt: skip
                 for batch in (1, 10, 50):
                     scored, started, delivered = [], [], []

@@ -178,15 +178,20 @@ class Round:
 
 @dataclass
 class Sender:
-    """Sends claimed deliveries with the process's one HTTP client; records a round's outcomes in one transaction."""
+    """Sends claimed deliveries on the process's one transport; records a round's outcomes in one transaction."""
 
     sessions: SessionFactory
     context: RouterContext
     metrics: NotificationMetrics
-    client: httpx.AsyncClient
+    transport: KeepAliveTransport
     box: SecretBox
     recording: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Rounds in flight record one at a time, so each sees the deliveries the others recorded."""
+
+    @property
+    def timeout(self) -> float:
+        """Seconds each wait of an attempt may take: for a connection, for the answer."""
+        return self.context.settings.notify_timeout_seconds
 
     async def claim_round(self, *, limit: int, lease_seconds: float) -> "Round":
         """Claim up to `limit` due deliveries and read what sending them needs, in one transaction.
@@ -232,12 +237,12 @@ class Sender:
         status_code: int | None = None
         retry_after: str | None = None
         try:
-            response = await self.client.post(url, content=content, headers=headers)
-            status_code, retry_after = response.status_code, response.headers.get("retry-after")
-            error = None if response.is_success else f"HTTP {status_code}"
+            answer = await self.transport.post(url, body=content, headers=headers, timeout=self.timeout)
+            status_code, retry_after = answer.status, answer.header(b"retry-after")
+            error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
         except httpx.TimeoutException as exc:
             error = f"timed out ({type(exc).__name__})"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             error = type(exc).__name__  # the class only: an httpx message can hold the URL
         self.metrics.attempt_seconds.labels(claimed.channel_kind).observe(time.perf_counter() - started)
         judged = verdict(
@@ -336,12 +341,11 @@ class Sender:
             )
 
 
-def delivery_client(settings: RouterSettings) -> httpx.AsyncClient:
-    """The process's one HTTP client for notifications."""
-    # As many connections as a round sends at once (beyond httpx's default 20, every round would open
-    # and close the rest again), on a transport made for many small POSTs (transport.py says why).
-    transport = KeepAliveTransport(connections=settings.notify_concurrency)
-    return httpx.AsyncClient(timeout=settings.notify_timeout_seconds, follow_redirects=False, transport=transport)
+def delivery_transport(settings: RouterSettings) -> KeepAliveTransport:
+    """The process's one transport for notifications: as many connections as a round sends at once."""
+    # Beyond httpx's default 20, every round would open and close the rest again; transport.py says
+    # why the job posts through a transport of its own, without httpx's client.
+    return KeepAliveTransport(connections=settings.notify_concurrency)
 
 
 async def run_deliveries(
@@ -361,8 +365,8 @@ async def _deliver_until_cancelled(
     settings = context.settings
     wake = context.deliveries.event
     lease = settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS
-    async with delivery_client(settings) as client:
-        sender = Sender(sessions, context, metrics, client, channel_box(settings.secret_key.get_secret_value()))
+    async with delivery_transport(settings) as transport:
+        sender = Sender(sessions, context, metrics, transport, channel_box(settings.secret_key.get_secret_value()))
         async with RoundsInFlight(ROUNDS_IN_FLIGHT) as rounds:
             while True:
                 await rounds.room()

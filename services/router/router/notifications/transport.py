@@ -5,15 +5,19 @@ in locks, cancel scopes and checks of the pooled connections on every request an
 delivery job sends one POST per channel of every assignment. This transport keeps each origin's
 idle connections in a list, learns from the event loop that a server closed one (no check per
 request), and parses responses with httptools, the C parser uvicorn reads requests with
-(bench/notify_transport.py measures both). httpx.AsyncClient still builds the requests, applies
-the timeouts and reads the responses; with a transport of its own it mounts no proxies from the
-environment, so requests go straight to the endpoint (as they did through SpreadTransport).
+(bench/notify_transport.py measures both). It serves an httpx.AsyncClient like any transport,
+and the delivery job calls its `post` directly: httpx's client and models cost more per request
+than the transport itself (cookies extracted from every answer, headers merged, encoded and
+checked again). Requests go straight to the endpoint, never through a proxy from the environment
+(as they did through SpreadTransport).
 """
 
 import asyncio
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import cast
 
 import httptools
@@ -26,6 +30,8 @@ MAX_RESPONSE_BYTES = 1 << 20
 
 Origin = tuple[bytes, str, int]
 """Scheme, host and port."""
+USER_AGENT = b"LeadRelay-router"
+"""Sent with every POST of the delivery job (`KeepAliveTransport.post`)."""
 
 
 @dataclass
@@ -37,6 +43,13 @@ class Answer:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     keep_alive: bool
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of a header (`name` in lower case), as text."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value.decode("latin-1")
+        return None
 
 
 @dataclass
@@ -191,26 +204,47 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout", {})
         origin = _origin_of(request.url)
         payload = _serialise(request, await request.aread())
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no free connection within the pool timeout") from None
-        try:
-            connection = self._reuse(origin) or await self._connect(origin, timeouts.get("connect"))
-            answer = await connection.exchange(payload, read_timeout=timeouts.get("read"))
-        finally:
-            self._slots.release()
-        if answer.keep_alive and not connection.lost:
-            self._keep(origin, connection)
-        else:
-            connection.close()
+        answer = await self._exchange(
+            origin, payload, pool=timeouts.get("pool"), connect=timeouts.get("connect"), read=timeouts.get("read")
+        )
         return httpx.Response(
             answer.status,
             headers=answer.headers,
             stream=httpx.ByteStream(answer.body),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
         )
+
+    async def post(self, url: str, *, body: bytes, headers: Mapping[str, str], timeout: float | None) -> Answer:
+        """POST `body` with `headers` (Host, Content-Length and User-Agent added), with `timeout` for each wait.
+
+        The same exchange as through an httpx.AsyncClient without its models; errors are httpx's own.
+        """
+        target = _target_of(url)
+        lines = [b"POST " + target.path + b" HTTP/1.1", b"host: " + target.host, b"user-agent: " + USER_AGENT]
+        for name, value in headers.items():
+            lines.append(_header_line(name.encode("ascii"), value.encode("utf-8")))
+        lines.append(b"content-length: %d" % len(body))
+        payload = b"\r\n".join(lines) + b"\r\n\r\n" + body
+        return await self._exchange(target.origin, payload, pool=timeout, connect=timeout, read=timeout)
+
+    async def _exchange(
+        self, origin: Origin, payload: bytes, *, pool: float | None, connect: float | None, read: float | None
+    ) -> Answer:
+        try:
+            async with asyncio.timeout(pool):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("no free connection within the pool timeout") from None
+        try:
+            connection = self._reuse(origin) or await self._connect(origin, connect)
+            answer = await connection.exchange(payload, read_timeout=read)
+        finally:
+            self._slots.release()
+        if answer.keep_alive and not connection.lost:
+            self._keep(origin, connection)
+        else:
+            connection.close()
+        return answer
 
     async def aclose(self) -> None:
         """Close every idle connection."""
@@ -271,13 +305,34 @@ def _origin_of(url: httpx.URL) -> Origin:
     return scheme, url.host, url.port or (443 if scheme == b"https" else 80)
 
 
+@dataclass(frozen=True)
+class _Target:
+    """Where a URL's requests go: the origin to connect to, the Host header and the request target."""
+
+    origin: Origin
+    host: bytes
+    path: bytes
+
+
+@lru_cache(maxsize=4096)
+def _target_of(url: str) -> _Target:
+    """Parsed once per URL (reps' endpoints repeat); httpx.URL validates and normalises it."""
+    parsed = httpx.URL(url)
+    host = parsed.netloc
+    _header_line(b"host", host)
+    return _Target(_origin_of(parsed), host, parsed.raw_path)
+
+
+def _header_line(name: bytes, value: bytes) -> bytes:
+    if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
+        raise httpx.LocalProtocolError("a header holds a line break")
+    return name + b": " + value
+
+
 def _serialise(request: httpx.Request, body: bytes) -> bytes:
     """The request line, the headers as the client set them (Host and Content-Length included), the body."""
     lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
-    for name, value in request.headers.raw:
-        if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
-            raise httpx.LocalProtocolError("a header holds a line break")
-        lines.append(name + b": " + value)
+    lines.extend(_header_line(name, value) for name, value in request.headers.raw)
     if request.headers.get("transfer-encoding", "").lower() == "chunked":
         body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
     return b"\r\n".join(lines) + b"\r\n\r\n" + body

@@ -338,3 +338,57 @@ async def test_https_is_verified_and_kept_alive(servers: Callable[..., RawServer
     async with client_of(KeepAliveTransport(connections=4)) as client:  # the system's trust: not this CA
         with pytest.raises(httpx.ConnectError):
             await client.post(url, content=b"{}")
+
+
+# The delivery job's own path: `post`, without httpx's client.
+
+
+async def test_post_sends_the_request_as_given_and_reuses_the_connection(servers: Callable[..., RawServer]) -> None:
+    async def busy(_head: bytes, _body: bytes) -> bytes:
+        return b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n"
+
+    server = servers(busy)
+    url = await server.start()
+    transport = KeepAliveTransport(connections=4)
+    headers = {"content-type": "application/json", "webhook-id": "msg_1"}
+    async with transport:
+        for _ in range(2):
+            answer = await transport.post(f"{url}/hooks/rep-1?channel=0", body=b'{"a":1}', headers=headers, timeout=5)
+            assert (answer.status, answer.header(b"retry-after"), answer.header(b"x-absent")) == (429, "7", None)
+
+    assert server.connections == 1
+    head, body = server.requests[0]
+    lines = head.lower().split(b"\r\n")
+    assert lines[0] == b"post /hooks/rep-1?channel=0 http/1.1"
+    host = url.removeprefix("http://").encode()
+    expected = {b"host: " + host, b"user-agent: leadrelay-router", b"content-type: application/json"}
+    assert expected | {b"webhook-id: msg_1", b"content-length: 7"} <= set(lines)
+    assert body == b'{"a":1}'
+
+
+async def test_post_never_sends_a_header_with_a_line_break(servers: Callable[..., RawServer]) -> None:
+    server = servers()
+    url = await server.start()
+    async with KeepAliveTransport(connections=4) as transport:
+        with pytest.raises(httpx.LocalProtocolError):
+            await transport.post(url, body=b"{}", headers={"x-note": "a\r\nx-injected: 1"}, timeout=5)
+
+    assert server.requests == []
+
+
+async def test_post_fails_as_httpx_does(servers: Callable[..., RawServer]) -> None:
+    silent = asyncio.Event()
+
+    async def never(_head: bytes, _body: bytes) -> bytes:
+        await silent.wait()
+        return NO_CONTENT
+
+    url = await servers(never).start()
+    async with KeepAliveTransport(connections=4) as transport:
+        with pytest.raises(httpx.ReadTimeout):
+            await transport.post(url, body=b"{}", headers={}, timeout=0.3)
+        with pytest.raises(httpx.ConnectError):
+            await transport.post(f"http://127.0.0.1:{free_port()}/", body=b"{}", headers={}, timeout=5)
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await transport.post("ftp://127.0.0.1/", body=b"{}", headers={}, timeout=5)
+        assert transport.idle_connections() == 0  # the timed-out connection is not kept
