@@ -4,7 +4,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -14,12 +14,27 @@ from leadrelay.db import SessionFactory
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741
 Work = Callable[[AsyncSession], Awaitable[T]]
+
+
+@dataclass(frozen=True)
+class Bulk(Generic[I]):
+    """A first step that many units share: `run(session, items)` once for a whole batch, before any unit's work.
+
+    For a statement that pays per call, not per row (one multi-row INSERT instead of one per unit).
+    `run` must settle every item it is given: a batch that fails is retried unit by unit, and each
+    unit's step runs again in its own transaction.
+    """
+
+    run: Callable[[AsyncSession, list[I]], Awaitable[None]]
+    item: I
 
 
 @dataclass
 class _Pending:
     work: Work[Any]
+    bulk: Bulk[Any] | None = None
     done: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -38,11 +53,11 @@ class GroupCommitter:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
-    async def submit(self, work: Work[T]) -> T:
-        """Run `work` in the next group transaction; returns its result once committed."""
+    async def submit(self, work: Work[T], *, bulk: Bulk[Any] | None = None) -> T:
+        """Run `work` (after `bulk`'s step) in the next group transaction; returns its result once committed."""
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run())
-        pending = _Pending(work)
+        pending = _Pending(work, bulk)
         await self._queue.put(pending)
         result: T = await asyncio.shield(pending.done)
         return result
@@ -69,6 +84,7 @@ class GroupCommitter:
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
             async with self._sessions() as session:
+                await _run_bulk_steps(session, batch)
                 results = [await pending.work(session) for pending in batch]
                 await session.commit()
         except Exception as exc:
@@ -83,6 +99,16 @@ class GroupCommitter:
         for pending, result in zip(batch, results, strict=True):
             if not pending.done.done():
                 pending.done.set_result(result)
+
+
+async def _run_bulk_steps(session: AsyncSession, batch: list[_Pending]) -> None:
+    # Each step once, with its units' items in their order, in the order the steps first appear.
+    steps: dict[Callable[[AsyncSession, list[Any]], Awaitable[None]], list[Any]] = {}
+    for pending in batch:
+        if pending.bulk is not None:
+            steps.setdefault(pending.bulk.run, []).append(pending.bulk.item)
+    for run, items in steps.items():
+        await run(session, items)
 
 
 async def get_writer(request: Request) -> GroupCommitter:

@@ -173,6 +173,37 @@ async def test_one_person_at_the_same_instant_on_many_workers_gets_one_lead(inta
     assert len(await _received_events(intake_db)) == 1
 
 
+async def test_a_group_commit_inserts_its_new_leads_in_one_statement(
+    writer: GroupCommitter, intake_db: Storage
+) -> None:
+    await service.create(writer=writer, lead_in=_lead(email="known@example.com"))
+    inserts: list[int] = []
+
+    def count_lead_inserts(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        if statement.startswith("INSERT INTO lead ("):
+            inserts.append(statement.count("), (") + 1)  # the rows of its VALUES
+
+    sa.event.listen(intake_db.engine.sync_engine, "before_cursor_execute", count_lead_inserts)
+    try:
+        # Submitted together, they share one group commit: two new people, one of them twice, and a known one.
+        answers = await asyncio.gather(
+            *(
+                service.create(writer=writer, lead_in=_lead(email=email))
+                for email in ("new-1@example.com", "known@example.com", "new-2@example.com", "new-1@example.com")
+            )
+        )
+    finally:
+        sa.event.remove(intake_db.engine.sync_engine, "before_cursor_execute", count_lead_inserts)
+
+    assert inserts == [4]  # one statement for the batch's four submissions
+    assert [answer.body["status"] for answer in answers] == ["accepted", "reengaged", "accepted", "reengaged"]
+    assert answers[3].body["id"] == answers[0].body["id"]  # the repeat re-engaged the lead inserted just before
+    leads = {lead.email: lead for lead in await _leads(intake_db)}
+    assert sorted(leads) == ["known@example.com", "new-1@example.com", "new-2@example.com"]
+    assert (leads["known@example.com"].reengagement_count, leads["new-1@example.com"].reengagement_count) == (1, 1)
+    assert sorted(event.email for event in await _received_events(intake_db)) == sorted(leads)
+
+
 async def test_a_batch_answers_each_item_in_order_and_stores_the_valid_ones(
     writer: GroupCommitter, intake_db: Storage
 ) -> None:

@@ -27,7 +27,7 @@ from intake.leads.schemas import (
     LeadCreate,
 )
 from leadrelay import db, idempotency_keys, outbox
-from leadrelay.batching import GroupCommitter
+from leadrelay.batching import Bulk, GroupCommitter
 from leadrelay.events import CloudEvent, LeadActivity, LeadReceived, new_event, utcnow
 from leadrelay.idempotency_keys import Answer, IdempotentRequest
 from leadrelay.kafka import LogPosition
@@ -76,17 +76,46 @@ class StagedLead:
     status: AcceptStatus
 
 
+@dataclass
+class NewLead:
+    """A submission made ready outside the transaction: the lead it would be, its lead.received, and whether it was."""
+
+    row: dict[str, Any]
+    event: CloudEvent[LeadReceived]
+    inserted: bool | None = None
+    """Set by `insert_new`: True when the lead was inserted, False when its person is known."""
+
+
+def _prepare(lead_in: LeadCreate) -> NewLead:
+    facts = normalise.email_facts(lead_in.email)
+    row = db.new_row(
+        Lead,
+        **lead_in.model_dump(),
+        email_domain=facts.domain,
+        email_free_mail=facts.free_mail,
+        email_disposable=facts.disposable,
+        email_lookalike=facts.lookalike,
+    )
+    event = _received_event(row)
+    row["received_event_id"] = event.id
+    return NewLead(row, event)
+
+
 async def create(
     *, writer: GroupCommitter, lead_in: LeadCreate, idempotency: IdempotentRequest | None = None
 ) -> Answer:
     """Stage a lead (or re-engage its person) and answer 202 once committed; a retry with the same key repeats it."""
+    new = _prepare(lead_in)
 
     async def accept(session: AsyncSession) -> Answer:
-        staged = await _stage_lead(session, lead_in=lead_in)
+        staged = await _stage_lead(session, lead_in=lead_in, new=new)
         body = LeadAccepted(id=staged.lead_id, status=staged.status).model_dump(mode="json")
         return Answer(status_code=202, body=body)
 
-    return await _submit(writer, partial(idempotency_keys.answer_once, request=idempotency, work=accept))
+    # Without a key the lead is inserted with the rest of its group commit, in one statement; with
+    # one it may not be inserted at all (a retry answers the first answer), so the work decides.
+    bulk = Bulk(insert_new, new) if idempotency is None else None
+    return await _submit(writer, partial(idempotency_keys.answer_once, request=idempotency, work=accept), bulk=bulk)
 
 
 async def create_many(
@@ -102,8 +131,10 @@ async def create_many(
         }
         valid = [(index, item) for index, item in enumerate(items) if isinstance(item, LeadCreate)]
         # People in one order in every batch: two batches locking the same leads then never deadlock.
-        for index, item in sorted(valid, key=lambda pair: pair[1].email):
-            staged = await _stage_lead(session, lead_in=item)
+        prepared = [(index, item, _prepare(item)) for index, item in sorted(valid, key=lambda pair: pair[1].email)]
+        await insert_new(session, [new for _index, _item, new in prepared])
+        for index, item, new in prepared:
+            staged = await _stage_lead(session, lead_in=item, new=new)
             results[index] = BatchItemResult(index=index, id=staged.lead_id, status=BatchItemStatus(staged.status))
         ordered = [results[index] for index in range(len(items))]
         return Answer(status_code=202, body=LeadBatchResults(results=ordered).model_dump(mode="json"))
@@ -114,7 +145,9 @@ async def create_many(
 DEADLOCK_RETRIES = 3
 
 
-async def _submit(writer: GroupCommitter, work: Callable[[AsyncSession], Awaitable[Answer]]) -> Answer:
+async def _submit(
+    writer: GroupCommitter, work: Callable[[AsyncSession], Awaitable[Answer]], *, bulk: Bulk[NewLead] | None = None
+) -> Answer:
     """Run the work in a group commit, again if PostgreSQL broke a deadlock by rolling it back.
 
     Two transactions can lock the same people in opposite orders (two batches, two workers); the
@@ -122,7 +155,7 @@ async def _submit(writer: GroupCommitter, work: Callable[[AsyncSession], Awaitab
     """
     for attempt in range(DEADLOCK_RETRIES + 1):
         try:
-            return await writer.submit(work)
+            return await writer.submit(work, bulk=bulk)
         except DBAPIError as exc:
             if attempt == DEADLOCK_RETRIES or getattr(exc.orig, "sqlstate", None) != _DEADLOCK_DETECTED:
                 raise
@@ -130,22 +163,30 @@ async def _submit(writer: GroupCommitter, work: Callable[[AsyncSession], Awaitab
     raise AssertionError("unreachable")
 
 
-async def _stage_lead(session: AsyncSession, *, lead_in: LeadCreate) -> StagedLead:
+async def insert_new(session: AsyncSession, leads: list[NewLead]) -> None:
+    """Insert the leads whose email or crm_id no lead holds, in one statement; each learns whether it was.
+
+    The database decides, not a prior read: the unique keys (email among unmerged leads, crm_id)
+    refuse exactly the known people. Rows go in the order given, so of two naming one person the
+    first is inserted and the second re-engages it, as one after the other would.
+    """
+    if not leads:
+        return
+    connection = await session.connection()
+    statement = _INSERT_UNLESS_KNOWN[connection.dialect.name]
+    inserted = set((await connection.execute(statement, [lead.row for lead in leads])).scalars().all())
+    for lead in leads:
+        lead.inserted = lead.row["id"] in inserted
+
+
+async def _stage_lead(session: AsyncSession, *, lead_in: LeadCreate, new: NewLead) -> StagedLead:
     """Stage a submission: a new lead with its lead.received, or the re-engagement of a known person."""
-    # Insert first: most submissions are new people, and the unique keys (email among unmerged
-    # leads, crm_id) refuse the insert exactly when `_find_person` would find someone.
-    facts = normalise.email_facts(lead_in.email)
-    lead = db.new_row(
-        Lead,
-        **lead_in.model_dump(),
-        email_domain=facts.domain,
-        email_free_mail=facts.free_mail,
-        email_disposable=facts.disposable,
-        email_lookalike=facts.lookalike,
-    )
-    event = _received_event(lead)
-    lead["received_event_id"] = event.id
-    if await _insert_unless_known(session, lead=lead):
+    # Insert first: most submissions are new people. A lead inserted with its batch (`insert_new`
+    # as the group commit's bulk step) already knows; otherwise it is inserted now.
+    if new.inserted is None:
+        await insert_new(session, [new])
+    lead, event = new.row, new.event
+    if new.inserted:
         add_timeline(
             session, lead_id=lead["id"], event=event, details={"source": lead["source"], "campaign": lead["campaign"]}
         )
@@ -183,13 +224,6 @@ async def _find_person(session: AsyncSession, *, lead_in: LeadCreate) -> Lead | 
         .execution_options(populate_existing=True)
     )
     return (await session.exec(statement)).first()
-
-
-async def _insert_unless_known(session: AsyncSession, *, lead: dict[str, Any]) -> bool:
-    """Insert the lead unless a lead with its email or crm_id exists; the database decides, not a prior read."""
-    connection = await session.connection()
-    statement = _INSERT_UNLESS_KNOWN[connection.dialect.name]
-    return (await connection.execute(statement, lead)).first() is not None
 
 
 # Built once: a statement with its values inline would be compiled (and cache-keyed) anew per lead.
@@ -427,4 +461,6 @@ async def list_leads(
 
 async def accept_many(session: AsyncSession, *, leads_in: Sequence[LeadCreate]) -> list[str]:
     """Stage leads (or re-engage their people) in the caller's transaction (the caller commits); their ids."""
-    return [(await _stage_lead(session, lead_in=lead_in)).lead_id for lead_in in leads_in]
+    prepared = [(lead_in, _prepare(lead_in)) for lead_in in leads_in]
+    await insert_new(session, [new for _lead_in, new in prepared])
+    return [(await _stage_lead(session, lead_in=lead_in, new=new)).lead_id for lead_in, new in prepared]
