@@ -65,7 +65,7 @@ async def post_leads(url: str, seconds: float, concurrency: int, workdir: Path) 
         "wrk",
         "-t1",
         f"-c{concurrency}",
-        f"-d{seconds}s",
+        f"-d{seconds:g}s",
         "-s",
         str(script),
         f"{url}/v1/leads",
@@ -92,6 +92,9 @@ async def measure(
             "LEADRELAY_DEV_API_KEY": DEV_API_KEY,
             "GROUP_COMMIT_MAX_BATCH": str(group_commit),
             "LOG_LEVEL": "WARNING",
+            # Capacity is measured with one key and one source: no per-key or per-source limit.
+            "RATE_LIMIT_PER_KEY_PER_SECOND": "0",
+            "WEBHOOK_RATE_PER_SOURCE_PER_SECOND": "0",
         },
     )
     intake.start()
@@ -117,6 +120,9 @@ async def measure_paths(
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
             "LEADRELAY_DEV_API_KEY": DEV_API_KEY,
             "LOG_LEVEL": "WARNING",
+            # Capacity is measured with one key and one source: no per-key or per-source limit.
+            "RATE_LIMIT_PER_KEY_PER_SECOND": "0",
+            "WEBHOOK_RATE_PER_SOURCE_PER_SECOND": "0",
             # Capacity is measured with one key and one source per path: no per-key or per-source limit.
             "RATE_LIMIT_PER_KEY_PER_SECOND": "0",
             "WEBHOOK_RATE_PER_SOURCE_PER_SECOND": "0",
