@@ -120,9 +120,6 @@ async def measure_paths(
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
             "LEADRELAY_DEV_API_KEY": DEV_API_KEY,
             "LOG_LEVEL": "WARNING",
-            # Capacity is measured with one key and one source: no per-key or per-source limit.
-            "RATE_LIMIT_PER_KEY_PER_SECOND": "0",
-            "WEBHOOK_RATE_PER_SOURCE_PER_SECOND": "0",
             # Capacity is measured with one key and one source per path: no per-key or per-source limit.
             "RATE_LIMIT_PER_KEY_PER_SECOND": "0",
             "WEBHOOK_RATE_PER_SOURCE_PER_SECOND": "0",
