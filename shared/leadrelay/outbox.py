@@ -77,23 +77,32 @@ def add(session: AsyncSession, *events: CloudEvent[Any]) -> None:
 NOTIFY_CHANNEL = "leadrelay_outbox"
 
 
-def wake_on_commit(sessions: SessionFactory, wake: Callable[[], None], *, others: ProcessWakeups | None = None) -> None:
+def wake_on_commit(
+    sessions: SessionFactory,
+    wake: Callable[[], None],
+    *,
+    others: ProcessWakeups | None = None,
+    leading: Callable[[], bool] = lambda: False,
+) -> None:
     """Call `wake` after every commit of a session from `sessions` that staged outbox rows.
 
     This is what makes hand-offs push, not poll: an HTTP write, a consumer's batch or a job commits,
     and the relay publishes at once. The relays of other processes sharing the database hear of it
     too: on PostgreSQL through NOTIFY (see `listen_for_commits`), on SQLite through `others`.
+    Only while `leading()` says this process's relay leads do they not: no other relay would publish.
+    On PostgreSQL that saves a round trip per transaction, and a commit that notifies takes a lock
+    every such commit of the server waits on.
     """
     session_class: type[Session] = sessions.kw["sync_session_class"]
 
     def before_commit(session: Session) -> None:
-        if session.info.get(_STAGED) and session.get_bind().dialect.name == "postgresql":
+        if session.info.get(_STAGED) and session.get_bind().dialect.name == "postgresql" and not leading():
             session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
     def after_commit(session: Session) -> None:
         if session.info.pop(_STAGED, False):
             wake()
-            if others is not None:
+            if others is not None and not leading():
                 others.notify_others()
 
     def after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:

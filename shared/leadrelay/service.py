@@ -143,7 +143,8 @@ def create_service_app(
             **({"on_published": spec.on_published} if spec.on_published else {}),
         )
         wakeups = _sqlite_wakeups(settings.database_url)
-        outbox.wake_on_commit(sessions, relay.wake, others=wakeups)
+        # Only the leading relay publishes: while this process's leads, its commits need not wake others.
+        outbox.wake_on_commit(sessions, relay.wake, others=wakeups, leading=lambda: relay.leader.held)
         # Every service keeps its copy of the key registry from intake's announcements.
         handlers = Handlers().on_batch(ApiKeyChanged, apikeys.apply_announcements).extend(spec.handlers)
         consumer = EventConsumer(

@@ -3,8 +3,10 @@
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 
 from leadrelay import outbox
 from leadrelay.db import create_session_factory
@@ -45,6 +47,36 @@ async def test_commit_with_outbox_rows_wakes_and_one_without_does_not(router_db:
         outbox.add(session, _event())
         await session.commit()
     assert wakes == [1]
+
+
+async def test_while_its_relay_leads_a_process_wakes_only_its_own(router_db: Storage) -> None:
+    # Only the leading relay publishes, so a leader's commits need not wake other processes: on
+    # PostgreSQL that is a NOTIFY (a round trip, and a lock every notifying commit waits on) saved.
+    sessions = create_session_factory(router_db.engine)
+    wakes: list[int] = []
+    leads: list[bool] = [False]
+    outbox.wake_on_commit(sessions, lambda: wakes.append(1), leading=lambda: leads[0])
+    notifies: list[str] = []
+
+    def count_notifies(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("NOTIFY"):
+            notifies.append(statement)
+
+    sqlalchemy_event.listen(router_db.engine.sync_engine, "before_cursor_execute", count_notifies)
+    try:
+        async with sessions() as session:
+            outbox.add(session, _event())
+            await session.commit()
+        on_postgres = router_db.engine.dialect.name == "postgresql"
+        assert (wakes, len(notifies)) == ([1], 1 if on_postgres else 0)
+
+        leads[0] = True
+        async with sessions() as session:
+            outbox.add(session, _event())
+            await session.commit()
+        assert (wakes, len(notifies)) == ([1, 1], 1 if on_postgres else 0)
+    finally:
+        sqlalchemy_event.remove(router_db.engine.sync_engine, "before_cursor_execute", count_notifies)
 
 
 @pytest.mark.postgres

@@ -14,6 +14,7 @@ import standardwebhooks
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 from sqlmodel import col, select
 
@@ -33,7 +34,7 @@ from router.notifications.jobs import run_deliveries, slack_message, verdict
 from router.notifications.metrics import NotificationMetrics
 from router.notifications.models import Delivery, DeliveryStatus
 from router.notifications.router import router as notifications_router
-from router.notifications.wake import DELIVERIES_CHANNEL
+from router.notifications.wake import DELIVERIES_CHANNEL, DeliveryWake
 from router.reps import service as reps
 from router.reps.crypto import channel_box
 from router.reps.models import Rep
@@ -259,6 +260,31 @@ async def test_deliveries_another_replica_commits_wake_the_leading_job_at_once_o
     # The leader sleeps up to a minute between looks: only the replica's NOTIFY wakes it this soon.
     await wait_until(settled(router_db, "lead-1", DeliveryStatus.DELIVERED), timeout=10, what="delivered")
     assert len(endpoint.to("/ada")) == 1
+
+
+async def test_the_replica_leading_the_delivery_job_wakes_it_without_notifying_the_others(
+    router_db: Storage, backend: str
+) -> None:
+    wake = DeliveryWake()
+    notifies: list[str] = []
+
+    def count_notifies(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("NOTIFY"):
+            notifies.append(statement)
+
+    sqlalchemy_event.listen(router_db.engine.sync_engine, "before_cursor_execute", count_notifies)
+    try:
+        for leading in (False, True):
+            wake.leading = leading
+            wake.event.clear()
+            async with router_db.sessions() as session:
+                wake.on_commit(session)
+                await session.commit()
+            assert wake.event.is_set()  # this process's job is woken either way
+    finally:
+        sqlalchemy_event.remove(router_db.engine.sync_engine, "before_cursor_execute", count_notifies)
+    # A replica whose job does not run tells the leader through PostgreSQL; the leader tells no one.
+    assert notifies == ([f"NOTIFY {DELIVERIES_CHANNEL}"] if backend == "postgres" else [])
 
 
 async def test_a_slack_channel_gets_a_message_with_the_same_context(

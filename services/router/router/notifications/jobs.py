@@ -356,7 +356,11 @@ async def run_deliveries(
     With `engine` on PostgreSQL, deliveries any replica commits wake the job too (LISTEN).
     """
     async with listening(engine, context.deliveries.wake, channel=DELIVERIES_CHANNEL):
-        await _deliver_until_cancelled(sessions=sessions, context=context, metrics=metrics)
+        context.deliveries.leading = True  # this process's commits need not NOTIFY the others meanwhile
+        try:
+            await _deliver_until_cancelled(sessions=sessions, context=context, metrics=metrics)
+        finally:
+            context.deliveries.leading = False
 
 
 async def _deliver_until_cancelled(
