@@ -3,12 +3,10 @@
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
-from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
@@ -22,7 +20,16 @@ from leadrelay.kafka import KafkaBus
 from leadrelay.leader import LeaderLock
 from leadrelay.metrics import ServiceMetrics
 from leadrelay.outbox import OutboxRelay
-from leadrelay.testing import Kafka, Storage, free_port, metric, migrated, migrations_of, wait_until
+from leadrelay.testing import (
+    Kafka,
+    Storage,
+    free_port,
+    metric,
+    migrated,
+    migrations_of,
+    recorded_statements,
+    wait_until,
+)
 
 ROUTER_MIGRATIONS = migrations_of("router")
 
@@ -121,22 +128,14 @@ async def test_rows_staged_before_a_rollback_are_not_committed_later_by_the_same
 
 
 async def test_rows_staged_in_turn_for_two_tables_are_one_statement_per_table(router_db: Storage) -> None:
-    inserted_into: list[str] = []
-
-    def count_inserts(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("INSERT"):
-            inserted_into.append(statement.split()[2])
-
-    sqlalchemy_event.listen(router_db.engine.sync_engine, "before_cursor_execute", count_inserts)
-    try:
+    with recorded_statements(router_db.engine) as statements:
         async with router_db.sessions() as session:
             for n in range(3):  # as a batch of leads stages an outbox row and another row each, in turn
                 outbox.add(session, activity("lead-1", n))
                 stage_insert(session, ProcessedEvent, [new_row(ProcessedEvent, consumer="test", event_id=f"e-{n}")])
             await session.commit()
-    finally:
-        sqlalchemy_event.remove(router_db.engine.sync_engine, "before_cursor_execute", count_inserts)
 
+    inserted_into = [statement.split()[2] for statement in statements if statement.startswith("INSERT")]
     assert sorted(inserted_into) == ["outbox", "processed_event"]
     assert await router_db.outbox_event_ids() == ["lead-1-0", "lead-1-1", "lead-1-2"]
 
@@ -266,34 +265,33 @@ async def test_run_reads_the_table_once_per_short_batch_and_waits_for_the_next_c
 ) -> None:
     # A batch shorter than the limit emptied the table as of its read: reading again at once would
     # find nothing (a transaction per wake-up for nothing); the next commit wakes the relay instead.
-    reads: list[str] = []
-
-    def count_outbox_reads(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        # The relay's read: a SELECT (SQLite), or the DELETE ... RETURNING that takes rows (PostgreSQL).
-        taking = statement.lstrip().upper().startswith("SELECT") or "RETURNING" in statement
-        if taking and "FROM outbox" in statement and "count(" not in statement:
-            reads.append(statement)
-
-    sqlalchemy_event.listen(router_db.engine.sync_engine, "before_cursor_execute", count_outbox_reads)
     relay = make_relay(router_db, kafka, poll_interval=60.0)  # only a commit can wake it within the test
     outbox.wake_on_commit(router_db.sessions, relay.wake)
     await write(router_db, activity("lead-1", 1), activity("lead-1", 2))
     task = asyncio.create_task(relay.run())
     try:
+        with recorded_statements(router_db.engine) as statements:
 
-        async def drained() -> bool:
-            return await router_db.outbox_count() == 0
+            async def drained() -> bool:
+                return await router_db.outbox_count() == 0
 
-        await wait_until(drained, timeout=10, what="the first batch published")
-        await write(router_db, activity("lead-1", 3))
-        await wait_until(drained, timeout=10, what="the second batch published")
+            await wait_until(drained, timeout=10, what="the first batch published")
+            await write(router_db, activity("lead-1", 3))
+            await wait_until(drained, timeout=10, what="the second batch published")
+        # The relay's read: a SELECT (SQLite), or the DELETE ... RETURNING that takes rows (PostgreSQL).
+        reads = [
+            statement
+            for statement in statements
+            if "FROM outbox" in statement
+            and "count(" not in statement
+            and (statement.lstrip().upper().startswith("SELECT") or "RETURNING" in statement)
+        ]
         assert len(reads) == 2  # one read per batch; no read that finds nothing in between
         assert await kafka.size(Topic.LEADS_ACTIVITY) == 3
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await close(relay)
-        sqlalchemy_event.remove(router_db.engine.sync_engine, "before_cursor_execute", count_outbox_reads)
 
 
 async def test_backlog_gauge_counts_rows_waiting_during_a_broker_outage(

@@ -3,15 +3,13 @@
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
-from sqlalchemy import event as sqlalchemy_event
 
 from leadrelay import outbox
 from leadrelay.db import create_session_factory
 from leadrelay.events import CloudEvent, LeadActivity, new_event, utcnow
-from leadrelay.testing import Storage, migrated, migrations_of, wait_until
+from leadrelay.testing import Storage, migrated, migrations_of, recorded_statements, wait_until
 
 ROUTER_MIGRATIONS = migrations_of("router")
 
@@ -56,27 +54,19 @@ async def test_while_its_relay_leads_a_process_wakes_only_its_own(router_db: Sto
     wakes: list[int] = []
     leads: list[bool] = [False]
     outbox.wake_on_commit(sessions, lambda: wakes.append(1), leading=lambda: leads[0])
-    notifies: list[str] = []
+    on_postgres = router_db.engine.dialect.name == "postgresql"
 
-    def count_notifies(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("NOTIFY"):
-            notifies.append(statement)
+    async def commit() -> int:
+        """Commit a staged row; how many NOTIFY statements it sent."""
+        with recorded_statements(router_db.engine) as statements:
+            async with sessions() as session:
+                outbox.add(session, _event())
+                await session.commit()
+        return sum(statement.startswith("NOTIFY") for statement in statements)
 
-    sqlalchemy_event.listen(router_db.engine.sync_engine, "before_cursor_execute", count_notifies)
-    try:
-        async with sessions() as session:
-            outbox.add(session, _event())
-            await session.commit()
-        on_postgres = router_db.engine.dialect.name == "postgresql"
-        assert (wakes, len(notifies)) == ([1], 1 if on_postgres else 0)
-
-        leads[0] = True
-        async with sessions() as session:
-            outbox.add(session, _event())
-            await session.commit()
-        assert (wakes, len(notifies)) == ([1, 1], 1 if on_postgres else 0)
-    finally:
-        sqlalchemy_event.remove(router_db.engine.sync_engine, "before_cursor_execute", count_notifies)
+    assert (await commit(), wakes) == (1 if on_postgres else 0, [1])
+    leads[0] = True
+    assert (await commit(), wakes) == (0, [1, 1])
 
 
 @pytest.mark.postgres

@@ -24,7 +24,7 @@ from leadrelay.idempotency_keys import IdempotencyRecord
 from leadrelay.outbox import OutboxMessage
 from leadrelay.problems import Problem, ProblemException
 from leadrelay.stages import ActivityType, LeadStage
-from leadrelay.testing import Storage, migrated, migrations_of
+from leadrelay.testing import Storage, migrated, migrations_of, recorded_statements
 
 
 @pytest.fixture
@@ -177,14 +177,7 @@ async def test_a_group_commit_inserts_its_new_leads_in_one_statement(
     writer: GroupCommitter, intake_db: Storage
 ) -> None:
     await service.create(writer=writer, lead_in=_lead(email="known@example.com"))
-    inserts: list[int] = []
-
-    def count_lead_inserts(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
-        if statement.startswith("INSERT INTO lead ("):
-            inserts.append(statement.count("), (") + 1)  # the rows of its VALUES
-
-    sa.event.listen(intake_db.engine.sync_engine, "before_cursor_execute", count_lead_inserts)
-    try:
+    with recorded_statements(intake_db.engine) as statements:
         # Submitted together, they share one group commit: two new people, one of them twice, and a known one.
         answers = await asyncio.gather(
             *(
@@ -192,10 +185,10 @@ async def test_a_group_commit_inserts_its_new_leads_in_one_statement(
                 for email in ("new-1@example.com", "known@example.com", "new-2@example.com", "new-1@example.com")
             )
         )
-    finally:
-        sa.event.remove(intake_db.engine.sync_engine, "before_cursor_execute", count_lead_inserts)
 
-    assert inserts == [4]  # one statement for the batch's four submissions
+    # The rows of each INSERT INTO lead's VALUES: one statement for the batch's four submissions.
+    inserts = [statement.count("), (") + 1 for statement in statements if statement.startswith("INSERT INTO lead (")]
+    assert inserts == [4]
     assert [answer.body["status"] for answer in answers] == ["accepted", "reengaged", "accepted", "reengaged"]
     assert answers[3].body["id"] == answers[0].body["id"]  # the repeat re-engaged the lead inserted just before
     leads = {lead.email: lead for lead in await _leads(intake_db)}

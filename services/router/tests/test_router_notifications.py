@@ -14,7 +14,6 @@ import standardwebhooks
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
-from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 from sqlmodel import col, select
 
@@ -23,7 +22,15 @@ from leadrelay.audit import AuditEntry
 from leadrelay.events import AccountMatch, LeadReceived, LeadScored, MatchMethod, SlaStarted, new_event, utcnow
 from leadrelay.problems import install_problem_handlers
 from leadrelay.stages import LeadStage
-from leadrelay.testing import Storage, free_port, migrated, migrations_of, stored_key, wait_until
+from leadrelay.testing import (
+    Storage,
+    free_port,
+    migrated,
+    migrations_of,
+    recorded_statements,
+    stored_key,
+    wait_until,
+)
 from router.assignments.handlers import on_lead_scored
 from router.assignments.models import Assignment, Outcome
 from router.config import RouterSettings
@@ -266,14 +273,7 @@ async def test_the_replica_leading_the_delivery_job_wakes_it_without_notifying_t
     router_db: Storage, backend: str
 ) -> None:
     wake = DeliveryWake()
-    notifies: list[str] = []
-
-    def count_notifies(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("NOTIFY"):
-            notifies.append(statement)
-
-    sqlalchemy_event.listen(router_db.engine.sync_engine, "before_cursor_execute", count_notifies)
-    try:
+    with recorded_statements(router_db.engine) as statements:
         for leading in (False, True):
             wake.leading = leading
             wake.event.clear()
@@ -281,9 +281,8 @@ async def test_the_replica_leading_the_delivery_job_wakes_it_without_notifying_t
                 wake.on_commit(session)
                 await session.commit()
             assert wake.event.is_set()  # this process's job is woken either way
-    finally:
-        sqlalchemy_event.remove(router_db.engine.sync_engine, "before_cursor_execute", count_notifies)
     # A replica whose job does not run tells the leader through PostgreSQL; the leader tells no one.
+    notifies = [statement for statement in statements if statement.startswith("NOTIFY")]
     assert notifies == ([f"NOTIFY {DELIVERIES_CHANNEL}"] if backend == "postgres" else [])
 
 
