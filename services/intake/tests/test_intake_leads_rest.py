@@ -197,6 +197,29 @@ async def test_a_group_commit_inserts_its_new_leads_in_one_statement(
     assert sorted(event.email for event in await _received_events(intake_db)) == sorted(leads)
 
 
+async def test_a_lead_in_a_group_commit_that_failed_is_stored_when_retried_alone(
+    writer: GroupCommitter, intake_db: Storage
+) -> None:
+    # The batch rolls back, then each unit runs alone: whatever the failed attempt inserted is gone,
+    # so each lead, with a key or without, is inserted again.
+    async def broken(_session: Any) -> None:
+        raise ValueError("a unit that fails its batch")
+
+    keyed = _key("retry-alone", {"email": "keyed@example.com"})
+    answers = await asyncio.gather(
+        service.create(writer=writer, lead_in=_lead(email="plain@example.com")),
+        service.create(writer=writer, lead_in=_lead(email="keyed@example.com"), idempotency=keyed),
+        writer.submit(broken),
+        return_exceptions=True,
+    )
+
+    assert [getattr(answer, "status_code", None) for answer in answers[:2]] == [202, 202]
+    assert isinstance(answers[2], ValueError)
+    stored = {lead.email: lead.id for lead in await _leads(intake_db)}
+    assert stored == {"plain@example.com": answers[0].body["id"], "keyed@example.com": answers[1].body["id"]}
+    assert sorted(event.email for event in await _received_events(intake_db)) == sorted(stored)
+
+
 async def test_a_batch_answers_each_item_in_order_and_stores_the_valid_ones(
     writer: GroupCommitter, intake_db: Storage
 ) -> None:

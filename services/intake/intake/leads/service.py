@@ -107,14 +107,17 @@ async def create(
     """Stage a lead (or re-engage its person) and answer 202 once committed; a retry with the same key repeats it."""
     new = _prepare(lead_in)
 
+    # Without a key the lead is inserted with the rest of its group commit, in one statement; with
+    # one it may not be inserted at all (a retry answers the first answer), so the work inserts it.
+    bulk = Bulk(insert_new, new) if idempotency is None else None
+
     async def accept(session: AsyncSession) -> Answer:
+        if bulk is None:
+            await insert_new(session, [new])
         staged = await _stage_lead(session, lead_in=lead_in, new=new)
         body = LeadAccepted(id=staged.lead_id, status=staged.status).model_dump(mode="json")
         return Answer(status_code=202, body=body)
 
-    # Without a key the lead is inserted with the rest of its group commit, in one statement; with
-    # one it may not be inserted at all (a retry answers the first answer), so the work decides.
-    bulk = Bulk(insert_new, new) if idempotency is None else None
     return await _submit(writer, partial(idempotency_keys.answer_once, request=idempotency, work=accept), bulk=bulk)
 
 
@@ -180,11 +183,13 @@ async def insert_new(session: AsyncSession, leads: list[NewLead]) -> None:
 
 
 async def _stage_lead(session: AsyncSession, *, lead_in: LeadCreate, new: NewLead) -> StagedLead:
-    """Stage a submission: a new lead with its lead.received, or the re-engagement of a known person."""
-    # Insert first: most submissions are new people. A lead inserted with its batch (`insert_new`
-    # as the group commit's bulk step) already knows; otherwise it is inserted now.
+    """Stage a submission after `insert_new` tried it in this transaction: its lead.received, or a re-engagement.
+
+    Inserting first suits most submissions (new people); each attempt of a transaction inserts
+    afresh, as what an attempt that rolled back inserted is gone.
+    """
     if new.inserted is None:
-        await insert_new(session, [new])
+        raise RuntimeError("insert_new must try the lead in this transaction first")
     lead, event = new.row, new.event
     if new.inserted:
         add_timeline(
