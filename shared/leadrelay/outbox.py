@@ -151,13 +151,6 @@ def _set_on_close(closed: asyncio.Event, _connection: object) -> None:
     closed.set()
 
 
-def notify_on_commit(session: AsyncSession, channel: str) -> None:
-    """On PostgreSQL, NOTIFY `channel` in this transaction: listeners in every process hear it once it commits."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    event.listen(session.sync_session, "before_commit", lambda sync: sync.execute(text(f"NOTIFY {channel}")), once=True)
-
-
 @contextlib.asynccontextmanager
 async def listening(engine: AsyncEngine | None, wake: Callable[[], None], *, channel: str) -> AsyncIterator[None]:
     """While the block runs, call `wake` whenever any process commits a `notify_on_commit(..., channel)`

@@ -1,5 +1,6 @@
-"""Hot write paths: plain rows with the model's defaults, and SQLite's writer lock taken once per transaction."""
+"""Hot write paths: plain rows with the model's defaults, compact JSON, SQLite's writer lock taken once each."""
 
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -10,7 +11,7 @@ from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel
 
-from leadrelay.db import begin_writing, create_engine, create_session_factory, new_row
+from leadrelay.db import begin_writing, create_engine, create_session_factory, json_text, new_row
 from leadrelay.events import utcnow
 from leadrelay.outbox import OutboxMessage
 
@@ -72,3 +73,10 @@ async def test_sqlite_writer_lock_is_taken_once_per_transaction(sqlite_engine: A
         await begin_writing(session, OutboxMessage)
         assert sum(statement.startswith("UPDATE") for statement in statements) == 2
         await session.rollback()
+
+
+def test_json_columns_are_stored_as_the_json_module_would_read_them() -> None:
+    value = {"points": [1, 2.5, None, True], "name": "Zoë 🚀", 3: {"nested": "value"}}
+    stored = json_text(value)
+    assert json.loads(stored) == {"points": [1, 2.5, None, True], "name": "Zoë 🚀", "3": {"nested": "value"}}
+    assert "Zoë 🚀" in stored  # UTF-8, not \\u escapes

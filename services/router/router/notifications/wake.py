@@ -5,8 +5,7 @@ from dataclasses import dataclass, field
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import after_commit
-from leadrelay.outbox import notify_on_commit
+from leadrelay.db import after_commit, notify_on_commit
 
 DELIVERIES_CHANNEL = "leadrelay_router_deliveries"
 """On PostgreSQL, commits that made work for the delivery job NOTIFY this channel, so the job wakes on

@@ -6,9 +6,8 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import after_commit
+from leadrelay.db import after_commit, notify_on_commit
 from leadrelay.events import utcnow
-from leadrelay.outbox import notify_on_commit
 
 TIMERS_CHANNEL = "leadrelay_sla_timers"
 """On PostgreSQL, a commit with an instant the leading timer job might otherwise see too late NOTIFYs this
