@@ -4,9 +4,11 @@ import json
 from typing import Any
 
 import pytest
+from confusable_homoglyphs import confusables
 from pydantic import ValidationError
 
 from intake.leads.models import Lead
+from intake.leads.normalise import email_facts
 from intake.leads.schemas import MAX_ATTRIBUTES_BYTES, LeadCreate
 from intake.leads.service import advance_stage
 from leadrelay.stages import SCORING_STAGES, LeadStage
@@ -75,6 +77,20 @@ def test_a_phone_that_cannot_be_read_is_named(phone: str) -> None:
 )
 def test_email_is_normalised(email: str, normalised: str) -> None:
     assert LeadCreate.model_validate({"email": email}).email == normalised
+
+
+@pytest.mark.parametrize(
+    ("address", "lookalike"),
+    [
+        ("john@example.com", False),
+        ("".join(chr(code) for code in range(33, 127)) + "@example.com", False),  # every printable ASCII character
+        ("j\u043ehn@example.com", True),  # a Cyrillic "o" among Latin letters
+        ("zo\u00eb@b\u00fccher.de", False),  # Latin beyond ASCII
+    ],
+)
+def test_an_address_mixing_lookalike_scripts_is_flagged(address: str, lookalike: bool) -> None:
+    assert email_facts(address).lookalike is lookalike
+    assert lookalike is bool(confusables.is_dangerous(address))  # what the library says, asked every time
 
 
 @pytest.mark.parametrize("email", ["not-an-email", "ada@", "ada@example", "a b@example.com", "ada@-example.com"])

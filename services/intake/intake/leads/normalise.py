@@ -51,8 +51,9 @@ def email_facts(address: str) -> EmailFacts:
         domain=domain,
         free_mail=ascii_domain in free_mail_domains,
         disposable=ascii_domain in disposable_domains,
-        # Latin mixed with Cyrillic or Greek look-alikes: someone impersonating another address.
-        lookalike=bool(confusables.is_dangerous(address)),
+        # Latin mixed with Cyrillic or Greek look-alikes: someone impersonating another address. Every
+        # ASCII character is Latin or common to all scripts, which is never mixed: no need to look.
+        lookalike=not address.isascii() and bool(confusables.is_dangerous(address)),
     )
 
 
