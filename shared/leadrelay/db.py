@@ -284,8 +284,12 @@ def _insert_staged(session: OrmSession) -> None:
     by_table: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}
     for table, row in staged or ():
         by_table.setdefault((table, tuple(row)), []).append(row)
+    if not by_table:
+        return
+    # On the Connection, not through the session: the ORM's bulk INSERT costs about half again as much per row.
+    connection = session.connection()
     for (table, _columns), rows in by_table.items():
-        session.execute(insert(table), rows)
+        connection.execute(insert(table), rows)
 
 
 @event.listens_for(OrmSession, "after_transaction_create")

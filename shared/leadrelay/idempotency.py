@@ -9,7 +9,7 @@ from sqlalchemy import delete
 from sqlmodel import Field, SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import SessionFactory, upsert_insert
+from leadrelay.db import SessionFactory, per_dialect
 from leadrelay.events import utcnow
 
 logger = logging.getLogger(__name__)
@@ -36,11 +36,18 @@ async def claim_many(session: AsyncSession, *, consumer: str, event_ids: Sequenc
     if not wanted:
         return set()
     now = utcnow()
-    statement = upsert_insert(session, ProcessedEvent).on_conflict_do_nothing().returning(ProcessedEvent.event_id)
-    rows = await (await session.connection()).execute(
-        statement, [{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in wanted]
+    connection = await session.connection()
+    rows = await connection.execute(
+        _CLAIM[connection.dialect.name],
+        [{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in wanted],
     )
     return set(rows.scalars().all())
+
+
+# Built once: every batch of every consumer runs it.
+_CLAIM = per_dialect(
+    lambda dialect: dialect.insert(ProcessedEvent).on_conflict_do_nothing().returning(col(ProcessedEvent.event_id))
+)
 
 
 async def claim(session: AsyncSession, *, consumer: str, event_id: str) -> bool:
