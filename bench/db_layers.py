@@ -6,9 +6,10 @@ Each transaction is BEGIN, `--statements` one-row SELECTs with a bound parameter
 of a consumer's batch or a group commit. It goes through (a) asyncpg alone, (b) SQLAlchemy's
 AsyncSession as the services use it (`leadrelay.db.create_engine`, `session.execute`), (c) the
 same session's Connection (`(await session.connection()).execute`), and (d) the same session with
-the statements sent on its asyncpg connection. Alternated round by round on uvloop, as the
-services run; each figure is this process's CPU per transaction (`time.process_time`), the median
-of `--rounds`. The difference between (a) and (b) is what the ORM layer costs every transaction.
+the statements, and the transaction around them, sent on its asyncpg connection. Alternated round
+by round on uvloop, as the services run; each figure is this process's CPU per transaction
+(`time.process_time`), the median of `--rounds`. The difference between (a) and (b) is what the ORM
+layer costs every transaction.
 """
 
 import argparse
@@ -71,8 +72,11 @@ async def run(args: argparse.Namespace) -> list[str]:
             connection = await (await session.connection()).get_raw_connection()
             driver = connection.driver_connection
             assert driver is not None
-            for value in statements:
-                await driver.fetch(RAW_STATEMENT, value)
+            # SQLAlchemy's adapter begins a transaction only before a statement of its own: without
+            # one here the statements would each commit on their own, and BEGIN and COMMIT go uncounted.
+            async with driver.transaction():
+                for value in statements:
+                    await driver.fetch(RAW_STATEMENT, value)
             await session.commit()
 
     layers: dict[str, Transaction] = {

@@ -348,17 +348,23 @@ class BrokerWatch:
             self._reader = reader
         tp = TopicPartition(MARKER_TOPIC, 0)
         self._reader.seek(tp, offset)
-        async with asyncio.timeout(5):
-            while True:
-                batch = await self._reader.getmany(tp, timeout_ms=200)
-                for record in batch.get(tp, []):
-                    if record.offset == offset:
-                        return bool(record.value == marker.encode())
-                    if record.offset > offset:
+        self._reader.resume(tp)
+        try:
+            async with asyncio.timeout(5):
+                while True:
+                    batch = await self._reader.getmany(tp, timeout_ms=200)
+                    for record in batch.get(tp, []):
+                        if record.offset == offset:
+                            return bool(record.value == marker.encode())
+                        if record.offset > offset:
+                            return False
+                    highwater = self._reader.highwater(tp)
+                    if highwater is not None and highwater <= offset:
                         return False
-                highwater = self._reader.highwater(tp)
-                if highwater is not None and highwater <= offset:
-                    return False
+        finally:
+            # Paused between checks: an assigned partition is fetched from again and again in the
+            # background, which kept the broker answering a long poll of every service's watch.
+            self._reader.pause(tp)
 
     async def _close_reader(self) -> None:
         reader, self._reader = self._reader, None

@@ -74,6 +74,23 @@ async def test_a_restarted_embedded_broker_is_noticed_and_its_topics_recreated(
         await bus.close()
 
 
+async def test_between_checks_the_watch_does_not_poll_the_broker(broker: EmbeddedBroker, kafka: Kafka) -> None:
+    bus = _bus(kafka)
+    watch = BrokerWatch(bus, interval=60, metrics=ServiceMetrics(CollectorRegistry()))
+    try:
+        assert await watch.check() is False  # writes the marker and reads it back
+        assert await watch.check() is False
+        # An assigned partition that is not paused is fetched from continuously in the background:
+        # a long poll of the broker every KAFKA_FETCH_MAX_WAIT_MS from every service, for a check a second.
+        reader = watch._reader
+        assert reader is not None
+        assert reader.paused() == {TopicPartition(MARKER_TOPIC, 0)}
+        assert await watch.check() is False  # and the next check reads it again
+        assert reader.paused() == {TopicPartition(MARKER_TOPIC, 0)}
+    finally:
+        await bus.close()
+
+
 async def test_a_second_process_that_recreated_the_topics_first_does_not_hide_the_loss(
     broker: EmbeddedBroker, kafka: Kafka
 ) -> None:
