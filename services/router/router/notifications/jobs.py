@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import bindparam
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
@@ -41,6 +42,8 @@ LEASE_MARGIN_SECONDS = 30.0
 """A claimed delivery is retried this long after its request's timeout if its process died mid-send."""
 ROUNDS_IN_FLIGHT = 4
 """Rounds sent at once: the next round is claimed while earlier ones wait for answers."""
+_REPS = select(Rep).where(col(Rep.id).in_(bindparam("ids", expanding=True)))
+"""A round's reps (their channels), built once as the round's other statements are."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ class Sender:
             if not claimed:
                 return Round([], {}, {}, pending)
             rep_ids = list({item.rep_id for item in claimed})
-            reps = {rep.id: rep for rep in (await session.exec(select(Rep).where(col(Rep.id).in_(rep_ids)))).all()}
+            reps = {rep.id: rep for rep in (await session.exec(_REPS, params={"ids": rep_ids})).all()}
             deadlines = await service.deadlines_of(
                 session=session, assignment_ids=[item.assignment_id for item in claimed]
             )
