@@ -5,7 +5,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -69,7 +69,7 @@ async def roster_of(
             members[team_id].append(rep_id)
     daily: dict[str, dict[date, int]] = defaultdict(dict)
     since = (at - timedelta(days=LOAD_DAYS + 1)).date()
-    for row in (await session.exec(select(RepLoad).where(col(RepLoad.day) >= since))).all():
+    for row in (await session.exec(_LOADS_SINCE, params={"since": since})).all():
         daily[row.rep_id][row.day] = row.assigned
     return Roster(
         reps=rep_rows,
@@ -78,6 +78,9 @@ async def roster_of(
         managers={team_id: team.manager_rep_id for team_id, team in team_rows.items()},
         daily=dict(daily),
     )
+
+
+_LOADS_SINCE = select(RepLoad).where(col(RepLoad.day) >= bindparam("since"))
 
 
 async def count_given(session: AsyncSession, *, rep_id: str, day: date) -> None:

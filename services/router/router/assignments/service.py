@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import Any
 from uuid import uuid4
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -89,10 +90,18 @@ async def get_routed(*, session: AsyncSession, lead_id: str) -> LeadScored | Non
 async def current_of(*, session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, Assignment]:
     """Each lead's current assignment (its highest sequence), for the leads that have one."""
     current: dict[str, Assignment] = {}
-    query = select(Assignment).where(col(Assignment.lead_id).in_(list(lead_ids))).order_by(col(Assignment.sequence))
-    for assignment in (await session.exec(query.execution_options(populate_existing=True))).all():
+    for assignment in (await session.exec(_CURRENT, params={"ids": list(lead_ids)})).all():
         current[assignment.lead_id] = assignment
     return current
+
+
+# Built once with the ids as a parameter, as every batch of scored leads reads it.
+_CURRENT = (
+    select(Assignment)
+    .where(col(Assignment.lead_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(Assignment.sequence))
+    .execution_options(populate_existing=True)
+)
 
 
 async def get_current(*, session: AsyncSession, lead_id: str) -> Assignment | None:

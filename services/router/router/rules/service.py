@@ -30,6 +30,9 @@ def builtin_document(default_rep_id: str) -> RoutingDocument:
     )
 
 
+_ACTIVE_VERSION = select(AgreementHead.active_version).where(AgreementHead.kind == ROUTING.name)
+
+
 class Rulesets:
     """This process's compiled rulesets, one per version, compiled once.
 
@@ -43,8 +46,7 @@ class Rulesets:
 
     async def active(self, session: AsyncSession) -> CompiledRules:
         """The ruleset in force now: the active version, or the built-in one before any is signed."""
-        statement = select(AgreementHead.active_version).where(AgreementHead.kind == ROUTING.name)
-        version = (await session.exec(statement)).first()
+        version = (await session.exec(_ACTIVE_VERSION)).first()
         return self.builtin if version is None else await self.version(session, version)
 
     async def version(self, session: AsyncSession, version: int) -> CompiledRules:
