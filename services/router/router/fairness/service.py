@@ -8,7 +8,7 @@ from sqlalchemy import bindparam, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import per_dialect, upsert_insert
+from leadrelay.db import per_dialect
 from leadrelay.events import utcnow
 from router.fairness.models import RotationMember, RotationPool
 from router.fairness.rotation import Candidate, Pick, Rotation, Strategy, choose, validate
@@ -46,12 +46,8 @@ class StoredRotations:
         loaded = self._pools.get(pool_id)
         if loaded is None:
             pool = await _lock_pool(self._session, pool_id)
-            query = (
-                select(RotationMember)
-                .where(RotationMember.pool_id == pool_id)
-                .execution_options(populate_existing=True)
-            )
-            rows = {row.rep_id: row for row in (await self._session.exec(query)).all()}
+            members_of = (await self._session.exec(_MEMBERS, params={"pool_id": pool_id})).all()
+            rows = {row.rep_id: row for row in members_of}
             members = {rep_id: row.member() for rep_id, row in rows.items()}
             loaded = self._pools[pool_id] = (pool, rows, Rotation(picks=pool.picks, members=members))
         return choose(loaded[2], pool_id=pool_id, candidates=candidates, strategy=strategy)
@@ -101,15 +97,23 @@ async def standings(*, session: AsyncSession, pool_id: str) -> list[RotationMemb
 async def _lock_pool(session: AsyncSession, pool_id: str) -> RotationPool:
     # A write first: on SQLite it takes the database's write lock before anything is read; on
     # PostgreSQL it makes sure there is a row to lock.
-    await session.exec(
-        upsert_insert(session, RotationPool)
-        .values(pool_id=pool_id, picks=0, updated_at=utcnow())
-        .on_conflict_do_nothing()
+    connection = await session.connection()
+    await connection.execute(
+        _ENSURE_POOL[connection.dialect.name], {"pool_id": pool_id, "picks": 0, "updated_at": utcnow()}
     )
-    query = (
-        select(RotationPool)
-        .where(RotationPool.pool_id == pool_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return (await session.exec(query)).one()
+    return (await session.exec(_LOCK_POOL, params={"pool_id": pool_id})).one()
+
+
+# Built once with their values as parameters: a pick from a pool runs them for every run of leads.
+_ENSURE_POOL = per_dialect(lambda dialect: dialect.insert(RotationPool).on_conflict_do_nothing())
+_LOCK_POOL = (
+    select(RotationPool)
+    .where(col(RotationPool.pool_id) == bindparam("pool_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_MEMBERS = (
+    select(RotationMember)
+    .where(col(RotationMember.pool_id) == bindparam("pool_id"))
+    .execution_options(populate_existing=True)
+)
