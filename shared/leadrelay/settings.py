@@ -45,6 +45,9 @@ class ServiceSettings(BaseSettings):
     consumer_retry_backoff_seconds: float = Field(default=0.2, ge=0)
     consumer_batch_size: int = Field(default=200, ge=1)
     consumer_stuck_after_seconds: float = Field(default=60.0, gt=0)
+    # An offset commit cost the broker and the client 0.6 ms of CPU together; committed after every
+    # batch, a trickle of one-record batches paid it for every record. Redeliveries are deduplicated.
+    consumer_commit_interval_seconds: float = Field(default=0.5, ge=0)
     processed_event_retention_hours: float = Field(default=168.0, gt=0)
 
     outbox_poll_interval_seconds: float = Field(default=0.5, gt=0)

@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import func
 from sqlalchemy.engine import Connection
@@ -40,7 +41,7 @@ from leadrelay.events import (
 )
 from leadrelay.idempotency import ProcessedEvent
 from leadrelay.stages import LeadStage
-from leadrelay.testing import ConsumerRunner, Kafka, RunningConsumer, Storage, wait_until
+from leadrelay.testing import PARTITIONS, ConsumerRunner, Kafka, RunningConsumer, Storage, wait_until
 
 TOPIC = Topic.LEADS_SCORED.value
 DLQ = dlq_topic(TOPIC)
@@ -411,6 +412,63 @@ async def test_stop_mid_stream_then_restart_handles_each_event_exactly_once(
     # Every handled record's offset was committed at stop: the restart saw no duplicates.
     assert consumed(run2, "processed") == len(events) - handled
     assert consumed(run2, "duplicate") == 0
+
+
+async def committed_records(kafka: Kafka, group: str, topic: str = TOPIC) -> int:
+    """How many of the topic's records the group has committed, over all its partitions."""
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=group, enable_auto_commit=False)
+    await reader.start()
+    try:
+        partitions = reader.partitions_for_topic(topic) or set(range(PARTITIONS))
+        offsets = [await reader.committed(TopicPartition(topic, partition)) for partition in partitions]
+        return sum(offset or 0 for offset in offsets)
+    finally:
+        await reader.stop()
+
+
+async def test_a_trickle_of_records_is_committed_together_once_per_interval_and_at_stop(
+    sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    """One-record batches do not each pay an offset commit; nothing handled is left uncommitted at stop."""
+    running = await consumers.start(
+        sqlite_router_db, Handlers().on(LeadScored, record_effect), consumer_commit_interval_seconds=120
+    )
+    group = running.consumer.name
+    first, *later = [scored(f"lead-trickle-{n}") for n in range(4)]
+    await kafka.produce(TOPIC, message(first))
+    await wait_effects(sqlite_router_db, first.id)
+
+    async def first_committed() -> bool:
+        return await committed_records(kafka, group) == 1
+
+    # The first batch after a quiet spell is committed at once...
+    await wait_until(first_committed, timeout=20, what="the first record's offset to be committed")
+    for event in later:  # ...and the batches that follow it within the interval wait for the next commit.
+        await kafka.produce(TOPIC, message(event))
+        await wait_effects(sqlite_router_db, event.id)
+    assert await committed_records(kafka, group) == 1
+
+    await running.stop()
+    assert await committed_records(kafka, group) == 4
+    assert await effects(sqlite_router_db) == {event.id: 1 for event in [first, *later]}
+
+
+async def test_offsets_held_back_are_committed_by_an_idle_consumer_once_the_interval_passed(
+    sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    running = await consumers.start(
+        sqlite_router_db, Handlers().on(LeadScored, record_effect), consumer_commit_interval_seconds=1
+    )
+    events = [scored(f"lead-idle-{n}") for n in range(3)]
+    for event in events:
+        await kafka.produce(TOPIC, message(event))
+        await wait_effects(sqlite_router_db, event.id)
+
+    async def all_committed() -> bool:
+        return await committed_records(kafka, running.consumer.name) == len(events)
+
+    await wait_until(all_committed, timeout=20, what="the held-back offsets to be committed")
+    assert not running.task.done()  # committed by the running loop, not at stop
 
 
 async def test_stop_during_retry_backoff_leaves_the_event_for_redelivery(

@@ -39,8 +39,10 @@ class EventConsumer:
     """Consumes the topics its handlers need; commits offsets only after the handlers' transaction.
 
     Each fetch (up to `CONSUMER_BATCH_SIZE` records) is handled by the dispatcher in one database
-    transaction; offsets are committed once it has committed. When the broker lost its data, the
-    loop drops its offsets and reads the recreated topics from the beginning.
+    transaction; offsets are committed once it has committed, at most every
+    `CONSUMER_COMMIT_INTERVAL_SECONDS`, and always before partitions are revoked and at stop. When
+    the broker lost its data, the loop drops its offsets and reads the recreated topics from the
+    beginning.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class EventConsumer:
         )
         self._consumer: AIOKafkaConsumer | None = None
         self._processed: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
         self._last_commit_warning = 0.0
         self.last_poll = time.monotonic()
         self.connected = False
@@ -148,15 +151,15 @@ class EventConsumer:
             self.last_poll = time.monotonic()
             batch = await consumer.getmany(timeout_ms=200, max_records=self._settings.consumer_batch_size)
             records: list[Record] = [record for partition_records in batch.values() for record in partition_records]
-            if not records or self._restart.is_set():
-                continue  # records fetched before the seek back to the start come again after it
-            done = await self._dispatcher.dispatch(records)
-            if self._restart.is_set():
-                continue  # these came from the lost logs; what was handled is deduplicated when read again
-            for record in records[:done]:
-                self._processed[TopicPartition(record.topic, record.partition)] = record.offset + 1
-            await self.commit_processed()
-            await self._update_lag(consumer)
+            if records and not self._restart.is_set():  # records fetched before a seek back to the start come again
+                done = await self._dispatcher.dispatch(records)
+                if self._restart.is_set():
+                    continue  # these came from the lost logs; what was handled is deduplicated when read again
+                for record in records[:done]:
+                    self._processed[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            if time.monotonic() - self._last_commit >= self._settings.consumer_commit_interval_seconds:
+                await self.commit_processed()
+                await self._update_lag(consumer)  # a gauge scraped every few seconds: as often as commits is plenty
 
     async def _read_from_the_start(self, consumer: AIOKafkaConsumer) -> None:
         # Staying in the group is faster than rejoining (the embedded broker makes a new member wait
@@ -178,6 +181,7 @@ class EventConsumer:
         if self._consumer is None or not self._processed:
             return
         offsets, self._processed = self._processed, {}
+        self._last_commit = time.monotonic()
         try:
             await self._consumer.commit(offsets)
         except KafkaError as exc:  # the records will be redelivered and deduplicated
