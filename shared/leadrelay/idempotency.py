@@ -5,11 +5,12 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import SessionFactory, per_dialect
+from leadrelay.db import SessionFactory
 from leadrelay.events import utcnow
 
 logger = logging.getLogger(__name__)
@@ -37,17 +38,32 @@ async def claim_many(session: AsyncSession, *, consumer: str, event_ids: Sequenc
         return set()
     now = utcnow()
     connection = await session.connection()
-    rows = await connection.execute(
-        _CLAIM[connection.dialect.name],
-        [{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in wanted],
-    )
+    if connection.dialect.name == "postgresql":
+        rows = await connection.execute(_CLAIM_ALL, {"consumer": consumer, "event_ids": wanted, "processed_at": now})
+    else:
+        rows = await connection.execute(
+            _CLAIM_EACH, [{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in wanted]
+        )
     return set(rows.scalars().all())
 
 
-# Built once: every batch of every consumer runs it.
-_CLAIM = per_dialect(
-    lambda dialect: dialect.insert(ProcessedEvent).on_conflict_do_nothing().returning(col(ProcessedEvent.event_id))
+# Built once: every batch of every consumer runs it. On PostgreSQL the ids go as one array, so the
+# text is the same whatever the batch (a multi-row VALUES is a new statement to prepare and plan per size).
+_COLUMNS = ProcessedEvent.__table__.c  # type: ignore[attr-defined]
+_CLAIM_ALL = (
+    postgresql.insert(ProcessedEvent)
+    .from_select(
+        ["consumer", "event_id", "processed_at"],
+        select(
+            bindparam("consumer", type_=_COLUMNS.consumer.type),
+            func.unnest(bindparam("event_ids", type_=postgresql.ARRAY(_COLUMNS.event_id.type))),
+            bindparam("processed_at", type_=_COLUMNS.processed_at.type),
+        ),
+    )
+    .on_conflict_do_nothing()
+    .returning(col(ProcessedEvent.event_id))
 )
+_CLAIM_EACH = sqlite.insert(ProcessedEvent).on_conflict_do_nothing().returning(col(ProcessedEvent.event_id))
 
 
 async def claim(session: AsyncSession, *, consumer: str, event_id: str) -> bool:

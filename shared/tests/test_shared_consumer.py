@@ -155,7 +155,10 @@ def claims_made(storage: Storage) -> Iterator[list[list[str]]]:
     ) -> None:
         if isinstance(clause, Insert) and clause.table.name == ProcessedEvent.__tablename__:
             rows = multiparams or [params]  # SQLAlchemy passes a single row as `params`
-            claims.append([row["event_id"] for row in rows])
+            if "event_ids" in rows[0]:  # PostgreSQL: the batch's ids as one array
+                claims.append(list(rows[0]["event_ids"]))
+            else:
+                claims.append([row["event_id"] for row in rows])
 
     sqlalchemy_event.listen(storage.engine.sync_engine, "before_execute", before_execute)
     try:
