@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from fastapi import Depends, Request
 from pydantic_core import PydanticUndefined
-from sqlalchemy import any_, bindparam, event, false, insert, text, update
+from sqlalchemy import event, false, insert, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, ExceptionContext, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InvalidatePoolError
@@ -322,32 +322,15 @@ T = TypeVar("T")
 def per_dialect(build: Callable[[ModuleType], T]) -> dict[str, T]:
     """A statement built once for each database LeadRelay runs on, by dialect name.
 
-    For hot paths that need a dialect's own SQL (ON CONFLICT, `one_of`) and run it with the rows as
+    For hot paths that need a dialect's own SQL (ON CONFLICT) and run it with the rows as
     parameters: a statement built per call with its values inline is compiled anew each time.
     """
     return {dialect.dialect.name: build(dialect) for dialect in (postgresql, sqlite)}
 
 
-def one_of(column: Any, name: str, dialect: ModuleType) -> Any:
-    """`column` IN the list bound as `name`, for a statement built `per_dialect`.
-
-    On PostgreSQL `column = ANY(:name)`, one SQL text whatever the list's length: an expanding IN
-    renders a text per length, each new one prepared (a round trip) and planned again, which cost
-    a batch of 10 to 50 keys about twice the CPU of ANY, client and server together.
-    """
-    if dialect is postgresql:
-        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
-    return column.in_(bindparam(name, expanding=True))
-
-
-def dialect_name(session: AsyncSession) -> str:
-    """The name of the database a session talks to, the key of a `per_dialect` statement."""
-    return str(session.get_bind().dialect.name)
-
-
 def upsert_insert(session: AsyncSession, table: Any) -> Any:
     """An INSERT that takes `on_conflict_do_nothing` and `on_conflict_do_update`, in the session's dialect."""
-    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
 
 

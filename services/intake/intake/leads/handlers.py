@@ -14,7 +14,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from intake.config import IntakeSettings
 from intake.leads import service
 from intake.leads.models import Lead, RoutingOutcome
-from leadrelay import db
 from leadrelay.consumer import Handlers
 from leadrelay.events import (
     AssignmentTrigger,
@@ -70,13 +69,11 @@ _FOLDED = tuple(field.name for field in fields(FoldedLead))
 # Built once, the ids bound at execution: a statement built per run would be compiled and
 # cache-keyed anew each time. Locked (on PostgreSQL) in id order: a rep's activity on the same
 # lead at the same moment must not be overwritten by a stage read before it committed.
-_LOCK_LEADS = db.per_dialect(
-    lambda dialect: (
-        sa.select(*(Lead.__table__.c[name] for name in _FOLDED))  # type: ignore[attr-defined]
-        .where(db.one_of(col(Lead.id), "ids", dialect))
-        .order_by(col(Lead.id))
-        .with_for_update()
-    )
+_LOCK_LEADS = (
+    sa.select(*(Lead.__table__.c[name] for name in _FOLDED))  # type: ignore[attr-defined]
+    .where(col(Lead.id).in_(sa.bindparam("ids", expanding=True)))
+    .order_by(col(Lead.id))
+    .with_for_update()
 )
 # The SET clause is the columns each row's parameters name: only those that changed, as the ORM would write.
 _UPDATE_LEAD = sa.update(Lead).where(col(Lead.id) == sa.bindparam("lead_id"))
@@ -94,8 +91,7 @@ async def _fold(
     """
     connection = await session.connection()
     ids = sorted({event.subject for event in events})
-    locked = await connection.execute(_LOCK_LEADS[connection.dialect.name], {"ids": ids})
-    loaded = {row.id: row for row in locked.mappings()}
+    loaded = {row.id: row for row in (await connection.execute(_LOCK_LEADS, {"ids": ids})).mappings()}
     if len(loaded) < len(ids):
         logger.warning("events for leads intake does not know, ignored", extra={"count": len(ids) - len(loaded)})
     leads = {lead_id: FoldedLead(**row) for lead_id, row in loaded.items()}

@@ -7,11 +7,12 @@ from datetime import date, datetime
 from typing import Any
 from uuid import uuid4
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay.db import dialect_name, one_of, per_dialect
+from leadrelay.db import per_dialect
 from leadrelay.events import (
     AssignmentTrigger,
     EventData,
@@ -89,19 +90,17 @@ async def get_routed(*, session: AsyncSession, lead_id: str) -> LeadScored | Non
 async def current_of(*, session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, Assignment]:
     """Each lead's current assignment (its highest sequence), for the leads that have one."""
     current: dict[str, Assignment] = {}
-    for assignment in (await session.exec(_CURRENT[dialect_name(session)], params={"ids": list(lead_ids)})).all():
+    for assignment in (await session.exec(_CURRENT, params={"ids": list(lead_ids)})).all():
         current[assignment.lead_id] = assignment
     return current
 
 
 # Built once with the ids as a parameter, as every batch of scored leads reads it.
-_CURRENT = per_dialect(
-    lambda dialect: (
-        select(Assignment)
-        .where(one_of(col(Assignment.lead_id), "ids", dialect))
-        .order_by(col(Assignment.sequence))
-        .execution_options(populate_existing=True)
-    )
+_CURRENT = (
+    select(Assignment)
+    .where(col(Assignment.lead_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(Assignment.sequence))
+    .execution_options(populate_existing=True)
 )
 
 

@@ -11,11 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import bindparam
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
 from leadrelay import signing
-from leadrelay.db import SessionFactory, dialect_name, one_of, per_dialect
+from leadrelay.db import SessionFactory
 from leadrelay.events import utcnow
 from leadrelay.outbox import listening
 from leadrelay.runtime import ServiceRuntime
@@ -41,7 +42,7 @@ LEASE_MARGIN_SECONDS = 30.0
 """A claimed delivery is retried this long after its request's timeout if its process died mid-send."""
 ROUNDS_IN_FLIGHT = 4
 """Rounds sent at once: the next round is claimed while earlier ones wait for answers."""
-_REPS = per_dialect(lambda dialect: select(Rep).where(one_of(col(Rep.id), "ids", dialect)))
+_REPS = select(Rep).where(col(Rep.id).in_(bindparam("ids", expanding=True)))
 """A round's reps (their channels), built once as the round's other statements are."""
 
 
@@ -206,9 +207,7 @@ class Sender:
             if not claimed:
                 return Round([], {}, {}, pending)
             rep_ids = list({item.rep_id for item in claimed})
-            reps = {
-                rep.id: rep for rep in (await session.exec(_REPS[dialect_name(session)], params={"ids": rep_ids})).all()
-            }
+            reps = {rep.id: rep for rep in (await session.exec(_REPS, params={"ids": rep_ids})).all()}
             deadlines = await service.deadlines_of(
                 session=session, assignment_ids=[item.assignment_id for item in claimed]
             )

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import audit
-from leadrelay.db import dialect_name, new_row, one_of, per_dialect
+from leadrelay.db import new_row, per_dialect
 from leadrelay.events import LeadScored, SlaStarted, utcnow
 from router.assignments import service as assignments
 from router.assignments.models import Assignment, Outcome
@@ -150,7 +150,7 @@ async def record_deadlines(*, session: AsyncSession, started: Sequence[SlaStarte
     if rows:
         await connection.execute(_KEEP_DEADLINE[connection.dialect.name], rows)
     assignment_ids = list({item.assignment_id for item in started})
-    result = await connection.execute(_DUE_NOW[connection.dialect.name], {"assignment_ids": assignment_ids, "now": now})
+    result = await connection.execute(_DUE_NOW, {"assignment_ids": assignment_ids, "now": now})
     return int(result.rowcount or 0)
 
 
@@ -165,16 +165,14 @@ def _keep_deadline(dialect: Any) -> Any:
 # Built once, run with the values as parameters: built per call, each was cache-keyed and its
 # parameters matched up again, about as costly as running it.
 _KEEP_DEADLINE = per_dialect(_keep_deadline)
-_DUE_NOW = per_dialect(
-    lambda dialect: (
-        update(Delivery)
-        .where(one_of(col(Delivery.assignment_id), "assignment_ids", dialect))
-        .where(col(Delivery.kind) == DeliveryKind.ASSIGNMENT)
-        .where(col(Delivery.status) == DeliveryStatus.PENDING)
-        .where(col(Delivery.attempts) == 0)
-        .where(col(Delivery.next_attempt_at) > bindparam("now"))
-        .values(next_attempt_at=bindparam("now"), updated_at=bindparam("now"))
-    )
+_DUE_NOW = (
+    update(Delivery)
+    .where(col(Delivery.assignment_id).in_(bindparam("assignment_ids", expanding=True)))
+    .where(col(Delivery.kind) == DeliveryKind.ASSIGNMENT)
+    .where(col(Delivery.status) == DeliveryStatus.PENDING)
+    .where(col(Delivery.attempts) == 0)
+    .where(col(Delivery.next_attempt_at) > bindparam("now"))
+    .values(next_attempt_at=bindparam("now"), updated_at=bindparam("now"))
 )
 """Deliveries of these assignments still waiting for their deadline become due `now`."""
 
@@ -191,7 +189,7 @@ async def deadline_of(*, session: AsyncSession, assignment_id: str) -> dict[str,
 async def deadlines_of(*, session: AsyncSession, assignment_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each assignment's earliest known SLA deadline, as the payload's `sla`, in one query."""
     earliest: dict[str, dict[str, Any]] = {}
-    for deadline in (await session.exec(_DEADLINES[dialect_name(session)], params={"ids": list(assignment_ids)})).all():
+    for deadline in (await session.exec(_DEADLINES, params={"ids": list(assignment_ids)})).all():
         if deadline.assignment_id not in earliest:
             earliest[deadline.assignment_id] = PayloadSla.model_validate(deadline, from_attributes=True).model_dump(
                 mode="json"
@@ -199,12 +197,10 @@ async def deadlines_of(*, session: AsyncSession, assignment_ids: Sequence[str]) 
     return earliest
 
 
-_DEADLINES = per_dialect(
-    lambda dialect: (
-        select(SlaDeadline)
-        .where(one_of(col(SlaDeadline.assignment_id), "ids", dialect))
-        .order_by(col(SlaDeadline.due_at))
-    )
+_DEADLINES = (
+    select(SlaDeadline)
+    .where(col(SlaDeadline.assignment_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(SlaDeadline.due_at))
 )
 
 
@@ -273,9 +269,7 @@ async def claim_due(*, session: AsyncSession, limit: int, lease_seconds: float) 
     if not ids:
         return []
     lease_until = now + timedelta(seconds=lease_seconds)
-    rows = (
-        await connection.execute(_CLAIM[connection.dialect.name], {"ids": ids, "now": now, "lease_until": lease_until})
-    ).all()
+    rows = (await connection.execute(_CLAIM, {"ids": ids, "now": now, "lease_until": lease_until})).all()
     return sorted((Claimed(*row) for row in rows), key=lambda item: (item.created_at, item.id))
 
 
@@ -308,18 +302,16 @@ _DUE = (
 # The ids as values, not as a subquery: given a subquery, SQLite found the rows to update through
 # the status index and tested every pending row against it. The conditions are checked again on
 # each row as it is updated: that is the claim.
-_CLAIM = per_dialect(
-    lambda dialect: (
-        update(Delivery)
-        .where(one_of(col(Delivery.id), "ids", dialect))
-        .where(col(Delivery.status) == DeliveryStatus.PENDING, col(Delivery.next_attempt_at) <= bindparam("now"))
-        .values(
-            attempts=col(Delivery.attempts) + 1,
-            next_attempt_at=bindparam("lease_until"),
-            updated_at=bindparam("now"),
-        )
-        .returning(*_CLAIMED_COLUMNS)
+_CLAIM = (
+    update(Delivery)
+    .where(col(Delivery.id).in_(bindparam("ids", expanding=True)))
+    .where(col(Delivery.status) == DeliveryStatus.PENDING, col(Delivery.next_attempt_at) <= bindparam("now"))
+    .values(
+        attempts=col(Delivery.attempts) + 1,
+        next_attempt_at=bindparam("lease_until"),
+        updated_at=bindparam("now"),
     )
+    .returning(*_CLAIMED_COLUMNS)
 )
 
 
@@ -390,18 +382,14 @@ async def already_delivered(*, session: AsyncSession, assignment_ids: Sequence[s
     if not assignment_ids:
         return set()
     connection = await session.connection()
-    return set(
-        (await connection.execute(_DELIVERED[connection.dialect.name], {"ids": list(assignment_ids)})).scalars().all()
-    )
+    return set((await connection.execute(_DELIVERED, {"ids": list(assignment_ids)})).scalars().all())
 
 
-_DELIVERED = per_dialect(
-    lambda dialect: (
-        select(Delivery.assignment_id)
-        .where(one_of(col(Delivery.assignment_id), "ids", dialect))
-        .where(col(Delivery.status) == DeliveryStatus.DELIVERED, col(Delivery.kind) == DeliveryKind.ASSIGNMENT)
-        .distinct()
-    )
+_DELIVERED = (
+    select(Delivery.assignment_id)
+    .where(col(Delivery.assignment_id).in_(bindparam("ids", expanding=True)))
+    .where(col(Delivery.status) == DeliveryStatus.DELIVERED, col(Delivery.kind) == DeliveryKind.ASSIGNMENT)
+    .distinct()
 )
 
 

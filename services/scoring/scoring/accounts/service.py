@@ -11,11 +11,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from rapidfuzz import fuzz, process
-from sqlalchemy import delete, insert
+from sqlalchemy import bindparam, delete, insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from leadrelay import db
 from leadrelay.events import AccountChanged, AccountMatch, LeadReceived, MatchMethod
 from scoring.accounts import normalise
 from scoring.accounts.models import NAME_KEY_LENGTH, AccountDomain, AccountNameKey, BookAccount
@@ -147,33 +146,25 @@ def _lead_domains(lead: LeadReceived) -> list[tuple[str, MatchMethod, float]]:
 
 
 # Built once: statements with their values inline would be compiled (and cache-keyed) anew per batch.
-_HOLDERS = db.per_dialect(
-    lambda dialect: select(AccountDomain.domain, AccountDomain.account_id).where(
-        db.one_of(col(AccountDomain.domain), "domains", dialect)
-    )
+_HOLDERS = select(AccountDomain.domain, AccountDomain.account_id).where(
+    col(AccountDomain.domain).in_(bindparam("domains", expanding=True))
 )
 _FIELDS = ("name", "domains", "industry", "employees", "annual_revenue", "country", "owner_rep_id", "crm_id")
-_ACCOUNT_FIELDS = db.per_dialect(
-    lambda dialect: select(BookAccount.id, *[getattr(BookAccount, name) for name in _FIELDS]).where(
-        db.one_of(col(BookAccount.id), "ids", dialect)
-    )
+_ACCOUNT_FIELDS = select(BookAccount.id, *[getattr(BookAccount, name) for name in _FIELDS]).where(
+    col(BookAccount.id).in_(bindparam("ids", expanding=True))
 )
-_NAMED = db.per_dialect(
-    lambda dialect: select(BookAccount.name_key, BookAccount.id).where(
-        db.one_of(col(BookAccount.name_key), "keys", dialect)
-    )
+_NAMED = select(BookAccount.name_key, BookAccount.id).where(
+    col(BookAccount.name_key).in_(bindparam("keys", expanding=True))
 )
-_BLOCKED = db.per_dialect(
-    lambda dialect: select(AccountNameKey.key, AccountNameKey.account_id, AccountNameKey.name_key).where(
-        db.one_of(col(AccountNameKey.key), "blocks", dialect)
-    )
+_BLOCKED = select(AccountNameKey.key, AccountNameKey.account_id, AccountNameKey.name_key).where(
+    col(AccountNameKey.key).in_(bindparam("blocks", expanding=True))
 )
 
 
 async def _accounts_by_domain(session: AsyncSession, domains: Iterable[str]) -> dict[str, list[str]]:
     holders: dict[str, list[str]] = defaultdict(list)
     for chunk in _chunks(domains):
-        for domain, account_id in await session.exec(_HOLDERS[db.dialect_name(session)], params={"domains": chunk}):
+        for domain, account_id in await session.exec(_HOLDERS, params={"domains": chunk}):
             holders[domain].append(account_id)
     return holders
 
@@ -182,7 +173,7 @@ async def _fields_by_id(session: AsyncSession, ids: Iterable[str]) -> dict[str, 
     """The matched accounts' fields, read as plain rows: no ORM state is built for a read-only answer."""
     found: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(ids):
-        for account_id, *values in await session.exec(_ACCOUNT_FIELDS[db.dialect_name(session)], params={"ids": chunk}):
+        for account_id, *values in await session.exec(_ACCOUNT_FIELDS, params={"ids": chunk}):
             found[account_id] = dict(zip(_FIELDS, values, strict=True))
     return found
 
@@ -191,7 +182,7 @@ async def _accounts_by_name(session: AsyncSession, keys: Iterable[str]) -> dict[
     """The lowest account id holding each normalised name."""
     named: dict[str, str] = {}
     for chunk in _chunks(keys):
-        for key, account_id in await session.exec(_NAMED[db.dialect_name(session)], params={"keys": chunk}):
+        for key, account_id in await session.exec(_NAMED, params={"keys": chunk}):
             named[key] = min(account_id, named.get(key, account_id))
     return named
 
@@ -200,7 +191,7 @@ async def _names_by_block(session: AsyncSession, blocks: Iterable[str]) -> dict[
     """(account id, normalised name) of the accounts under each blocking key."""
     blocked: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for chunk in _chunks(blocks):
-        for block, account_id, key in await session.exec(_BLOCKED[db.dialect_name(session)], params={"blocks": chunk}):
+        for block, account_id, key in await session.exec(_BLOCKED, params={"blocks": chunk}):
             blocked[block].append((account_id, key))
     return blocked
 

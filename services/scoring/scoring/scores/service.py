@@ -297,13 +297,11 @@ def _apply_to_record(
 
 # Built once: statements with their values inline would be compiled (and cache-keyed) anew per batch.
 _MQL_STATE = ("lead_id", "stage", "mql", "mql_at", "mql_reason")
-_MQL_STATES = db.per_dialect(
-    lambda dialect: (
-        select(*(col(getattr(LeadScore, name)) for name in _MQL_STATE))
-        .where(db.one_of(col(LeadScore.lead_id), "ids", dialect))
-        .order_by(col(LeadScore.lead_id))
-        .with_for_update()
-    )
+_MQL_STATES = (
+    select(*(col(getattr(LeadScore, name)) for name in _MQL_STATE))
+    .where(col(LeadScore.lead_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(LeadScore.lead_id))
+    .with_for_update()
 )
 _INSERT_SCORES = insert(LeadScore)
 _UPDATE_SCORES = update(LeadScore).where(col(LeadScore.lead_id) == bindparam("scored_lead_id"))
@@ -315,7 +313,7 @@ async def _locked_mql_states(session: AsyncSession, lead_ids: Iterable[str]) -> 
     if not ids:
         return {}
     # Through the session, so changes it has not written yet (an earlier run of the batch) are flushed first.
-    rows = await session.exec(_MQL_STATES[db.dialect_name(session)], params={"ids": ids})
+    rows = await session.exec(_MQL_STATES, params={"ids": ids})
     return {row.lead_id: row._asdict() for row in rows}
 
 
@@ -348,12 +346,10 @@ def _locking(statement: SelectOfScalar[T]) -> SelectOfScalar[T]:
     return statement.with_for_update().execution_options(populate_existing=True)
 
 
-_ENGAGEMENTS = db.per_dialect(
-    lambda dialect: (
-        select(LeadEngagement.lead_id, LeadEngagement.activity, LeadEngagement.occurred_at)
-        .where(db.one_of(col(LeadEngagement.lead_id), "ids", dialect))
-        .order_by(col(LeadEngagement.occurred_at))
-    )
+_ENGAGEMENTS = (
+    select(LeadEngagement.lead_id, LeadEngagement.activity, LeadEngagement.occurred_at)
+    .where(col(LeadEngagement.lead_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(LeadEngagement.occurred_at))
 )
 
 
@@ -361,9 +357,7 @@ async def _engagements(session: AsyncSession, lead_ids: Sequence[str]) -> dict[s
     if not lead_ids:
         return {}
     grouped: dict[str, list[Engagement]] = defaultdict(list)
-    for lead_id, activity, occurred_at in await session.exec(
-        _ENGAGEMENTS[db.dialect_name(session)], params={"ids": list(set(lead_ids))}
-    ):
+    for lead_id, activity, occurred_at in await session.exec(_ENGAGEMENTS, params={"ids": list(set(lead_ids))}):
         grouped[lead_id].append(Engagement(activity=ActivityType(activity), occurred_at=occurred_at))
     return grouped
 

@@ -8,14 +8,14 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid5
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
 from leadrelay.agreements import service as agreements
 from leadrelay.calendar import TeamCalendar
-from leadrelay.db import after_commit, dialect_name, new_row, one_of, per_dialect
+from leadrelay.db import after_commit, new_row, per_dialect
 from leadrelay.events import (
     EscalationStep,
     LeadActivity,
@@ -292,17 +292,15 @@ _START_UNLESS_STARTED = per_dialect(
 _ANSWERABLE = (*OPEN_STATES, SlaState.BREACHED)
 """The states an activity can still change: a breached timer still records the first response."""
 
-# Built once, for any number of leads.
-_ANSWERABLE_TIMERS = per_dialect(
-    lambda dialect: (
-        select(SlaTimer)
-        .where(
-            one_of(col(SlaTimer.lead_id), "lead_ids", dialect),
-            col(SlaTimer.status).in_(_ANSWERABLE),
-        )
-        .order_by(col(SlaTimer.lead_id), col(SlaTimer.sequence), col(SlaTimer.obligation))
-        .with_for_update()
-    )  # the job breaching one of them at once goes first, or finds it met
+# Built once, for any number of leads (an expanding IN).
+_ANSWERABLE_TIMERS = (
+    select(SlaTimer)
+    .where(
+        col(SlaTimer.lead_id).in_(bindparam("lead_ids", expanding=True)),
+        col(SlaTimer.status).in_(_ANSWERABLE),
+    )
+    .order_by(col(SlaTimer.lead_id), col(SlaTimer.sequence), col(SlaTimer.obligation))
+    .with_for_update()  # the job breaching one of them at once goes first, or finds it met
 )
 
 
@@ -321,7 +319,7 @@ async def record_activities(
     # One query for the whole run instead of one per activity.
     lead_ids = list({activity.lead_id for activity in answering})
     timers_of: dict[str, list[SlaTimer]] = defaultdict(list)
-    for timer in (await session.exec(_ANSWERABLE_TIMERS[dialect_name(session)], params={"lead_ids": lead_ids})).all():
+    for timer in (await session.exec(_ANSWERABLE_TIMERS, params={"lead_ids": lead_ids})).all():
         timers_of[timer.lead_id].append(timer)
     for activity in answering:
         await _record_activity(
