@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from leadrelay import apikeys, idempotency, outbox
+from leadrelay import apikeys, collector, idempotency, outbox
 from leadrelay.audit import audit_router
 from leadrelay.batching import GroupCommitter
 from leadrelay.consumer import EventConsumer, Handlers
@@ -169,6 +169,7 @@ def create_service_app(
             asyncio.create_task(_supervise(name, _as_leader(engine, name, job, settings))) for name, job in jobs.items()
         ]
         stop_watching_supervisor = _stop_with_supervisor()
+        collector.tune_for_service(young_threshold=settings.gc_young_threshold)
         logger.info("service started", extra={"port": settings.port, "topics": consumer.topics})
         try:
             yield
