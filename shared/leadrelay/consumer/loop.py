@@ -21,6 +21,9 @@ from leadrelay.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
+_BEST_EFFORT_SECONDS = 2.0
+"""The longest the loop waits for something it can do without (the lag gauge, a courtesy commit)."""
+
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, consumer_loop: "EventConsumer") -> None:
@@ -157,7 +160,9 @@ class EventConsumer:
                     continue  # these came from the lost logs; what was handled is deduplicated when read again
                 for record in records[:done]:
                     self._processed[TopicPartition(record.topic, record.partition)] = record.offset + 1
-            if time.monotonic() - self._last_commit >= self._settings.consumer_commit_interval_seconds:
+            # While a start over is pending, positions and offsets point into the lost logs: nothing to do.
+            due = time.monotonic() - self._last_commit >= self._settings.consumer_commit_interval_seconds
+            if due and not self._restart.is_set():
                 await self.commit_processed()
                 await self._update_lag(consumer)  # a gauge scraped every few seconds: as often as commits is plenty
 
@@ -171,8 +176,10 @@ class EventConsumer:
         if not assignment:
             return
         await consumer.seek_to_beginning(*assignment)
-        with contextlib.suppress(KafkaError):
-            await consumer.commit({tp: 0 for tp in assignment})
+        # Best effort: the group learns the new offsets at the next commit anyway.
+        with contextlib.suppress(KafkaError, TimeoutError):
+            async with asyncio.timeout(_BEST_EFFORT_SECONDS):
+                await consumer.commit({tp: 0 for tp in assignment})
         self._restart.clear()
         logger.warning("consumer reads its topics from the start after the broker lost its data")
 
@@ -198,12 +205,16 @@ class EventConsumer:
             self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue  # nothing fetched from this partition yet
-            lag = max(highwater - await consumer.position(tp), 0)
-            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        # position() waits until the partition's position is known, which right after a rebalance
+        # on a recovering broker can take long: the gauge is not worth holding up the loop for.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_BEST_EFFORT_SECONDS):
+                for tp in consumer.assignment():
+                    highwater = consumer.highwater(tp)
+                    if highwater is None:
+                        continue  # nothing fetched from this partition yet
+                    lag = max(highwater - await consumer.position(tp), 0)
+                    self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
