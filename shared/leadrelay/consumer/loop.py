@@ -161,8 +161,9 @@ class EventConsumer:
                 for record in records[:done]:
                     self._processed[TopicPartition(record.topic, record.partition)] = record.offset + 1
             # While a start over is pending, positions and offsets point into the lost logs: nothing to do.
+            # An idle poll has nothing to commit, and the lag it would measure is the last commit's.
             due = time.monotonic() - self._last_commit >= self._settings.consumer_commit_interval_seconds
-            if due and not self._restart.is_set():
+            if due and self._processed and not self._restart.is_set():
                 await self.commit_processed()
                 await self._update_lag(consumer)  # a gauge scraped every few seconds: as often as commits is plenty
 
