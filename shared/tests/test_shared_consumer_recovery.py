@@ -19,8 +19,7 @@ PARTITION = TopicPartition("leads.assigned", 0)
 class RecoveringConsumer:
     """A consumer on a broker that came back empty: fetches return nothing, positions and commits never settle."""
 
-    def __init__(self, *, assigned: bool = True) -> None:
-        self.assigned = assigned
+    def __init__(self) -> None:
         self.polls = 0
         self.position_calls = 0
         self.commit_calls = 0
@@ -29,7 +28,7 @@ class RecoveringConsumer:
         self.on_poll: Any = None
 
     def assignment(self) -> set[TopicPartition]:
-        return {PARTITION} if self.assigned else set()
+        return {PARTITION}
 
     def highwater(self, tp: TopicPartition) -> int:
         return 10
