@@ -16,7 +16,9 @@ PostgreSQL databases created on --postgres-url and dropped afterwards), then mea
   The router's CloudEvent `time` is a second view, and the `time` fields of
   lead.received, lead.scored, lead.assigned and sla.started give each hop. Baseline: a raw
   produce-to-consume round trip on the same broker (acks=all, fetching and lingering as the
-  services do) times the three hops to lead.assigned.
+  services do) times the three hops to lead.assigned. With each rate, the CPU per lead of every
+  service, the broker and, when PostgreSQL runs on this machine, the server processes of the
+  services' connections.
 - sustained leads/s: rising rates, a short step each; a step holds when every lead sent in it
   reached sla.started within --step-bound seconds of the step's end. Baseline: intake alone (wrk).
 - intake's accepted leads/s under wrk (64 connections) while the rest of the stack runs, beside a
@@ -398,6 +400,27 @@ async def scratch_postgres(admin_url: str, names: list[str]) -> AsyncIterator[di
                 await connection.close()
 
 
+async def postgres_server_cpu(admin_url: str, databases: list[str]) -> dict[int, float]:
+    """CPU seconds used so far by each server process serving `databases`; none when the server is not on this machine.
+
+    Only the connections' own processes: PostgreSQL's shared ones (WAL writer, checkpointer,
+    autovacuum) serve every database and are left out.
+    """
+    dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn, timeout=5)
+    try:
+        rows = await connection.fetch("SELECT pid FROM pg_stat_activity WHERE datname = ANY($1::text[])", databases)
+    finally:
+        await connection.close()
+    cpu: dict[int, float] = {}
+    for row in rows:
+        proc = Path("/proc") / str(row["pid"])
+        with contextlib.suppress(OSError):  # not on this machine, or the connection ended meanwhile
+            if (proc / "comm").read_text().strip() == "postgres":
+                cpu[row["pid"]] = signed_load.process_tree_cpu(row["pid"])
+    return cpu
+
+
 async def postgres_reachable(admin_url: str) -> str | None:
     """None when PostgreSQL answers, else why not."""
     dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -593,21 +616,31 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
         pids = {name: process.pid for name, process in services.items() if process.pid is not None}
         if broker.pid is not None:
             pids["broker"] = broker.pid
+        databases = [make_url(url).database or "" for url in urls.values()] if backend == "postgres" else []
+
+        async def postgres_cpu() -> dict[int, float]:
+            return await postgres_server_cpu(args.postgres_url, databases) if databases else {}
+
         for rate in args.rates:
             backlog = await settle(f"speed-to-lead at {rate:g}/s")
             cpu_before = {name: signed_load.process_tree_cpu(pid) for name, pid in pids.items()}
+            server_before = await postgres_cpu()
             run = await load(rate, args.duration, f"speed{rate}")
             missing = await drain(run, args.drain_timeout)
             unnotified = await observer.wait_all(
                 [lead.lead_id for lead in run.accepted if lead.lead_id], "notified", 30
             )
+            cpu_seconds = {name: signed_load.process_tree_cpu(pid) - cpu_before[name] for name, pid in pids.items()}
+            if server_after := await postgres_cpu():
+                # A connection opened during the run counts from zero; one that closed is lost (pools keep theirs).
+                cpu_seconds["postgres"] = sum(used - server_before.get(pid, 0.0) for pid, used in server_after.items())
             figures = {
                 **speed_figures(run, observer, missing),
                 "backlog_at_start": backlog,
                 "missing_notification": len(unnotified),
                 "cpu_ms_per_lead": {
-                    name: round(1000 * (signed_load.process_tree_cpu(pid) - cpu_before[name]) / len(run.accepted), 2)
-                    for name, pid in pids.items()
+                    name: round(1000 * seconds / len(run.accepted), 2)
+                    for name, seconds in cpu_seconds.items()
                     if run.accepted
                 },
             }
@@ -652,37 +685,40 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
                 result.notes.append("every step held: raise --steps to find the limit")
         result.sustained_per_s = previous
 
-        bare = ServiceProcess("bare_intake", port=free_port(), workdir=workdir, env={"PYTHONPATH": str(BENCH_DIR)})
-        bare.start()
-        cleanup.push_async_callback(bare.stop)
-        await bare.wait_healthy()
-        backlog = await settle("wrk")
-        wrk_runs: dict[str, list[dict[str, Any]]] = {"bare": [], "intake": []}
-        for url in (bare.url, intake.url):  # warm-up
-            await run_wrk(url, seconds=1, connections=args.wrk_connections, threads=args.wrk_threads, workdir=workdir)
-        for _ in range(args.wrk_runs):
-            for target, url in (("bare", bare.url), ("intake", intake.url)):
-                wrk_runs[target].append(
-                    await run_wrk(
-                        url,
-                        seconds=args.wrk_seconds,
-                        connections=args.wrk_connections,
-                        threads=args.wrk_threads,
-                        workdir=workdir,
-                    )
+        if args.wrk_runs > 0:  # 0 skips intake's maximum under wrk
+            bare = ServiceProcess("bare_intake", port=free_port(), workdir=workdir, env={"PYTHONPATH": str(BENCH_DIR)})
+            bare.start()
+            cleanup.push_async_callback(bare.stop)
+            await bare.wait_healthy()
+            backlog = await settle("wrk")
+            wrk_runs: dict[str, list[dict[str, Any]]] = {"bare": [], "intake": []}
+            for url in (bare.url, intake.url):  # warm-up
+                await run_wrk(
+                    url, seconds=1, connections=args.wrk_connections, threads=args.wrk_threads, workdir=workdir
                 )
-        await bare.stop()
-        result.wrk = {
-            target: {**runs[len(runs) // 2], "runs": [run["accepted_per_s"] for run in runs]}
-            for target, runs in (
-                (target, sorted(runs, key=lambda run: run["accepted_per_s"])) for target, runs in wrk_runs.items()
+            for _ in range(args.wrk_runs):
+                for target, url in (("bare", bare.url), ("intake", intake.url)):
+                    wrk_runs[target].append(
+                        await run_wrk(
+                            url,
+                            seconds=args.wrk_seconds,
+                            connections=args.wrk_connections,
+                            threads=args.wrk_threads,
+                            workdir=workdir,
+                        )
+                    )
+            await bare.stop()
+            result.wrk = {
+                target: {**runs[len(runs) // 2], "runs": [run["accepted_per_s"] for run in runs]}
+                for target, runs in (
+                    (target, sorted(runs, key=lambda run: run["accepted_per_s"])) for target, runs in wrk_runs.items()
+                )
+            }
+            result.wrk["backlog_at_start"] = backlog
+            out(
+                f"[{backend}] wrk: intake {result.wrk['intake']['accepted_per_s']:.0f}/s,"
+                f" bare FastAPI {result.wrk['bare']['accepted_per_s']:.0f}/s"
             )
-        }
-        result.wrk["backlog_at_start"] = backlog
-        out(
-            f"[{backend}] wrk: intake {result.wrk['intake']['accepted_per_s']:.0f}/s,"
-            f" bare FastAPI {result.wrk['bare']['accepted_per_s']:.0f}/s"
-        )
         if args.webhook_paths:
             await settle("webhooks")
             result.webhooks = await signed_load.compare(
@@ -855,7 +891,9 @@ async def main() -> int:
     parser.add_argument("--wrk-seconds", type=int, default=4)
     parser.add_argument("--wrk-connections", type=int, default=64)
     parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--wrk-runs", type=int, default=3, help="alternating bare/intake runs; the median is reported")
+    parser.add_argument(
+        "--wrk-runs", type=int, default=3, help="alternating bare/intake runs; the median is reported (0: none)"
+    )
     parser.add_argument(
         "--webhook-paths",
         type=lambda text: [part for part in text.split(",") if part.strip()],
