@@ -4,6 +4,7 @@ a Kafka helper and a consumer runner for the shared library's tests."""
 import asyncio
 import importlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -55,12 +56,65 @@ FAST_SERVICE_ENV = {
 FAST_SETTINGS: dict[str, Any] = {"kafka_session_timeout_ms": 2000, "kafka_heartbeat_interval_ms": 500}
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+LOWEST_PORT = 10_000
+"""Where `free_port` starts handing out ports: above the well-known and commonly configured ones."""
+
+
+def ephemeral_ports_start() -> int:
+    """The first port the kernel hands out for the local end of outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+class PortPicker:
+    """Hands out ports from `[low, high)` in turn, each one checked free, starting at a random one.
+
+    Ports below the kernel's ephemeral range are never taken by an outgoing connection, so a port
+    handed out stays free until the process it is meant for binds it. A port the kernel picks
+    itself (binding to port 0) comes from the ephemeral range, where any of the connections a test
+    opens to the broker or the database can take it first: a service then fails with "address
+    already in use". In turn, not at random, so one test run never gets the same port twice.
+    """
+
+    def __init__(self, low: int, high: int) -> None:
+        self._ports = range(low, high)
+        self._next = random.randrange(len(self._ports)) if self._ports else 0
+
+    @property
+    def ports(self) -> range:
+        """The ports this picker hands out."""
+        return self._ports
+
+    def __call__(self) -> int:
+        """A port nothing listens on right now (the kernel's choice when the range is empty or full)."""
+        for _ in range(min(len(self._ports), 1_000)):
+            port = self._ports[self._next]
+            self._next = (self._next + 1) % len(self._ports)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            chosen: int = sock.getsockname()[1]
+            return chosen
+
+
+def ports_for_this_process() -> PortPicker:
+    """This process's picker: test workers (pytest-xdist) split the range, so no two hand out the same port."""
+    low, high = LOWEST_PORT, max(LOWEST_PORT, ephemeral_ports_start())
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % workers
+    share = (high - low) // workers
+    return PortPicker(low + worker * share, low + (worker + 1) * share)
+
+
+free_port = ports_for_this_process()
+"""A TCP port nothing listens on right now, below the kernel's ephemeral range (see `PortPicker`)."""
 
 
 async def wait_until(
