@@ -44,8 +44,10 @@ def test_free_ports_lie_below_the_ephemeral_range_and_are_never_repeated() -> No
 
 
 def test_a_free_port_can_be_listened_on() -> None:
-    with _listening(free_port()) as sock:
-        assert sock.getsockname()[1] > 0
+    port = free_port()
+
+    with _listening(port) as sock:
+        assert sock.getsockname() == ("127.0.0.1", port)
 
 
 def test_a_port_something_listens_on_is_skipped(taken: list[socket.socket]) -> None:
