@@ -417,7 +417,7 @@ async def postgres_server_cpu(admin_url: str, databases: list[str]) -> dict[int,
         proc = Path("/proc") / str(row["pid"])
         with contextlib.suppress(OSError):  # not on this machine, or the connection ended meanwhile
             if (proc / "comm").read_text().strip() == "postgres":
-                cpu[row["pid"]] = signed_load.process_tree_cpu(row["pid"])
+                cpu[row["pid"]] = signed_load.process_cpu(row["pid"])  # a backend has no children
     return cpu
 
 

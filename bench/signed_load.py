@@ -130,20 +130,28 @@ BUILDERS: dict[str, Callable[[str, dict[str, str]], bytes]] = {
 }
 
 
+def _parent_and_cpu(pid: int | str) -> tuple[int, float]:
+    """A process's parent and CPU seconds (user + system) so far, from /proc; OSError once it has ended."""
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by one process (Linux /proc)."""
+    return _parent_and_cpu(pid)[1]
+
+
 def process_tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by a process and its living descendants (Linux /proc)."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
-    ticks = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)], times[int(entry.name)] = _parent_and_cpu(entry.name)
         except OSError:  # the process ended meanwhile
             continue
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
     tree, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()
