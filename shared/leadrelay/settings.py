@@ -48,6 +48,9 @@ class ServiceSettings(BaseSettings):
     # An offset commit cost the broker and the client 0.6 ms of CPU together; committed after every
     # batch, a trickle of one-record batches paid it for every record. Redeliveries are deduplicated.
     consumer_commit_interval_seconds: float = Field(default=0.5, ge=0)
+    # 0: handle what a poll returns at once (the speed-to-lead path). A consumer off that path (intake's
+    # read model) waits this long for more, to handle a trickle in one transaction instead of one each.
+    consumer_linger_ms: int = Field(default=0, ge=0)
     processed_event_retention_hours: float = Field(default=168.0, gt=0)
 
     outbox_poll_interval_seconds: float = Field(default=0.5, gt=0)

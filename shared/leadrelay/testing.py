@@ -492,6 +492,7 @@ class Kafka:
             "consumer_retry_backoff_seconds": 0.01,
             "consumer_max_retries": 3,
             "consumer_batch_size": 200,
+            "consumer_linger_ms": 0,
             "service_name": "test",
             **overrides,
         }

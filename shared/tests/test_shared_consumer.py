@@ -7,7 +7,7 @@ what a handler committed is visible in the database.
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
@@ -25,6 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
 from leadrelay.consumer import Handlers
+from leadrelay.consumer.loop import fetch_batch
 from leadrelay.db import DatabaseUnavailable
 from leadrelay.events import (
     CloudEvent,
@@ -836,6 +837,113 @@ async def test_the_same_event_twice_in_one_fetch_has_one_effect(
     assert consumed(running, "duplicate") == 1
     assert await effects(sqlite_router_db) == {twice.id: 1, after.id: 1}
     assert await processed_rows(sqlite_router_db) == 2
+
+
+async def test_a_lingering_consumer_handles_a_trickle_in_one_transaction_once_the_batch_is_full(
+    sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    """Records produced one at a time share a transaction; a full batch does not wait out the linger."""
+    calls = Calls()
+
+    async def handler(event: CloudEvent[LeadScored], session: AsyncSession) -> None:
+        calls.add([event], session)
+        await record_effect(event, session)
+
+    running = await consumers.start(
+        sqlite_router_db, Handlers().on(LeadScored, handler), consumer_linger_ms=60_000, consumer_batch_size=3
+    )
+    joined = [scored(f"lead-joined-{n}") for n in range(3)]
+    await kafka.produce(TOPIC, *(message(event) for event in joined))  # a full batch: handled once fetched
+    await wait_effects(sqlite_router_db, *(event.id for event in joined), timeout=20)
+
+    trickle = [scored(f"lead-trickle-{n}") for n in range(3)]
+    for event in trickle:  # each acknowledged before the next is sent, to a consumer already polling
+        await kafka.produce(TOPIC, message(event))
+    await wait_effects(sqlite_router_db, *(event.id for event in trickle), timeout=20)  # well within the 60 s
+
+    assert [sorted(handled) for handled in calls.transactions()[1:]] == [sorted(event.id for event in trickle)]
+    await running.stop()
+    assert await committed_records(kafka, running.consumer.name) == len(joined) + len(trickle)
+
+
+async def test_a_lingering_consumer_handles_a_lone_record_once_the_linger_passed(
+    sqlite_router_db: Storage, kafka: Kafka, consumers: ConsumerRunner
+) -> None:
+    await consumers.start(sqlite_router_db, Handlers().on(LeadScored, record_effect), consumer_linger_ms=1_500)
+    joined = scored("lead-joined")
+    await kafka.produce(TOPIC, message(joined))
+    await wait_effects(sqlite_router_db, joined.id, timeout=20)  # the consumer is in its group and polling
+
+    event = scored("lead-alone")
+    sent_at = asyncio.get_running_loop().time()
+    await kafka.produce(TOPIC, message(event))
+    await wait_effects(sqlite_router_db, event.id, timeout=20)
+
+    # The fetch that returned the record came after it was sent, and the linger starts there.
+    assert asyncio.get_running_loop().time() - sent_at >= 1.5
+
+
+class ScriptedPolls:
+    """Stands in for AIOKafkaConsumer.getmany: each poll returns the next scripted records, then nothing."""
+
+    def __init__(self, *polls: list[str]) -> None:
+        self.polls = [list(poll) for poll in polls]
+        self.asked: list[tuple[int, int]] = []  # (timeout_ms, max_records) of every poll
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[str, list[str]]:
+        self.asked.append((timeout_ms, max_records))
+        if not self.polls:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        poll = self.polls[0]
+        taken, self.polls[0] = poll[:max_records], poll[max_records:]  # the rest waits for the next poll
+        if not self.polls[0]:
+            self.polls.pop(0)
+        return {"partition": taken}
+
+
+def never() -> bool:
+    return False
+
+
+async def fetch(
+    polls: ScriptedPolls, *, linger_seconds: float, max_records: int = 10, cut_short: Callable[[], bool] = never
+) -> list[Any]:
+    consumer: Any = polls  # fetch_batch only polls
+    return await fetch_batch(consumer, max_records=max_records, linger_seconds=linger_seconds, cut_short=cut_short)
+
+
+async def test_without_a_linger_a_batch_is_what_one_poll_returned() -> None:
+    polls = ScriptedPolls(["a"], ["b"])
+    assert await fetch(polls, linger_seconds=0) == ["a"]
+    assert len(polls.asked) == 1
+
+
+async def test_an_empty_poll_does_not_linger() -> None:
+    polls = ScriptedPolls()
+    assert await fetch(polls, linger_seconds=60) == []
+    assert len(polls.asked) == 1
+
+
+async def test_a_linger_gathers_later_polls_until_the_batch_is_full() -> None:
+    polls = ScriptedPolls(["a"], ["b", "c"], ["d", "e"])
+    assert await fetch(polls, linger_seconds=60, max_records=4) == ["a", "b", "c", "d"]  # not 60 s later
+    assert [max_records for _, max_records in polls.asked] == [4, 3, 1]
+    assert polls.polls == [["e"]]  # left for the next batch
+
+
+async def test_a_linger_ends_when_its_time_is_up_with_what_arrived() -> None:
+    polls = ScriptedPolls(["a"], ["b"])
+    started = asyncio.get_running_loop().time()
+    assert await fetch(polls, linger_seconds=0.5) == ["a", "b"]
+    assert asyncio.get_running_loop().time() - started >= 0.5
+    assert all(timeout_ms <= 200 for timeout_ms, _ in polls.asked)  # a stop is seen within a poll
+
+
+async def test_a_stop_ends_the_linger_with_the_records_in_hand() -> None:
+    polls = ScriptedPolls(["a"], ["b"])
+    assert await fetch(polls, linger_seconds=60, cut_short=lambda: len(polls.asked) >= 2) == ["a", "b"]
+    assert len(polls.asked) == 2
 
 
 async def takes_activity(event: CloudEvent[LeadActivity], session: AsyncSession) -> None:

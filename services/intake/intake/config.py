@@ -34,6 +34,9 @@ class IntakeSettings(SecretKeySettings):
     redrive_after_seconds: float = Field(default=120.0, gt=0)
     redrive_check_interval_seconds: float = Field(default=30.0, gt=0)
     redrive_max_attempts: int = Field(default=10, ge=1)
+    # Intake consumes only to fold other services' events into its read model, off the speed-to-lead
+    # path: a fifth of a second of freshness buys a transaction per batch, not per event.
+    consumer_linger_ms: int = Field(default=200, ge=0)
     workers: int = Field(
         default_factory=lambda data: default_workers(data.get("database_url")), validation_alias="INTAKE_WORKERS", ge=1
     )

@@ -3,7 +3,9 @@
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -23,6 +25,33 @@ logger = logging.getLogger(__name__)
 
 _BEST_EFFORT_SECONDS = 2.0
 """The longest the loop waits for something it can do without (the lag gauge, a courtesy commit)."""
+
+
+_POLL_MS = 200
+"""The longest one poll waits, so the loop sees a stop or a restart at least this often."""
+
+
+async def fetch_batch(
+    consumer: AIOKafkaConsumer, *, max_records: int, linger_seconds: float, cut_short: Callable[[], bool]
+) -> list[Record]:
+    """What one poll returns and, with a linger, what else arrives within it, up to `max_records`.
+
+    A consumer off the speed-to-lead path lingers (`CONSUMER_LINGER_MS`) so that records arriving
+    one at a time are handled in one transaction, not one each. Per partition the records stay in
+    offset order. A stop or a restart (`cut_short`) ends the linger with the records in hand.
+    """
+    batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=max_records)
+    records: list[Record] = [record for partition_records in batch.values() for record in partition_records]
+    if not records or linger_seconds <= 0:
+        return records
+    deadline = time.monotonic() + linger_seconds
+    while len(records) < max_records and not cut_short():
+        left_ms = math.ceil((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            break
+        more = await consumer.getmany(timeout_ms=min(left_ms, _POLL_MS), max_records=max_records - len(records))
+        records.extend(record for partition_records in more.values() for record in partition_records)
+    return records
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -152,8 +181,12 @@ class EventConsumer:
             if self._restart.is_set():
                 await self._read_from_the_start(consumer)
             self.last_poll = time.monotonic()
-            batch = await consumer.getmany(timeout_ms=200, max_records=self._settings.consumer_batch_size)
-            records: list[Record] = [record for partition_records in batch.values() for record in partition_records]
+            records = await fetch_batch(
+                consumer,
+                max_records=self._settings.consumer_batch_size,
+                linger_seconds=self._settings.consumer_linger_ms / 1000,
+                cut_short=lambda: self._stopping.is_set() or self._restart.is_set(),
+            )
             if records and not self._restart.is_set():  # records fetched before a seek back to the start come again
                 done = await self._dispatcher.dispatch(records)
                 if self._restart.is_set():
