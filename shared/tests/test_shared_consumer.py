@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from leadrelay import outbox
 from leadrelay.consumer import Handlers
-from leadrelay.consumer.loop import fetch_batch
+from leadrelay.consumer.loop import fetch_batch, offsets_to_commit
 from leadrelay.db import DatabaseUnavailable
 from leadrelay.events import (
     CloudEvent,
@@ -944,6 +945,18 @@ async def test_a_stop_ends_the_linger_with_the_records_in_hand() -> None:
     polls = ScriptedPolls(["a"], ["b"])
     assert await fetch(polls, linger_seconds=60, cut_short=lambda: len(polls.asked) >= 2) == ["a", "b"]
     assert len(polls.asked) == 2
+
+
+def test_offsets_are_committed_only_for_partitions_still_assigned() -> None:
+    """Records in hand when a rebalance revoked their partition are handled, but their offsets are the new owner's."""
+    handled: list[Any] = [
+        SimpleNamespace(topic=TOPIC, partition=partition, offset=offset)
+        for partition, offset in [(0, 5), (1, 3), (0, 6), (2, 9), (1, 4)]
+    ]
+    assigned = {TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)}
+
+    assert offsets_to_commit(handled, assigned=assigned) == {TopicPartition(TOPIC, 0): 7, TopicPartition(TOPIC, 1): 5}
+    assert offsets_to_commit(handled, assigned=set()) == {}
 
 
 async def takes_activity(event: CloudEvent[LeadActivity], session: AsyncSession) -> None:

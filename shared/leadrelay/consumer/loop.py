@@ -5,7 +5,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence, Set
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -52,6 +52,21 @@ async def fetch_batch(
         more = await consumer.getmany(timeout_ms=min(left_ms, _POLL_MS), max_records=max_records - len(records))
         records.extend(record for partition_records in more.values() for record in partition_records)
     return records
+
+
+def offsets_to_commit(handled: Sequence[Record], *, assigned: Set[TopicPartition]) -> dict[TopicPartition, int]:
+    """The next offset to read of each partition the handled records came from, if this member still owns it.
+
+    A rebalance may revoke a partition while its records are being handled (or lingered over): the
+    new owner reads them again and finds them processed, and an offset committed for a partition
+    this member lost would fail the whole commit.
+    """
+    offsets: dict[TopicPartition, int] = {}
+    for record in handled:
+        partition = TopicPartition(record.topic, record.partition)
+        if partition in assigned:
+            offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
+    return offsets
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -191,8 +206,7 @@ class EventConsumer:
                 done = await self._dispatcher.dispatch(records)
                 if self._restart.is_set():
                     continue  # these came from the lost logs; what was handled is deduplicated when read again
-                for record in records[:done]:
-                    self._processed[TopicPartition(record.topic, record.partition)] = record.offset + 1
+                self._processed.update(offsets_to_commit(records[:done], assigned=consumer.assignment()))
             # While a start over is pending, positions and offsets point into the lost logs: nothing to do.
             # An idle poll has nothing to commit, and the lag it would measure is the last commit's.
             due = time.monotonic() - self._last_commit >= self._settings.consumer_commit_interval_seconds
